@@ -1,0 +1,126 @@
+"""Sign-in rules: login, bearer-token resolution, logout, user management."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm_service.auth import repository
+from crm_service.auth.models import AuthSession, User
+from crm_service.auth.passwords import hash_password, needs_rehash, verify_password
+from crm_service.auth.schemas import LoginRequest, TokenResponse, UserCreate
+from crm_service.auth.tokens import TOKEN_PREFIX, new_access_token, token_digest
+from crm_service.config import Settings
+from crm_service.db.base import utcnow
+from crm_service.errors import Conflict, InvalidToken, NotFound, Unauthorized
+from crm_service.security.principal import Principal
+from crm_service.security.scopes import ALL_SCOPES, STANDARD_USER_SCOPES
+
+# Refresh last_used_at at most this often, so reads do not each cost a write.
+_TOUCH_INTERVAL = timedelta(seconds=60)
+
+
+def normalize_login_email(email: str) -> str:
+    return email.strip().casefold()
+
+
+def scopes_for(user: User) -> frozenset:
+    return ALL_SCOPES if user.is_admin else STANDARD_USER_SCOPES
+
+
+async def login(*, session: AsyncSession, payload: LoginRequest, settings: Settings) -> TokenResponse:
+    user = await repository.find_user_for_login(session, normalize_login_email(payload.email))
+    usable = user is not None and user.is_active
+    # Unknown email, disabled user and wrong password all cost one Argon2 verification and
+    # answer alike.
+    ok = await verify_password(user.password_hash if usable else None, payload.password)
+    if not ok or user is None:
+        raise Unauthorized("The email or password is wrong.")
+    if needs_rehash(user.password_hash):
+        user.password_hash = await hash_password(payload.password)
+    token = new_access_token()
+    now = utcnow()
+    ttl = settings.session_absolute_ttl_seconds
+    session.add(
+        AuthSession(
+            organization_id=user.organization_id,
+            user_id=user.id,
+            token_hash=token_digest(token),
+            created_at=now,
+            last_used_at=now,
+            expires_at=now + timedelta(seconds=ttl),
+        )
+    )
+    await session.flush()
+    return TokenResponse(access_token=token, expires_in=ttl)
+
+
+async def principal_from_token(
+    *, session: AsyncSession, token: str, client_ip: str | None, settings: Settings
+) -> Principal:
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
+        raise InvalidToken()
+    auth_session = await repository.find_session_by_token_hash(session, token_digest(token))
+    now = utcnow()
+    if (
+        auth_session is None
+        or auth_session.ended_at is not None
+        or auth_session.expires_at <= now
+        or auth_session.last_used_at + timedelta(seconds=settings.session_idle_ttl_seconds) <= now
+    ):
+        raise InvalidToken()
+    user = await repository.UserRepository(session, auth_session.organization_id).get(
+        auth_session.user_id
+    )
+    if user is None or not user.is_active:
+        raise InvalidToken()
+    if now - auth_session.last_used_at >= _TOUCH_INTERVAL:
+        auth_session.last_used_at = now
+    return Principal(
+        organization_id=user.organization_id,
+        user_id=user.id,
+        scopes=scopes_for(user),
+        session_id=auth_session.id,
+        client_ip=client_ip,
+    )
+
+
+async def logout(*, session: AsyncSession, principal: Principal) -> None:
+    if principal.session_id is None:
+        return
+    auth_session = await repository.SessionRepository(session, principal.organization_id).get(
+        principal.session_id
+    )
+    if auth_session is not None and auth_session.ended_at is None:
+        auth_session.ended_at = utcnow()
+    await session.flush()
+
+
+async def create_user(
+    *, session: AsyncSession, organization_id: uuid.UUID, payload: UserCreate
+) -> User:
+    email = normalize_login_email(payload.email)
+    if await repository.email_taken(session, email):
+        raise Conflict("A user with this email already exists.")
+    user = User(
+        organization_id=organization_id,
+        email=email,
+        full_name=payload.full_name,
+        password_hash=await hash_password(payload.password),
+        is_admin=payload.is_admin,
+        is_active=True,
+    )
+    return await repository.UserRepository(session, organization_id).add(user)
+
+
+async def list_users(*, session: AsyncSession, principal: Principal) -> list[User]:
+    return await repository.UserRepository(session, principal.organization_id).list()
+
+
+async def get_user(*, session: AsyncSession, principal: Principal, user_id: uuid.UUID) -> User:
+    user = await repository.UserRepository(session, principal.organization_id).get(user_id)
+    if user is None:
+        raise NotFound("No such user.")
+    return user

@@ -1,0 +1,1 @@
+"""Database: the engine, the per-request session, the declarative Base and repository base."""

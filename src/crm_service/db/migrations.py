@@ -1,0 +1,67 @@
+"""Running Alembic from code: upgrade to head, the head revision, the database's revision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+
+def migrations_directory() -> Path:
+    packaged = Path(__file__).resolve().parents[1] / "migrations"  # wheel install
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[3] / "migrations"  # source checkout
+
+
+def alembic_config(database_url: str | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_directory()))
+    if database_url is not None:
+        config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return config
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def _run_on(connection: Connection, revision: str, *, downgrade: bool = False) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    if downgrade:
+        command.downgrade(config, revision)
+    else:
+        command.upgrade(config, revision)
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    async with engine.begin() as connection:
+        await connection.run_sync(_run_on, revision)
+
+
+async def downgrade(engine: AsyncEngine, revision: str = "base") -> None:
+    async with engine.begin() as connection:
+        await connection.run_sync(lambda sync: _run_on(sync, revision, downgrade=True))
+
+
+async def current_revision(connection: AsyncConnection) -> str | None:
+    try:
+        result = await connection.execute(text("SELECT version_num FROM alembic_version"))
+    except DBAPIError:
+        return None
+    return result.scalar_one_or_none()
+
+
+def ensure_sqlite_directory(database_url: str) -> None:
+    """Create the directory of an embedded SQLite file (`./var/` by default)."""
+    prefix = "sqlite+aiosqlite:///"
+    if database_url.startswith(prefix):
+        path = database_url[len(prefix) :].split("?", 1)[0]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,48 @@
+"""The per-request session (`DbSession`) and the route class that commits it once.
+
+The session is opened by a dependency and committed by :class:`CommitOnSuccessRoute` after the
+endpoint returns and before the response is sent; FastAPI runs yield-dependency cleanup only
+after sending, so committing there would acknowledge writes that might still fail. An error
+anywhere means no commit: the dependency's cleanup rolls the whole transaction back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import Depends, Request, Response
+from fastapi.routing import APIRoute
+from sqlalchemy.ext.asyncio import AsyncSession
+
+
+async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
+    sessionmaker = request.app.state.sessionmaker
+    async with sessionmaker() as session:
+        request.state.db_session = session
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        finally:
+            request.state.db_session = None
+
+
+DbSession = Annotated[AsyncSession, Depends(get_db_session)]
+
+
+class CommitOnSuccessRoute(APIRoute):
+    """Commits the request's session when the endpoint succeeded, before the response goes out."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def commit_on_success(request: Request) -> Response:
+            response = await handler(request)
+            session: AsyncSession | None = getattr(request.state, "db_session", None)
+            if session is not None and response.status_code < 400:
+                await session.commit()
+            return response
+
+        return commit_on_success

@@ -1,0 +1,274 @@
+"""The CRMError hierarchy and the one handler that renders every error as RFC 9457 problem+json.
+
+Problem details never carry a stack trace, SQL text or a submitted value: validation errors
+name the field and the rule that failed, nothing more.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_TYPE_PREFIX = "tag:crm-service,2026:problems/"
+
+logger = structlog.get_logger("crm_service.errors")
+
+
+class FieldProblem(BaseModel):
+    """One failed rule on one input field."""
+
+    field: str = Field(description="Dotted location of the field, e.g. `body.email`.")
+    rule: str = Field(description="Machine-readable rule that failed, e.g. `string_too_long`.")
+    message: str = Field(description="What the rule requires, without the submitted value.")
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = Field(description="URI identifying the problem type.")
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = Field(default=None, description="The request path (no query string).")
+    errors: list[FieldProblem] | None = Field(
+        default=None, description="For validation problems: each field and the rule it broke."
+    )
+
+
+class CRMError(Exception):
+    """Base of every domain error. Subclasses fix status, slug and title."""
+
+    status: int = 500
+    slug: str = "internal-error"
+    title: str = "Internal error"
+
+    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None):
+        super().__init__(detail or self.title)
+        self.detail = detail
+        self.headers = headers or {}
+
+
+class BadRequest(CRMError):
+    status, slug, title = 400, "bad-request", "Bad request"
+
+
+class Unauthorized(CRMError):
+    status, slug, title = 401, "unauthorized", "Authentication required"
+
+    def __init__(self, detail: str | None = None):
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="crm-service"'})
+
+
+class InvalidToken(Unauthorized):
+    slug, title = "invalid-token", "Invalid or expired token"
+
+    def __init__(self, detail: str | None = None):
+        CRMError.__init__(
+            self,
+            detail,
+            headers={"WWW-Authenticate": 'Bearer realm="crm-service", error="invalid_token"'},
+        )
+
+
+class Forbidden(CRMError):
+    status, slug, title = 403, "forbidden", "Forbidden"
+
+
+class NotFound(CRMError):
+    status, slug, title = 404, "not-found", "Not found"
+
+
+class Conflict(CRMError):
+    status, slug, title = 409, "conflict", "Conflict"
+
+
+class PreconditionFailed(CRMError):
+    status, slug, title = 412, "precondition-failed", "Precondition failed"
+
+
+class PayloadTooLarge(CRMError):
+    status, slug, title = 413, "payload-too-large", "Request body too large"
+
+
+class ValidationFailed(CRMError):
+    status, slug, title = 422, "validation-failed", "Validation failed"
+
+    def __init__(self, detail: str | None = None, *, errors: list[FieldProblem] | None = None):
+        super().__init__(detail)
+        self.errors = errors
+
+
+class Locked(CRMError):
+    status, slug, title = 423, "locked", "Locked"
+
+
+class TooManyRequests(CRMError):
+    status, slug, title = 429, "rate-limited", "Too many requests"
+
+
+class ServiceUnavailable(CRMError):
+    status, slug, title = 503, "unavailable", "Service unavailable"
+
+
+_STATUS_ERRORS: dict[int, type[CRMError]] = {
+    cls.status: cls
+    for cls in (
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        PreconditionFailed,
+        PayloadTooLarge,
+        ValidationFailed,
+        Locked,
+        TooManyRequests,
+        ServiceUnavailable,
+    )
+}
+
+
+def problem_response(
+    request_path: str | None,
+    *,
+    status: int,
+    slug: str,
+    title: str,
+    detail: str | None = None,
+    errors: list[FieldProblem] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = Problem(
+        type=PROBLEM_TYPE_PREFIX + slug,
+        title=title,
+        status=status,
+        detail=detail,
+        instance=request_path,
+        errors=errors,
+    )
+    return JSONResponse(
+        body.model_dump(exclude_none=True),
+        status_code=status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+def render(request_path: str | None, error: CRMError) -> JSONResponse:
+    return problem_response(
+        request_path,
+        status=error.status,
+        slug=error.slug,
+        title=error.title,
+        detail=error.detail,
+        errors=getattr(error, "errors", None),
+        headers=error.headers,
+    )
+
+
+def _field_problems(raw_errors: list[dict[str, Any]]) -> list[FieldProblem]:
+    problems = []
+    for err in raw_errors:
+        location = ".".join(str(part) for part in err.get("loc", ()))
+        rule = str(err.get("type", "invalid"))
+        # pydantic messages describe the rule ("String should have at most 100 characters");
+        # the input itself (`err["input"]`) is dropped. Parsing messages append what they
+        # found ("invalid character: found `n` at 0"), so only their first clause is kept.
+        message = str(err.get("msg", "invalid value"))
+        if rule.endswith("_parsing"):
+            message = message.split(",", 1)[0].split(":", 1)[0]
+        problems.append(FieldProblem(field=location, rule=rule, message=message))
+    return problems
+
+
+async def _crm_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, CRMError)
+    return render(request.url.path, exc)
+
+
+async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    error = ValidationFailed(
+        "The request does not match the schema; see `errors`.",
+        errors=_field_problems(list(exc.errors())),
+    )
+    return render(request.url.path, error)
+
+
+async def _http_exception_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    error_class = _STATUS_ERRORS.get(exc.status_code)
+    if error_class is not None:
+        slug, title = error_class.slug, error_class.title
+    elif exc.status_code == 405:
+        slug, title = "method-not-allowed", "Method not allowed"
+    else:
+        slug, title = "http-error", "HTTP error"
+    return problem_response(
+        request.url.path,
+        status=exc.status_code,
+        slug=slug,
+        title=title,
+        headers=dict(exc.headers or {}),
+    )
+
+
+async def _integrity_handler(request: Request, exc: Exception) -> JSONResponse:
+    # The driver's message names the column values involved; it is never shown or logged.
+    logger.warning("integrity_conflict", error_type=type(exc).__name__)
+    return render(request.url.path, Conflict("The change conflicts with existing data."))
+
+
+async def _stale_handler(request: Request, exc: Exception) -> JSONResponse:
+    return render(
+        request.url.path,
+        PreconditionFailed("The record was changed by someone else; fetch it and retry."),
+    )
+
+
+async def _unhandled_handler(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("unhandled_error", error_type=type(exc).__name__, exc_info=exc)
+    return render(request.url.path, CRMError())
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(CRMError, _crm_error_handler)
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
+    app.add_exception_handler(IntegrityError, _integrity_handler)
+    app.add_exception_handler(StaleDataError, _stale_handler)
+    app.add_exception_handler(Exception, _unhandled_handler)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries documenting problem+json errors for a route."""
+    descriptions = {
+        400: "Bad request",
+        401: "Missing, invalid or expired credentials",
+        403: "Authenticated but not allowed",
+        404: "Not found (or not visible to the caller)",
+        409: "Conflict with existing data or state",
+        412: "If-Match did not match the current ETag",
+        413: "Request body too large",
+        422: "Invalid input; `errors` names each field and rule",
+        423: "Record locked for processing",
+        429: "Rate limited",
+        503: "A dependency is unavailable",
+    }
+    return {
+        status: {
+            "model": Problem,
+            "description": descriptions[status],
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for status in statuses
+    }

@@ -1,0 +1,63 @@
+"""HTTP for operators: liveness, readiness and Prometheus metrics. Public, value-free."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from crm_service.health.metrics import render_metrics
+from crm_service.health.service import readiness
+
+router = APIRouter(tags=["operations"])
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadinessChecks(BaseModel):
+    database: str
+    redis: str
+    migrations: str
+
+
+class Readiness(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: ReadinessChecks
+
+
+@router.get("/healthz", operation_id="getHealth", summary="Liveness: the process answers")
+async def healthz() -> Health:
+    return Health()
+
+
+@router.get(
+    "/readyz",
+    operation_id="getReadiness",
+    summary="Readiness: database reachable, migrations at head, Redis when configured",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "A dependency is not ready"}},
+)
+async def readyz(request: Request) -> JSONResponse:
+    state = request.app.state
+    checks = await readiness(
+        engine=state.engine, head_revision=state.head_revision, redis=state.redis
+    )
+    ready = all(value in ("ok", "not_configured") for value in checks.values())
+    body = Readiness(status="ok" if ready else "unavailable", checks=ReadinessChecks(**checks))
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+
+@router.get(
+    "/metrics",
+    operation_id="getMetrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
+async def metrics() -> Response:
+    body, content_type = render_metrics()
+    return Response(body, media_type=content_type)

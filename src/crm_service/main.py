@@ -1,0 +1,81 @@
+"""create_app(): lifespan, middleware order, routers and error handlers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from crm_service import __version__, models  # noqa: F401 - registers every table
+from crm_service.auth.router import router as auth_router
+from crm_service.config import Settings, get_settings
+from crm_service.db.engine import make_engine, make_sessionmaker
+from crm_service.db.migrations import ensure_sqlite_directory, head_revision
+from crm_service.errors import install_error_handlers
+from crm_service.health.router import router as health_router
+from crm_service.log import RequestContextMiddleware, configure_logging
+from crm_service.records.accounts.router import router as accounts_router
+from crm_service.records.contacts.router import router as contacts_router
+from crm_service.records.leads.router import router as leads_router
+from crm_service.security.body_limit import BodySizeLimitMiddleware
+from crm_service.security.client_ip import resolve_client_ip
+
+logger = structlog.get_logger("crm_service")
+
+DESCRIPTION = """\
+A security- and privacy-first CRM backend: leads, contacts and accounts.
+
+Authenticate with `POST /v1/auth/login` and send `Authorization: Bearer <access_token>`.
+Errors are RFC 9457 `application/problem+json`. Lists page with `limit` and the opaque
+`next_cursor`. Single-record responses carry an `ETag`; send it back as `If-Match` on
+`PATCH`/`DELETE` to avoid overwriting someone else's change (412 when it changed).
+"""
+
+
+# Mounted as they are (no extra prefix), so each route's path is its public path.
+ROUTERS = (health_router, auth_router, leads_router, contacts_router, accounts_router)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ensure_sqlite_directory(settings.database_url)
+        engine = make_engine(settings.database_url)
+        app.state.engine = engine
+        app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.head_revision = head_revision()
+        app.state.redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        logger.info("started", env=settings.env.value, database=engine.dialect.name)
+        try:
+            yield
+        finally:
+            if app.state.redis is not None:
+                await app.state.redis.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="crm-service",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+
+    # Added innermost first: a request passes RequestContext (id, logs, metrics, last-resort
+    # 500), then client-IP resolution, then the body limit, then routing.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(resolve_client_ip, trusted_proxies=settings.trusted_proxies)
+    app.add_middleware(RequestContextMiddleware)
+    return app

@@ -1,0 +1,13 @@
+"""Every ORM model, imported in one place so foreign keys between features resolve.
+
+The app (`main.py`) and the CLI import this before touching the database.
+"""
+
+from crm_service.auth.models import AuthSession, User
+from crm_service.orgs.models import Organization
+from crm_service.records.accounts.models import Account
+from crm_service.records.contacts.models import Contact
+from crm_service.records.leads.models import Lead
+from crm_service.records.models import LegalBasisEntry
+
+__all__ = ["Account", "AuthSession", "Contact", "Lead", "LegalBasisEntry", "Organization", "User"]

@@ -1,0 +1,1 @@
+"""Organizations: the tenants. Every other row belongs to one."""

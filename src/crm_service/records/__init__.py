@@ -1,0 +1,1 @@
+"""Leads, contacts and accounts: the CRM's records, and what they share."""

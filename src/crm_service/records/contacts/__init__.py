@@ -1,0 +1,1 @@
+"""Contacts: people the organization has a relationship with."""

@@ -1,0 +1,39 @@
+"""Contact bodies: ContactCreate / ContactUpdate / ContactRead, list and query."""
+
+from __future__ import annotations
+
+import uuid
+
+from pydantic import BaseModel, Field
+
+from crm_service.records.schemas import (
+    LegalBasisSet,
+    Name,
+    PersonInput,
+    PersonQuery,
+    PersonRead,
+)
+
+
+class ContactCreate(PersonInput):
+    last_name: Name
+    account_id: uuid.UUID | None = None
+    legal_basis: LegalBasisSet | None = None
+
+
+class ContactUpdate(PersonInput):
+    last_name: Name | None = None
+    account_id: uuid.UUID | None = None
+
+
+class ContactRead(PersonRead):
+    account_id: uuid.UUID | None
+
+
+class ContactList(BaseModel):
+    data: list[ContactRead]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end.")
+
+
+class ContactQuery(PersonQuery):
+    account_id: uuid.UUID | None = None

@@ -1,0 +1,1 @@
+"""Leads: prospective customers, convertible into a contact (and account)."""

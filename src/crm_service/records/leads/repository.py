@@ -1,0 +1,10 @@
+"""SQL for leads."""
+
+from __future__ import annotations
+
+from crm_service.records.leads.models import Lead
+from crm_service.records.repository import RecordRepository
+
+
+class LeadRepository(RecordRepository[Lead]):
+    model = Lead

@@ -1,0 +1,79 @@
+"""Lead bodies: LeadCreate / LeadUpdate / LeadRead, list, query and conversion."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+from crm_service.records.accounts.schemas import AccountRead
+from crm_service.records.contacts.schemas import ContactRead
+from crm_service.records.leads.models import LeadStatus
+from crm_service.records.schemas import (
+    InputModel,
+    LegalBasisSet,
+    LongName,
+    Name,
+    PersonInput,
+    PersonQuery,
+    PersonRead,
+)
+
+
+class OpenLeadStatus(StrEnum):
+    """Statuses a client may set; `converted` is reached only by converting."""
+
+    NEW = LeadStatus.NEW.value
+    CONTACTED = LeadStatus.CONTACTED.value
+    QUALIFIED = LeadStatus.QUALIFIED.value
+    UNQUALIFIED = LeadStatus.UNQUALIFIED.value
+
+
+class LeadCreate(PersonInput):
+    last_name: Name
+    company: LongName | None = None
+    status: OpenLeadStatus = OpenLeadStatus.NEW
+    legal_basis: LegalBasisSet | None = None
+
+
+class LeadUpdate(PersonInput):
+    last_name: Name | None = None
+    company: LongName | None = None
+    status: OpenLeadStatus | None = None
+
+
+class LeadRead(PersonRead):
+    company: str | None
+    status: LeadStatus
+    converted_at: datetime | None
+    converted_contact_id: uuid.UUID | None
+    converted_account_id: uuid.UUID | None
+
+
+class LeadList(BaseModel):
+    data: list[LeadRead]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end.")
+
+
+class LeadQuery(PersonQuery):
+    status: LeadStatus | None = None
+
+
+class LeadConvert(InputModel):
+    """Convert a lead: a contact always; an account linked, created from `company`, or none."""
+
+    account_id: uuid.UUID | None = Field(
+        default=None, description="Link the new contact to this existing account."
+    )
+    create_account: bool = Field(
+        default=True,
+        description="Without `account_id`: create an account named after the lead's company.",
+    )
+
+
+class LeadConversion(BaseModel):
+    lead: LeadRead
+    contact: ContactRead
+    account: AccountRead | None

@@ -1,0 +1,115 @@
+"""Lead rules, and conversion of a lead into a contact (and account) in one transaction."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm_service.db.base import utcnow
+from crm_service.errors import Conflict
+from crm_service.records.accounts.models import Account
+from crm_service.records.accounts.repository import AccountRepository
+from crm_service.records.contacts.models import Contact
+from crm_service.records.contacts.repository import ContactRepository
+from crm_service.records.etag import check_if_match
+from crm_service.records.leads.models import Lead, LeadStatus
+from crm_service.records.leads.repository import LeadRepository
+from crm_service.records.leads.schemas import LeadConvert
+from crm_service.records.legal_basis import set_legal_basis
+from crm_service.records.models import LegalBasis, Module
+from crm_service.records.schemas import LegalBasisSet
+from crm_service.records.service import RecordService, unknown_reference
+from crm_service.security.principal import Principal
+
+
+@dataclass(frozen=True)
+class Conversion:
+    lead: Lead
+    contact: Contact
+    account: Account | None
+
+
+class LeadService(RecordService[Lead]):
+    module = Module.LEADS
+    model = Lead
+    repository_class = LeadRepository
+    noun = "lead"
+
+    async def convert(
+        self,
+        *,
+        session: AsyncSession,
+        principal: Principal,
+        lead_id: uuid.UUID,
+        payload: LeadConvert,
+        if_match: str | None,
+    ) -> Conversion:
+        """Create the contact (and account), carry source and legal basis, close the lead.
+
+        Runs in the request's transaction: if any step fails nothing of it is kept.
+        """
+        lead = await self.get(session=session, principal=principal, record_id=lead_id)
+        check_if_match(if_match, lead.version)
+        if lead.status == LeadStatus.CONVERTED:
+            raise Conflict("This lead is already converted.")
+
+        account: Account | None = None
+        accounts = AccountRepository(session, principal.organization_id)
+        if payload.account_id is not None:
+            account = await accounts.get(payload.account_id)
+            if account is None:
+                raise unknown_reference("account_id", "account")
+        elif payload.create_account and lead.company:
+            account = await accounts.add(
+                Account(
+                    organization_id=principal.organization_id,
+                    name=lead.company,
+                    owner_id=lead.owner_id,
+                    created_by_id=principal.user_id,
+                )
+            )
+
+        # The contact keeps the lead's origin: where the person came from does not change.
+        contact = await ContactRepository(session, principal.organization_id).add(
+            Contact(
+                organization_id=principal.organization_id,
+                owner_id=lead.owner_id,
+                created_by_id=principal.user_id,
+                account_id=account.id if account is not None else None,
+                first_name=lead.first_name,
+                last_name=lead.last_name,
+                email=lead.email,
+                phone=lead.phone,
+                title=lead.title,
+                source_channel=lead.source_channel,
+                source_client_id=lead.source_client_id,
+                source_batch_id=lead.source_batch_id,
+                source_form=lead.source_form,
+                source_ip=lead.source_ip,
+            )
+        )
+        if lead.legal_basis is not None:
+            history = await self.legal_basis_history(
+                session=session, principal=principal, record_id=lead.id
+            )
+            current = history[0]
+            await set_legal_basis(
+                session=session,
+                principal=principal,
+                subject_type=Module.CONTACTS,
+                record=contact,
+                payload=LegalBasisSet(basis=LegalBasis(current.basis), assessment=current.assessment),
+                carried_from_lead_id=lead.id,
+            )
+
+        lead.status = LeadStatus.CONVERTED.value
+        lead.converted_at = utcnow()
+        lead.converted_contact_id = contact.id
+        lead.converted_account_id = account.id if account is not None else None
+        await session.flush()
+        return Conversion(lead=lead, contact=contact, account=account)
+
+
+leads = LeadService()

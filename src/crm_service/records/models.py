@@ -1,0 +1,112 @@
+"""Columns every record shares, where a lead or contact came from, and its legal basis.
+
+The three record models live with their modules (`records/leads`, `records/contacts`,
+`records/accounts`); this module holds what they are built from.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column
+
+from crm_service.db.base import Base, IdMixin, OrganizationScoped, TimestampMixin
+
+
+class Module(StrEnum):
+    LEADS = "leads"
+    CONTACTS = "contacts"
+    ACCOUNTS = "accounts"
+
+
+class SourceChannel(StrEnum):
+    """How a lead or contact entered the CRM. Set by the server, never by the client."""
+
+    MANUAL = "manual"
+    API = "api"
+    IMPORT = "import"
+    WEBFORM = "webform"
+    INTEGRATION = "integration"
+
+
+class LegalBasis(StrEnum):
+    """The six lawful bases of GDPR Art. 6(1)."""
+
+    CONSENT = "consent"
+    CONTRACT = "contract"
+    LEGAL_OBLIGATION = "legal_obligation"
+    VITAL_INTERESTS = "vital_interests"
+    PUBLIC_TASK = "public_task"
+    LEGITIMATE_INTERESTS = "legitimate_interests"
+
+
+class RecordColumns(IdMixin, TimestampMixin, OrganizationScoped):
+    """Identity, ownership and the optimistic-concurrency version of a record."""
+
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    created_by_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    version: Mapped[int] = mapped_column(default=1)
+
+    @declared_attr.directive
+    def __mapper_args__(cls) -> dict[str, Any]:  # noqa: N805
+        # Every UPDATE carries "WHERE version = <read version>": a concurrent change makes it
+        # match nothing, which surfaces as 412 instead of a lost update.
+        return {"version_id_col": cls.__table__.c.version}  # type: ignore[attr-defined]
+
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[Any, ...]:  # noqa: N805
+        name = cls.__tablename__  # type: ignore[attr-defined]
+        return (
+            Index(f"ix_{name}_org_created", "organization_id", "created_at", "id"),
+            Index(f"ix_{name}_org_updated", "organization_id", "updated_at", "id"),
+        )
+
+
+class PersonColumns:
+    """A person's fields (leads and contacts), where they came from and their legal basis."""
+
+    first_name: Mapped[str | None] = mapped_column(String(100))
+    last_name: Mapped[str] = mapped_column(String(100))
+    email: Mapped[str | None] = mapped_column(String(254))
+    phone: Mapped[str | None] = mapped_column(String(32))
+    title: Mapped[str | None] = mapped_column(String(100))
+
+    source_channel: Mapped[str] = mapped_column(String(16))
+    source_client_id: Mapped[str | None] = mapped_column(String(64))
+    source_batch_id: Mapped[uuid.UUID | None]
+    source_form: Mapped[str | None] = mapped_column(String(100))
+    source_ip: Mapped[str | None] = mapped_column(String(45))
+
+    legal_basis: Mapped[str | None] = mapped_column(String(32))
+    legal_basis_set_at: Mapped[datetime | None]
+    legal_basis_set_by_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+
+
+class LegalBasisEntry(IdMixin, OrganizationScoped, Base):
+    """One setting of a lead's or contact's legal basis. Entries are appended, never changed."""
+
+    __tablename__ = "legal_basis_entries"
+    __table_args__ = (
+        Index("ix_legal_basis_entries_subject", "organization_id", "subject_type", "subject_id"),
+    )
+
+    subject_type: Mapped[str] = mapped_column(String(16))
+    subject_id: Mapped[uuid.UUID]
+    basis: Mapped[str] = mapped_column(String(32))
+    # The legitimate-interest assessment, required when basis is legitimate_interests.
+    assessment: Mapped[str | None] = mapped_column(Text)
+    set_by_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    set_by_client_id: Mapped[str | None] = mapped_column(String(64))
+    set_at: Mapped[datetime]
+    # When a lead is converted, its basis is carried to the contact with a pointer back.
+    carried_from_lead_id: Mapped[uuid.UUID | None]

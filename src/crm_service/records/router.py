@@ -1,0 +1,197 @@
+"""HTTP for a record module, built from one description so the three modules answer alike.
+
+Each module gets: create (201 + Location), list (`GET`, query filters), search (`POST
+/search`, the same filters in the body, keeping personal data out of URLs and access logs),
+get (with `ETag`), partial update (`If-Match`), delete, and, for leads and contacts, the legal
+basis and its history.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads these endpoints' annotations at
+# definition time, and they name the classes of the module being built.
+
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Response, status
+from pydantic import BaseModel
+
+from crm_service.db.session import CommitOnSuccessRoute, DbSession
+from crm_service.errors import problem_responses
+from crm_service.records.etag import etag_for
+from crm_service.records.schemas import LegalBasisEntryRead, LegalBasisHistory, LegalBasisSet
+from crm_service.records.service import RecordService
+from crm_service.security.principal import Principal, require
+from crm_service.security.scopes import Scope
+
+IfMatch = Annotated[
+    str | None,
+    Header(
+        alias="If-Match",
+        max_length=256,
+        description="The `ETag` you read; the write is refused with 412 if the record changed.",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class RecordModuleSpec:
+    service: RecordService[Any]
+    singular: str  # "Contact": operation ids read createContact, listContacts
+    plural: str
+    create_schema: type[BaseModel]
+    update_schema: type[BaseModel]
+    read_schema: type[BaseModel]
+    list_schema: type[BaseModel]
+    query_schema: type[BaseModel]
+    read_scope: Scope
+    write_scope: Scope
+    delete_scope: Scope
+    has_legal_basis: bool
+
+
+def build_record_router(spec: RecordModuleSpec) -> APIRouter:
+    module = spec.service.module.value
+    router = APIRouter(prefix=f"/v1/{module}", tags=[module], route_class=CommitOnSuccessRoute)
+    service = spec.service
+    Reader = Annotated[Principal, Depends(require(spec.read_scope))]
+    Writer = Annotated[Principal, Depends(require(spec.write_scope))]
+    Deleter = Annotated[Principal, Depends(require(spec.delete_scope))]
+    CreateSchema, UpdateSchema = spec.create_schema, spec.update_schema
+    ReadSchema, ListSchema, QuerySchema = spec.read_schema, spec.list_schema, spec.query_schema
+    noun = spec.singular.lower()
+
+    def present(record: Any, response: Response | None = None) -> BaseModel:
+        if response is not None:
+            response.headers["ETag"] = etag_for(record.version)
+        return ReadSchema.model_validate(record)
+
+    def present_page(page: Any) -> BaseModel:
+        return ListSchema(
+            data=[ReadSchema.model_validate(item) for item in page.items],
+            next_cursor=page.next_cursor,
+        )
+
+    @router.post(
+        "",
+        operation_id=f"create{spec.singular}",
+        summary=f"Create a {noun}",
+        status_code=status.HTTP_201_CREATED,
+        response_model=ReadSchema,
+        responses=problem_responses(401, 403, 413, 422),
+    )
+    async def create(
+        payload: CreateSchema, principal: Writer, session: DbSession, response: Response
+    ) -> Any:
+        record = await service.create(session=session, principal=principal, payload=payload)
+        response.headers["Location"] = f"/v1/{module}/{record.id}"
+        return present(record, response)
+
+    @router.get(
+        "",
+        operation_id=f"list{spec.plural}",
+        summary=f"List {module}, newest first by default, with exact-match filters",
+        response_model=ListSchema,
+        responses=problem_responses(401, 403, 422),
+    )
+    async def list_(query: Annotated[QuerySchema, Query()], principal: Reader, session: DbSession) -> Any:
+        page = await service.list(session=session, principal=principal, query=query)
+        return present_page(page)
+
+    @router.post(
+        "/search",
+        operation_id=f"search{spec.plural}",
+        summary=f"List {module} by filters sent in the body (keeps them out of URLs)",
+        response_model=ListSchema,
+        responses=problem_responses(401, 403, 422),
+    )
+    async def search(query: QuerySchema, principal: Reader, session: DbSession) -> Any:
+        page = await service.list(session=session, principal=principal, query=query)
+        return present_page(page)
+
+    @router.get(
+        "/{record_id}",
+        operation_id=f"get{spec.singular}",
+        summary=f"Get a {noun}",
+        response_model=ReadSchema,
+        responses=problem_responses(401, 403, 404, 422),
+    )
+    async def get(
+        record_id: uuid.UUID, principal: Reader, session: DbSession, response: Response
+    ) -> Any:
+        record = await service.get(session=session, principal=principal, record_id=record_id)
+        return present(record, response)
+
+    @router.patch(
+        "/{record_id}",
+        operation_id=f"update{spec.singular}",
+        summary=f"Change some fields of a {noun}",
+        response_model=ReadSchema,
+        responses=problem_responses(401, 403, 404, 412, 413, 422),
+    )
+    async def update(
+        record_id: uuid.UUID,
+        payload: UpdateSchema,
+        principal: Writer,
+        session: DbSession,
+        response: Response,
+        if_match: IfMatch = None,
+    ) -> Any:
+        record = await service.update(
+            session=session,
+            principal=principal,
+            record_id=record_id,
+            payload=payload,
+            if_match=if_match,
+        )
+        return present(record, response)
+
+    @router.delete(
+        "/{record_id}",
+        operation_id=f"delete{spec.singular}",
+        summary=f"Delete a {noun}",
+        status_code=status.HTTP_204_NO_CONTENT,
+        responses=problem_responses(401, 403, 404, 412, 422),
+    )
+    async def delete(
+        record_id: uuid.UUID, principal: Deleter, session: DbSession, if_match: IfMatch = None
+    ) -> Response:
+        await service.delete(
+            session=session, principal=principal, record_id=record_id, if_match=if_match
+        )
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    if spec.has_legal_basis:
+
+        @router.get(
+            "/{record_id}/legal-basis",
+            operation_id=f"get{spec.singular}LegalBasis",
+            summary=f"The {noun}'s legal basis of processing and every earlier setting",
+            response_model=LegalBasisHistory,
+            responses=problem_responses(401, 403, 404, 422),
+        )
+        async def get_legal_basis(
+            record_id: uuid.UUID, principal: Reader, session: DbSession
+        ) -> Any:
+            history = await service.legal_basis_history(
+                session=session, principal=principal, record_id=record_id
+            )
+            entries = [LegalBasisEntryRead.model_validate(entry) for entry in history]
+            return LegalBasisHistory(current=entries[0] if entries else None, history=entries)
+
+        @router.put(
+            "/{record_id}/legal-basis",
+            operation_id=f"set{spec.singular}LegalBasis",
+            summary=f"Set the {noun}'s legal basis of processing (the old one is kept)",
+            response_model=LegalBasisEntryRead,
+            responses=problem_responses(401, 403, 404, 422),
+        )
+        async def set_legal_basis(
+            record_id: uuid.UUID, payload: LegalBasisSet, principal: Writer, session: DbSession
+        ) -> Any:
+            entry = await service.set_legal_basis(
+                session=session, principal=principal, record_id=record_id, payload=payload
+            )
+            return LegalBasisEntryRead.model_validate(entry)
+
+    return router

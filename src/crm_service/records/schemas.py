@@ -1,0 +1,164 @@
+"""Schema pieces shared by the record modules: source, legal basis, person fields, pages."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+from crm_service.db.base import Base
+from crm_service.emails import Email
+from crm_service.records.etag import etag_for
+from crm_service.records.models import LegalBasis, PersonColumns, SourceChannel
+from crm_service.records.paging import DEFAULT_LIMIT, MAX_LIMIT, RecordSort
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+LongName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Phone = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=3, max_length=32, pattern=r"^\+?[0-9 ()./-]+$"),
+]
+Website = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=255, pattern=r"^https?://[^\s/$.?#][^\s]*$")
+]
+Assessment = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000)]
+
+
+class InputModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PersonInput(InputModel):
+    """A person's writable fields (leads and contacts). All optional: updates are partial."""
+
+    first_name: Name | None = None
+    email: Email | None = None
+    phone: Phone | None = None
+    title: ShortText | None = None
+    owner_id: uuid.UUID | None = Field(
+        default=None, description="Owning user; defaults to the creator."
+    )
+
+
+class SourceRead(BaseModel):
+    """Where the record came from. Set by the server when the record is created."""
+
+    channel: SourceChannel
+    client_id: str | None = Field(default=None, description="OAuth client, for `api`.")
+    batch_id: uuid.UUID | None = Field(default=None, description="Import batch, for `import`.")
+    form: str | None = Field(default=None, description="Web form name, for `webform`.")
+    ip: str | None = Field(default=None, description="Submitter's IP address, for `webform`.")
+
+
+class LegalBasisSet(InputModel):
+    """Set the legal basis of processing; the previous one is kept in the history."""
+
+    basis: LegalBasis
+    assessment: Assessment | None = Field(
+        default=None,
+        description="Legitimate-interest assessment; required for `legitimate_interests`.",
+    )
+
+    @model_validator(mode="after")
+    def _assessment_for_legitimate_interests(self) -> Self:
+        if self.basis is LegalBasis.LEGITIMATE_INTERESTS and not self.assessment:
+            raise ValueError("legitimate_interests needs an assessment (the LIA text)")
+        return self
+
+
+class LegalBasisRead(BaseModel):
+    basis: LegalBasis
+    set_at: datetime
+    set_by_id: uuid.UUID | None
+
+
+class LegalBasisEntryRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    basis: LegalBasis
+    assessment: str | None
+    set_at: datetime
+    set_by_id: uuid.UUID | None
+    set_by_client_id: str | None
+    carried_from_lead_id: uuid.UUID | None
+
+
+class LegalBasisHistory(BaseModel):
+    current: LegalBasisEntryRead | None
+    history: list[LegalBasisEntryRead] = Field(description="Every setting, newest first.")
+
+
+class RecordRead(BaseModel):
+    """Fields every record answers with."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_record(cls, data: Any) -> Any:
+        """Build the response from a stored record: ETag, source and legal basis included."""
+        if not isinstance(data, Base):
+            return data
+        values = {name: getattr(data, name) for name in cls.model_fields if hasattr(data, name)}
+        values["etag"] = etag_for(data.version)  # type: ignore[attr-defined]
+        if isinstance(data, PersonColumns):
+            values["source"] = SourceRead(
+                channel=SourceChannel(data.source_channel),
+                client_id=data.source_client_id,
+                batch_id=data.source_batch_id,
+                form=data.source_form,
+                ip=data.source_ip,
+            )
+            values["legal_basis"] = (
+                LegalBasisRead(
+                    basis=LegalBasis(data.legal_basis),
+                    set_at=data.legal_basis_set_at,
+                    set_by_id=data.legal_basis_set_by_id,
+                )
+                if data.legal_basis is not None and data.legal_basis_set_at is not None
+                else None
+            )
+        return values
+
+    id: uuid.UUID
+    owner_id: uuid.UUID | None
+    created_by_id: uuid.UUID | None
+    created_at: datetime
+    updated_at: datetime
+    etag: str = Field(description="Send as `If-Match` to update only this version.")
+
+
+class PersonRead(RecordRead):
+    first_name: str | None
+    last_name: str
+    email: str | None
+    phone: str | None
+    title: str | None
+    source: SourceRead
+    legal_basis: LegalBasisRead | None
+
+
+class RecordQuery(InputModel):
+    """Paging and exact-match filters of a list. Unknown parameters are refused (422)."""
+
+    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+    cursor: str | None = Field(
+        default=None, max_length=512, description="`next_cursor` of the previous page."
+    )
+    sort: RecordSort = RecordSort.CREATED_DESC
+    owner_id: uuid.UUID | None = None
+
+
+class PersonQuery(RecordQuery):
+    email: str | None = Field(default=None, max_length=254, description="Exact, case-insensitive.")
+    phone: str | None = Field(default=None, max_length=32)

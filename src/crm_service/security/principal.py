@@ -1,0 +1,76 @@
+"""The authenticated caller, and the dependency aliases routes use to demand one.
+
+Every route that is not on :data:`PUBLIC_PATHS` must depend on :func:`require`; a test walks
+the routes to prove it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from crm_service.db.session import DbSession
+from crm_service.errors import Forbidden, Unauthorized
+from crm_service.security.scopes import Scope
+
+# Routes reachable without a principal. Anything else answers 401 without a valid token.
+PUBLIC_PATHS: frozenset[str] = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/openapi.json", "/v1/auth/login"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is acting: a user through a session (or, later, a partner client through OAuth)."""
+
+    organization_id: uuid.UUID
+    user_id: uuid.UUID | None
+    scopes: frozenset[Scope]
+    session_id: uuid.UUID | None = None
+    client_id: str | None = None
+    client_ip: str | None = field(default=None, compare=False)
+
+    def has(self, scope: Scope) -> bool:
+        return scope in self.scopes
+
+
+_bearer = HTTPBearer(auto_error=False, description="An access token from /v1/auth/login.")
+
+
+async def authenticate(
+    request: Request,
+    session: DbSession,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    # Imported here: auth depends on this module for Principal.
+    from crm_service.auth.service import principal_from_token
+
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("Send `Authorization: Bearer <access token>`.")
+    client_ip = request.client.host if request.client else None
+    return await principal_from_token(
+        session=session,
+        token=credentials.credentials,
+        client_ip=client_ip,
+        settings=request.app.state.settings,
+    )
+
+
+CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
+
+
+def require(*scopes: Scope):  # noqa: ANN201 - returns a FastAPI dependency
+    """A dependency that authenticates and demands every one of `scopes`."""
+
+    async def dependency(principal: CurrentPrincipal) -> Principal:
+        missing = [scope.value for scope in scopes if not principal.has(scope)]
+        if missing:
+            raise Forbidden(f"This needs the scope {', '.join(missing)}.")
+        return principal
+
+    dependency.required_scopes = scopes  # type: ignore[attr-defined]
+    return dependency

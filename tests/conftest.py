@@ -1,0 +1,192 @@
+"""Test harness: real databases built by the real migrations, the real app over HTTP.
+
+Every test that uses `client` runs on SQLite and on PostgreSQL. PostgreSQL tests need a
+server at CRM_TEST_POSTGRES_URL (default: the local `test` database); without one they are
+skipped with the reason, unless CRM_TEST_REQUIRE_SERVICES=1 (CI), which turns the skip into
+a failure. Each test creates its own organization, so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from crm_service.config import Settings
+from crm_service.db.engine import make_engine
+from crm_service.db.migrations import upgrade
+from crm_service.main import create_app
+from crm_service.orgs.service import bootstrap_organization
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "CRM_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("CRM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REQUIRE_SERVICES = os.environ.get("CRM_TEST_REQUIRE_SERVICES") == "1"
+PASSWORD = "correct horse battery staple"
+
+
+def service_missing(what: str, reason: str) -> None:
+    """Skip (locally) or fail (CI) a test whose backing service is not there."""
+    message = f"{what} not reachable ({reason})"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{message}; CRM_TEST_REQUIRE_SERVICES=1 forbids skipping", pytrace=False)
+    pytest.skip(f"{message}: set {what.split()[0].upper()} up to run these tests")
+
+
+class TestDatabases:
+    """Creates throw-away databases: a SQLite file, or a new PostgreSQL database."""
+
+    __test__ = False  # a helper, not a test class
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.created_pg: list[str] = []
+
+    async def _pg_admin(self) -> AsyncEngine:
+        return make_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+
+    async def new(self, kind: str) -> str:
+        if kind == "sqlite":
+            return f"sqlite+aiosqlite:///{self.tmp_path / f'crm-{uuid.uuid4().hex[:8]}.db'}"
+        name = f"crm_test_{uuid.uuid4().hex[:12]}"
+        admin = await self._pg_admin()
+        try:
+            async with admin.connect() as connection:
+                await connection.execute(text(f'CREATE DATABASE "{name}"'))
+        except Exception as exc:  # noqa: BLE001 - any failure means: no server to test on
+            service_missing("PostgreSQL server", type(exc).__name__)
+        finally:
+            await admin.dispose()
+        self.created_pg.append(name)
+        return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+    async def drop_all(self) -> None:
+        if not self.created_pg:
+            return
+        admin = await self._pg_admin()
+        async with admin.connect() as connection:
+            for name in self.created_pg:
+                await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+
+@pytest.fixture(scope="session")
+async def databases(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[TestDatabases]:
+    dbs = TestDatabases(tmp_path_factory.mktemp("db"))
+    yield dbs
+    await dbs.drop_all()
+
+
+@pytest.fixture(
+    scope="session",
+    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+)
+async def database_url(request: pytest.FixtureRequest, databases: TestDatabases) -> str:
+    url = await databases.new(request.param)
+    engine = make_engine(url)
+    await upgrade(engine)
+    await engine.dispose()
+    return url
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    return Settings(database_url=database_url, log_json=True, **overrides)
+
+
+@pytest.fixture(scope="session")
+async def app(database_url: str) -> AsyncIterator[Any]:
+    application = create_app(make_settings(database_url))
+    async with LifespanManager(application):
+        yield application
+
+
+@pytest.fixture(scope="session")
+async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
+
+
+@dataclass
+class Org:
+    """A freshly bootstrapped organization and a signed-in administrator."""
+
+    id: uuid.UUID
+    admin_id: uuid.UUID
+    admin_email: str
+    headers: dict[str, str]
+    client: httpx.AsyncClient
+    app: Any
+    users: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    async def login(self, email: str, password: str = PASSWORD) -> dict[str, str]:
+        response = await self.client.post(
+            "/v1/auth/login", json={"email": email, "password": password}
+        )
+        assert response.status_code == 200, response.text
+        return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+    async def add_user(self, *, is_admin: bool = False) -> dict[str, str]:
+        """Create a user through the API and return that user's auth headers."""
+        email = unique_email("user")
+        response = await self.client.post(
+            "/v1/users",
+            json={"email": email, "password": PASSWORD, "is_admin": is_admin},
+            headers=self.headers,
+        )
+        assert response.status_code == 201, response.text
+        return await self.login(email)
+
+
+def unique_email(prefix: str = "person") -> str:
+    return f"{prefix}.{secrets.token_hex(6)}@example.com"
+
+
+async def new_org(app: Any, client: httpx.AsyncClient) -> Org:
+    email = unique_email("admin")
+    async with app.state.sessionmaker() as session:
+        created = await bootstrap_organization(
+            session=session, org_name="Org " + secrets.token_hex(3), admin_email=email, password=PASSWORD
+        )
+        await session.commit()
+    org = Org(
+        id=created.organization.id,
+        admin_id=created.admin.id,
+        admin_email=email,
+        headers={},
+        client=client,
+        app=app,
+    )
+    org.headers = await org.login(email)
+    return org
+
+
+@pytest.fixture
+async def org(app: Any, client: httpx.AsyncClient) -> Org:
+    return await new_org(app, client)
+
+
+@pytest.fixture
+async def other_org(app: Any, client: httpx.AsyncClient) -> Org:
+    return await new_org(app, client)
+
+
+async def count_rows(app: Any, table: str, organization_id: uuid.UUID) -> int:
+    """Count an organization's rows straight from the database (not through the API)."""
+    async with app.state.engine.connect() as connection:
+        result = await connection.execute(
+            text(f"SELECT count(*) FROM {table} WHERE organization_id = :org"),
+            {"org": organization_id if app.state.engine.dialect.name == "postgresql" else organization_id.hex},
+        )
+        return int(result.scalar_one())
