@@ -8,6 +8,7 @@ a failure. Each test creates its own organization, so tests never see each other
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import uuid
@@ -34,6 +35,8 @@ POSTGRES_ADMIN_URL = os.environ.get(
 REDIS_URL = os.environ.get("CRM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 REQUIRE_SERVICES = os.environ.get("CRM_TEST_REQUIRE_SERVICES") == "1"
 PASSWORD = "correct horse battery staple"
+# One master key for the whole run, as an operator would set CRM_MASTER_KEY.
+MASTER_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def service_missing(what: str, reason: str) -> None:
@@ -101,6 +104,7 @@ async def database_url(request: pytest.FixtureRequest, databases: TestDatabases)
 
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:
+    overrides.setdefault("master_key", MASTER_KEY)
     return Settings(database_url=database_url, log_json=True, **overrides)
 
 

@@ -7,7 +7,7 @@ import getpass
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -38,6 +38,18 @@ def _settings() -> Settings:
         field = "CRM_" + str(first["loc"][0]).upper() if first.get("loc") else "settings"
         message = first["msg"].removeprefix("Value error, ")
         raise _fail(f"{field}: {message}") from None
+
+
+def _database(settings: Settings) -> tuple[Any, Any]:
+    """An engine and a sessionmaker whose sessions can seal and reveal records."""
+    from crm_service.crypto.master import key_provider_from_settings
+    from crm_service.crypto.service import session_info
+    from crm_service.db.engine import make_engine, make_sessionmaker
+
+    engine = make_engine(settings.database_url)
+    provider = key_provider_from_settings(settings)
+    info = session_info(provider, phone_region=settings.default_phone_region)
+    return engine, make_sessionmaker(engine, info=info)
 
 
 async def _migrate(settings: Settings) -> None:
@@ -95,12 +107,11 @@ def _read_password(settings: Settings) -> str:
 
 
 async def _bootstrap(settings: Settings, org_name: str, admin_email: str, password: str) -> dict:
-    from crm_service.db.engine import make_engine, make_sessionmaker
     from crm_service.orgs.service import bootstrap_organization
 
-    engine = make_engine(settings.database_url)
+    engine, sessionmaker = _database(settings)
     try:
-        async with make_sessionmaker(engine)() as session:
+        async with sessionmaker() as session:
             result = await bootstrap_organization(
                 session=session, org_name=org_name, admin_email=admin_email, password=password
             )

@@ -91,6 +91,10 @@ class Conflict(CRMError):
     status, slug, title = 409, "conflict", "Conflict"
 
 
+class Gone(CRMError):
+    status, slug, title = 410, "erased", "Erased"
+
+
 class PreconditionFailed(CRMError):
     status, slug, title = 412, "precondition-failed", "Precondition failed"
 
@@ -127,6 +131,7 @@ _STATUS_ERRORS: dict[int, type[CRMError]] = {
         Forbidden,
         NotFound,
         Conflict,
+        Gone,
         PreconditionFailed,
         PayloadTooLarge,
         ValidationFailed,
@@ -257,6 +262,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         403: "Authenticated but not allowed",
         404: "Not found (or not visible to the caller)",
         409: "Conflict with existing data or state",
+        410: "The record's data subject was erased; its values are gone",
         412: "If-Match did not match the current ETag",
         413: "Request body too large",
         422: "Invalid input; `errors` names each field and rule",

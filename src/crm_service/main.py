@@ -12,11 +12,14 @@ from redis.asyncio import Redis
 from crm_service import __version__, models  # noqa: F401 - registers every table
 from crm_service.auth.router import router as auth_router
 from crm_service.config import Settings, get_settings
+from crm_service.crypto.master import key_provider_from_settings
+from crm_service.crypto.service import session_info
 from crm_service.db.engine import make_engine, make_sessionmaker
 from crm_service.db.migrations import ensure_sqlite_directory, head_revision
 from crm_service.errors import install_error_handlers
 from crm_service.health.router import router as health_router
 from crm_service.log import RequestContextMiddleware, configure_logging
+from crm_service.orgs.router import router as settings_router
 from crm_service.records.accounts.router import router as accounts_router
 from crm_service.records.contacts.router import router as contacts_router
 from crm_service.records.leads.router import router as leads_router
@@ -36,7 +39,14 @@ Errors are RFC 9457 `application/problem+json`. Lists page with `limit` and the 
 
 
 # Mounted as they are (no extra prefix), so each route's path is its public path.
-ROUTERS = (health_router, auth_router, leads_router, contacts_router, accounts_router)
+ROUTERS = (
+    health_router,
+    auth_router,
+    leads_router,
+    contacts_router,
+    accounts_router,
+    settings_router,
+)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -48,7 +58,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ensure_sqlite_directory(settings.database_url)
         engine = make_engine(settings.database_url)
         app.state.engine = engine
-        app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.key_provider = key_provider_from_settings(settings)
+        app.state.sessionmaker = make_sessionmaker(
+            engine,
+            info=session_info(app.state.key_provider, phone_region=settings.default_phone_region),
+        )
         app.state.head_revision = head_revision()
         app.state.redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         logger.info("started", env=settings.env.value, database=engine.dialect.name)

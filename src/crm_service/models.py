@@ -4,10 +4,21 @@ The app (`main.py`) and the CLI import this before touching the database.
 """
 
 from crm_service.auth.models import AuthSession, User
-from crm_service.orgs.models import Organization
+from crm_service.crypto.models import DataKeyRecord
+from crm_service.orgs.models import FieldClassification, Organization
 from crm_service.records.accounts.models import Account
 from crm_service.records.contacts.models import Contact
 from crm_service.records.leads.models import Lead
 from crm_service.records.models import LegalBasisEntry
 
-__all__ = ["Account", "AuthSession", "Contact", "Lead", "LegalBasisEntry", "Organization", "User"]
+__all__ = [
+    "Account",
+    "AuthSession",
+    "Contact",
+    "DataKeyRecord",
+    "FieldClassification",
+    "Lead",
+    "LegalBasisEntry",
+    "Organization",
+    "User",
+]

@@ -28,5 +28,9 @@ def make_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
     return engine
 
 
-def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+def make_sessionmaker(
+    engine: AsyncEngine, info: dict[str, Any] | None = None
+) -> async_sessionmaker[AsyncSession]:
+    """Sessions without autoflush (the storage layer decides when sealed values are written);
+    `info` hands every session what its repositories need, such as the key provider."""
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False, info=info or {})

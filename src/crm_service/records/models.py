@@ -9,11 +9,14 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
+from crm_service.crypto.blind_index import IndexKind
+from crm_service.crypto.sealed import SealedField, SealedRecord
 from crm_service.db.base import Base, IdMixin, OrganizationScoped, TimestampMixin
 
 
@@ -45,7 +48,8 @@ class LegalBasis(StrEnum):
 
 
 class RecordColumns(IdMixin, TimestampMixin, OrganizationScoped):
-    """Identity, ownership and the optimistic-concurrency version of a record."""
+    """Identity, ownership, the data key of its sealed values and the optimistic-concurrency
+    version of a record."""
 
     owner_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), index=True
@@ -53,6 +57,7 @@ class RecordColumns(IdMixin, TimestampMixin, OrganizationScoped):
     created_by_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL")
     )
+    data_key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("data_keys.id"))
     version: Mapped[int] = mapped_column(default=1)
 
     @declared_attr.directive
@@ -64,26 +69,55 @@ class RecordColumns(IdMixin, TimestampMixin, OrganizationScoped):
     @declared_attr.directive
     def __table_args__(cls) -> tuple[Any, ...]:  # noqa: N805
         name = cls.__tablename__  # type: ignore[attr-defined]
+        indexed = getattr(cls, "__indexed_fields__", {})
         return (
             Index(f"ix_{name}_org_created", "organization_id", "created_at", "id"),
             Index(f"ix_{name}_org_updated", "organization_id", "updated_at", "id"),
+            Index(f"ix_{name}_data_key_id", "data_key_id"),
+            *(
+                Index(f"ix_{name}_{field}_bidx", "organization_id", f"{field}_bidx")
+                for field in indexed
+            ),
+            *(
+                [Index(f"ix_{name}_org_subject", "organization_id", "subject_id")]
+                if issubclass(cls, PersonColumns)
+                else []
+            ),
         )
 
 
-class PersonColumns:
-    """A person's fields (leads and contacts), where they came from and their legal basis."""
+def sealed_columns(fields: Iterable[tuple[str, IndexKind | None]]) -> type[SealedRecord]:
+    """A mixin with, per classifiable field, the stored-form column (named as the field), a
+    `SealedField` attribute for the plaintext and, for indexed fields, a blind-index column."""
+    fields = tuple(fields)
+    namespace: dict[str, Any] = {
+        "__annotations__": {},
+        "__sealed_fields__": tuple(name for name, _ in fields),
+        "__indexed_fields__": {name: kind for name, kind in fields if kind is not None},
+    }
+    for name, kind in fields:
+        namespace["__annotations__"][f"{name}_stored"] = Mapped[bytes | None]
+        namespace[f"{name}_stored"] = mapped_column(name, LargeBinary, nullable=True)
+        namespace[name] = SealedField(name)
+        if kind is not None:
+            namespace["__annotations__"][f"{name}_bidx"] = Mapped[str | None]
+            namespace[f"{name}_bidx"] = mapped_column(String(64), nullable=True)
+    return type("SealedColumns", (SealedRecord,), namespace)
 
-    first_name: Mapped[str | None] = mapped_column(String(100))
-    last_name: Mapped[str] = mapped_column(String(100))
-    email: Mapped[str | None] = mapped_column(String(254))
-    phone: Mapped[str | None] = mapped_column(String(32))
-    title: Mapped[str | None] = mapped_column(String(100))
+
+class PersonColumns:
+    """A data subject (lead or contact): who they are, where they came from, the legal basis.
+
+    `subject_id` names the person across records: a lead and the contact it becomes share it,
+    and with it their data key, so erasing the person reaches both.
+    """
+
+    subject_id: Mapped[uuid.UUID]
 
     source_channel: Mapped[str] = mapped_column(String(16))
     source_client_id: Mapped[str | None] = mapped_column(String(64))
     source_batch_id: Mapped[uuid.UUID | None]
     source_form: Mapped[str | None] = mapped_column(String(100))
-    source_ip: Mapped[str | None] = mapped_column(String(45))
 
     legal_basis: Mapped[str | None] = mapped_column(String(32))
     legal_basis_set_at: Mapped[datetime | None]

@@ -1,34 +1,68 @@
-"""SQL shared by the record modules: organization-scoped keyset pages with exact filters."""
+"""SQL shared by the record modules: organization-scoped keyset pages with exact filters,
+reading and writing through the storage layer so values are sealed at rest."""
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+import uuid
+from typing import Any, ClassVar, TypeVar
 
-from sqlalchemy import ColumnElement, func
+from sqlalchemy import ColumnElement, or_
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.db.base import Base
 from crm_service.db.repository import OrganizationRepository
+from crm_service.records.models import Module
 from crm_service.records.paging import Page, PageRequest, apply_keyset, to_page
+from crm_service.records.storage import RecordStorage
 
 ModelT = TypeVar("ModelT", bound=Base)
 
 
 class RecordRepository(OrganizationRepository[ModelT]):
-    """Adds listing; subclasses say how each filter maps to SQL in :meth:`filter_clauses`."""
+    """Records come back revealed (an erased one says so); `add` and `save` seal first."""
 
-    def filter_clauses(self, filters: dict[str, Any]) -> list[ColumnElement[bool]]:
+    module: ClassVar[Module]
+    # A filter on one of these matches any of the listed indexed fields (same index kind).
+    filter_aliases: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    def __init__(self, session: AsyncSession, organization_id: uuid.UUID) -> None:
+        super().__init__(session, organization_id)
+        self.storage = RecordStorage(session, organization_id, self.module)
+
+    async def filter_clauses(self, filters: dict[str, Any]) -> list[ColumnElement[bool]]:
         clauses: list[ColumnElement[bool]] = []
+        indexed = self.model.__indexed_fields__
         for name, value in filters.items():
             if value is None:
                 continue
-            column = getattr(self.model, name)
-            if name == "email":
-                clauses.append(func.lower(column) == value.strip().lower())
+            fields = self.filter_aliases.get(name, (name,))
+            if fields[0] in indexed:
+                digest = await self.storage.index_of(indexed[fields[0]], value)
+                clauses.append(or_(*(getattr(self.model, f"{f}_bidx") == digest for f in fields)))
             else:
-                clauses.append(column == value)
+                clauses.append(getattr(self.model, name) == value)
         return clauses
 
+    async def get(self, id_: uuid.UUID) -> ModelT | None:
+        record = await super().get(id_)
+        if record is not None:
+            await self.storage.reveal([record])
+        return record
+
     async def page(self, *, filters: dict[str, Any], request: PageRequest) -> Page:
-        statement = self.scoped().where(*self.filter_clauses(filters))
+        statement = self.scoped().where(*await self.filter_clauses(filters))
         result = await self.session.execute(apply_keyset(statement, self.model, request))
-        return to_page(list(result.scalars()), request)
+        rows = list(result.scalars())
+        await self.storage.reveal(rows)
+        page = to_page(rows, request)
+        # Erased subjects drop out of lists; the cursor still moves past them.
+        return Page(items=[r for r in page.items if not r.erased], next_cursor=page.next_cursor)
+
+    async def add(self, instance: ModelT) -> ModelT:
+        await self.storage.seal(instance)
+        return await super().add(instance)
+
+    async def save(self, instance: ModelT, *, reseal: bool = False) -> ModelT:
+        await self.storage.seal(instance, force=reseal)
+        await self.session.flush()
+        return instance

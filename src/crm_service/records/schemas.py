@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Self
 
 from pydantic import (
@@ -30,6 +30,12 @@ Phone = Annotated[
 Website = Annotated[
     str, StringConstraints(strip_whitespace=True, max_length=255, pattern=r"^https?://[^\s/$.?#][^\s]*$")
 ]
+Street = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=250)]
+PostalCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20)]
+Identifier = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9 ./-]+$")
+]
+Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=32_000)]
 Assessment = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000)]
 
 
@@ -43,7 +49,18 @@ class PersonInput(InputModel):
     first_name: Name | None = None
     email: Email | None = None
     phone: Phone | None = None
+    mobile: Phone | None = None
     title: ShortText | None = None
+    date_of_birth: date | None = None
+    mailing_street: Street | None = None
+    mailing_city: ShortText | None = None
+    mailing_state: ShortText | None = None
+    mailing_postal_code: PostalCode | None = None
+    mailing_country: ShortText | None = None
+    description: Description | None = None
+    national_id: Identifier | None = Field(
+        default=None, description="Passport or national identity number (sensitive)."
+    )
     owner_id: uuid.UUID | None = Field(
         default=None, description="Owning user; defaults to the creator."
     )
@@ -143,7 +160,16 @@ class PersonRead(RecordRead):
     last_name: str
     email: str | None
     phone: str | None
+    mobile: str | None
     title: str | None
+    date_of_birth: date | None
+    mailing_street: str | None
+    mailing_city: str | None
+    mailing_state: str | None
+    mailing_postal_code: str | None
+    mailing_country: str | None
+    description: str | None
+    national_id: str | None
     source: SourceRead
     legal_basis: LegalBasisRead | None
 
@@ -160,5 +186,11 @@ class RecordQuery(InputModel):
 
 
 class PersonQuery(RecordQuery):
-    email: str | None = Field(default=None, max_length=254, description="Exact, case-insensitive.")
-    phone: str | None = Field(default=None, max_length=32)
+    email: str | None = Field(
+        default=None, max_length=254, description="Exact match, ignoring case and spaces."
+    )
+    phone: str | None = Field(
+        default=None,
+        max_length=32,
+        description="Matches phone or mobile, however the number is written.",
+    )

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.auth.repository import UserRepository
 from crm_service.db.base import Base
-from crm_service.errors import FieldProblem, NotFound, ValidationFailed
+from crm_service.errors import FieldProblem, Gone, NotFound, ValidationFailed
 from crm_service.records.etag import check_if_match
 from crm_service.records.legal_basis import legal_basis_history, set_legal_basis
 from crm_service.records.models import LegalBasisEntry, Module, PersonColumns, SourceChannel
@@ -75,6 +75,7 @@ class RecordService(Generic[ModelT]):
             values["owner_id"] = principal.user_id
         if issubclass(self.model, PersonColumns):
             values.update(source if source is not None else self.source_of(principal))
+            values["subject_id"] = uuid.uuid4()
         record = self.model(
             id=uuid.uuid4(),
             organization_id=principal.organization_id,
@@ -99,6 +100,8 @@ class RecordService(Generic[ModelT]):
         record = await self.repository(session, principal).get(record_id)
         if record is None:
             raise NotFound(f"No such {self.noun}.")
+        if record.erased:
+            raise Gone(f"This {self.noun}'s data subject was erased.")
         return record
 
     async def update(
@@ -116,8 +119,7 @@ class RecordService(Generic[ModelT]):
         await self.check_references(session=session, principal=principal, values=changes)
         for name, value in changes.items():
             setattr(record, name, value)
-        await session.flush()
-        return record
+        return await self.repository(session, principal).save(record)
 
     async def delete(
         self,

@@ -1,18 +1,16 @@
-"""The Account model."""
+"""The Account model. Its sealed values are under the organization's key: a company is no
+one data subject."""
 
 from __future__ import annotations
 
-from sqlalchemy import String
-from sqlalchemy.orm import Mapped, mapped_column
-
 from crm_service.db.base import Base
-from crm_service.records.models import RecordColumns
+from crm_service.records.fields import CATALOG
+from crm_service.records.models import Module, RecordColumns, sealed_columns
 
 
-class Account(RecordColumns, Base):
+class Account(
+    RecordColumns,
+    sealed_columns((spec.name, spec.index) for spec in CATALOG[Module.ACCOUNTS]),
+    Base,
+):
     __tablename__ = "accounts"
-
-    name: Mapped[str] = mapped_column(String(200))
-    website: Mapped[str | None] = mapped_column(String(255))
-    industry: Mapped[str | None] = mapped_column(String(100))
-    phone: Mapped[str | None] = mapped_column(String(32))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from crm_service.records.accounts.models import Account
+from crm_service.records.models import Module
 from crm_service.records.repository import RecordRepository
 
 
 class AccountRepository(RecordRepository[Account]):
     model = Account
+    module = Module.ACCOUNTS

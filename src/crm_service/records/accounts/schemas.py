@@ -12,7 +12,11 @@ from crm_service.records.schemas import (
     Phone,
     RecordQuery,
     RecordRead,
+    Description,
+    Identifier,
+    PostalCode,
     ShortText,
+    Street,
     Website,
 )
 
@@ -21,6 +25,13 @@ class AccountInput(InputModel):
     website: Website | None = None
     industry: ShortText | None = None
     phone: Phone | None = None
+    billing_street: Street | None = None
+    billing_city: ShortText | None = None
+    billing_state: ShortText | None = None
+    billing_postal_code: PostalCode | None = None
+    billing_country: ShortText | None = None
+    description: Description | None = None
+    tax_id: Identifier | None = Field(default=None, description="Tax identification number (sensitive).")
     owner_id: uuid.UUID | None = Field(default=None, description="Owning user; defaults to the creator.")
 
 
@@ -37,6 +48,13 @@ class AccountRead(RecordRead):
     website: str | None
     industry: str | None
     phone: str | None
+    billing_street: str | None
+    billing_city: str | None
+    billing_state: str | None
+    billing_postal_code: str | None
+    billing_country: str | None
+    description: str | None
+    tax_id: str | None
 
 
 class AccountList(BaseModel):
@@ -45,5 +63,7 @@ class AccountList(BaseModel):
 
 
 class AccountQuery(RecordQuery):
-    name: str | None = Field(default=None, max_length=200, description="Exact match.")
+    name: str | None = Field(
+        default=None, max_length=200, description="Exact match, ignoring case and spaces."
+    )
     phone: str | None = Field(default=None, max_length=32)

@@ -8,10 +8,16 @@ from sqlalchemy import ForeignKey
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crm_service.db.base import Base
-from crm_service.records.models import PersonColumns, RecordColumns
+from crm_service.records.fields import CATALOG
+from crm_service.records.models import Module, PersonColumns, RecordColumns, sealed_columns
 
 
-class Contact(RecordColumns, PersonColumns, Base):
+class Contact(
+    RecordColumns,
+    PersonColumns,
+    sealed_columns((spec.name, spec.index) for spec in CATALOG[Module.CONTACTS]),
+    Base,
+):
     __tablename__ = "contacts"
 
     account_id: Mapped[uuid.UUID | None] = mapped_column(

@@ -12,21 +12,25 @@ from crm_service.records.schemas import (
     PersonInput,
     PersonQuery,
     PersonRead,
+    ShortText,
 )
 
 
 class ContactCreate(PersonInput):
     last_name: Name
+    department: ShortText | None = None
     account_id: uuid.UUID | None = None
     legal_basis: LegalBasisSet | None = None
 
 
 class ContactUpdate(PersonInput):
     last_name: Name | None = None
+    department: ShortText | None = None
     account_id: uuid.UUID | None = None
 
 
 class ContactRead(PersonRead):
+    department: str | None
     account_id: uuid.UUID | None
 
 

@@ -10,7 +10,8 @@ from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crm_service.db.base import Base
-from crm_service.records.models import PersonColumns, RecordColumns
+from crm_service.records.fields import CATALOG
+from crm_service.records.models import Module, PersonColumns, RecordColumns, sealed_columns
 
 
 class LeadStatus(StrEnum):
@@ -21,10 +22,14 @@ class LeadStatus(StrEnum):
     CONVERTED = "converted"
 
 
-class Lead(RecordColumns, PersonColumns, Base):
+class Lead(
+    RecordColumns,
+    PersonColumns,
+    sealed_columns((spec.name, spec.index) for spec in CATALOG[Module.LEADS]),
+    Base,
+):
     __tablename__ = "leads"
 
-    company: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default=LeadStatus.NEW.value)
     converted_at: Mapped[datetime | None]
     converted_contact_id: Mapped[uuid.UUID | None] = mapped_column(

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from crm_service.records.leads.models import Lead
+from crm_service.records.models import Module
 from crm_service.records.repository import RecordRepository
 
 
 class LeadRepository(RecordRepository[Lead]):
     model = Lead
+    module = Module.LEADS
+    filter_aliases = {"phone": ("phone", "mobile")}

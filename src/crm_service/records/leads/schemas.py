@@ -19,6 +19,8 @@ from crm_service.records.schemas import (
     PersonInput,
     PersonQuery,
     PersonRead,
+    ShortText,
+    Website,
 )
 
 
@@ -34,6 +36,8 @@ class OpenLeadStatus(StrEnum):
 class LeadCreate(PersonInput):
     last_name: Name
     company: LongName | None = None
+    website: Website | None = None
+    industry: ShortText | None = None
     status: OpenLeadStatus = OpenLeadStatus.NEW
     legal_basis: LegalBasisSet | None = None
 
@@ -41,11 +45,15 @@ class LeadCreate(PersonInput):
 class LeadUpdate(PersonInput):
     last_name: Name | None = None
     company: LongName | None = None
+    website: Website | None = None
+    industry: ShortText | None = None
     status: OpenLeadStatus | None = None
 
 
 class LeadRead(PersonRead):
     company: str | None
+    website: str | None
+    industry: str | None
     status: LeadStatus
     converted_at: datetime | None
     converted_contact_id: uuid.UUID | None

@@ -14,6 +14,7 @@ from crm_service.records.accounts.repository import AccountRepository
 from crm_service.records.contacts.models import Contact
 from crm_service.records.contacts.repository import ContactRepository
 from crm_service.records.etag import check_if_match
+from crm_service.records.fields import CATALOG
 from crm_service.records.leads.models import Lead, LeadStatus
 from crm_service.records.leads.repository import LeadRepository
 from crm_service.records.leads.schemas import LeadConvert
@@ -22,6 +23,14 @@ from crm_service.records.models import LegalBasis, Module
 from crm_service.records.schemas import LegalBasisSet
 from crm_service.records.service import RecordService, unknown_reference
 from crm_service.security.principal import Principal
+
+
+# What a lead and a contact both hold about the person, carried over on conversion.
+PERSON_FIELDS = tuple(
+    spec.name
+    for spec in CATALOG[Module.LEADS]
+    if spec.name in {other.name for other in CATALOG[Module.CONTACTS]}
+)
 
 
 @dataclass(frozen=True)
@@ -66,28 +75,27 @@ class LeadService(RecordService[Lead]):
                 Account(
                     organization_id=principal.organization_id,
                     name=lead.company,
+                    website=lead.website,
+                    industry=lead.industry,
                     owner_id=lead.owner_id,
                     created_by_id=principal.user_id,
                 )
             )
 
-        # The contact keeps the lead's origin: where the person came from does not change.
+        # The contact is the same data subject: same subject id, so the same data key, and
+        # the lead's origin, since where the person came from does not change.
         contact = await ContactRepository(session, principal.organization_id).add(
             Contact(
                 organization_id=principal.organization_id,
+                subject_id=lead.subject_id,
                 owner_id=lead.owner_id,
                 created_by_id=principal.user_id,
                 account_id=account.id if account is not None else None,
-                first_name=lead.first_name,
-                last_name=lead.last_name,
-                email=lead.email,
-                phone=lead.phone,
-                title=lead.title,
                 source_channel=lead.source_channel,
                 source_client_id=lead.source_client_id,
                 source_batch_id=lead.source_batch_id,
                 source_form=lead.source_form,
-                source_ip=lead.source_ip,
+                **{field: getattr(lead, field) for field in PERSON_FIELDS},
             )
         )
         if lead.legal_basis is not None:
@@ -108,7 +116,7 @@ class LeadService(RecordService[Lead]):
         lead.converted_at = utcnow()
         lead.converted_contact_id = contact.id
         lead.converted_account_id = account.id if account is not None else None
-        await session.flush()
+        await self.repository(session, principal).save(lead)
         return Conversion(lead=lead, contact=contact, account=account)
 
 

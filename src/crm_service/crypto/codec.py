@@ -1,0 +1,104 @@
+"""The stored form of a classifiable field value: sealed (AES-256-GCM) or plain, self-described.
+
+    sealed: 0x01 | data key id (16 bytes) | nonce (12 bytes) | ciphertext + tag
+    plain:  0x00 | UTF-8 text                      (fields classified `none`)
+
+The associated data binds a sealed value to organization, table, column and row (and to its
+own header), so a ciphertext copied to another row, column or organization, or altered in
+one bit, fails to open. Because every value says what it is, a value can be read whatever
+the field's classification is now, and converting a column is idempotent.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass, field
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from crm_service.errors import CRMError
+
+SEALED_V1 = 0x01
+PLAIN = 0x00
+_HEADER = 1 + 16 + 12
+
+
+class StoredValueIntegrityError(CRMError):
+    """A stored value failed authentication: tampered, moved, or under a foreign key."""
+
+    status, slug, title = 500, "stored-data-integrity", "Stored data failed its integrity check"
+
+
+@dataclass(frozen=True)
+class DataKey:
+    id: uuid.UUID
+    material: bytes = field(repr=False)
+    generation: int = 1
+
+
+@dataclass(frozen=True)
+class FieldContext:
+    """Where a value is stored; the associated data of its ciphertext."""
+
+    organization_id: uuid.UUID
+    table: str
+    column: str
+    row_id: uuid.UUID
+
+    def associated_data(self, header: bytes) -> bytes:
+        return b"|".join(
+            (
+                b"crm-field-v1",
+                self.organization_id.bytes,
+                self.table.encode(),
+                self.column.encode(),
+                self.row_id.bytes,
+                header,
+            )
+        )
+
+
+def seal(key: DataKey, text: str, context: FieldContext) -> bytes:
+    nonce = os.urandom(12)
+    header = bytes([SEALED_V1]) + key.id.bytes + nonce
+    return header + AESGCM(key.material).encrypt(nonce, text.encode(), context.associated_data(header))
+
+
+def store_plain(text: str) -> bytes:
+    return bytes([PLAIN]) + text.encode()
+
+
+def is_sealed(stored: bytes) -> bool:
+    return bool(stored) and stored[0] == SEALED_V1
+
+
+def sealed_key_id(stored: bytes) -> uuid.UUID | None:
+    """The data key a sealed value names, or None for a plain value."""
+    if not is_sealed(stored):
+        return None
+    if len(stored) < _HEADER + 16:
+        raise StoredValueIntegrityError("A stored value is truncated.")
+    return uuid.UUID(bytes=stored[1:17])
+
+
+def open_value(stored: bytes, key: DataKey, context: FieldContext) -> str:
+    if not stored:
+        raise StoredValueIntegrityError("A stored value is empty.")
+    if stored[0] == PLAIN:
+        return stored[1:].decode()
+    if stored[0] != SEALED_V1 or len(stored) < _HEADER + 16:
+        raise StoredValueIntegrityError("A stored value has an unknown format.")
+    header = stored[:_HEADER]
+    if header[1:17] != key.id.bytes:
+        raise StoredValueIntegrityError("A stored value names another data key.")
+    try:
+        plaintext = AESGCM(key.material).decrypt(
+            header[17:], stored[_HEADER:], context.associated_data(header)
+        )
+    except InvalidTag:
+        raise StoredValueIntegrityError(
+            "A stored value failed authentication (altered, or moved from elsewhere)."
+        ) from None
+    return plaintext.decode()

@@ -1,0 +1,158 @@
+"""The key provider: master keys that wrap data keys. A KMS plugs in behind `KeyProvider`.
+
+A local keyring holds one or more 256-bit master keys; the last one wraps new data keys and
+the others still unwrap what they wrapped until `crm-service keys rotate --master` has
+re-wrapped everything. Master keys come from CRM_MASTER_KEY (one key), CRM_MASTER_KEY_FILE
+(a keyring file: one `<id> <base64>` line per key, the last active), or, in the embedded
+development default only, a keyring generated into ./var/master.key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from crm_service.config import Environment, Settings, SettingsError
+
+logger = structlog.get_logger("crm_service.crypto")
+
+EMBEDDED_KEYRING = Path("var/master.key")
+_NONCE_BYTES = 12
+
+
+class KeyUnwrapError(Exception):
+    """A wrapped data key did not authenticate under the named master key."""
+
+
+class KeyProvider(Protocol):
+    """Wraps and unwraps data keys. `context` binds a wrapped key to where it is stored."""
+
+    @property
+    def active_key_id(self) -> str: ...
+
+    def wrap(self, key: bytes, context: bytes) -> tuple[str, bytes]: ...
+
+    def unwrap(self, master_key_id: str, wrapped: bytes, context: bytes) -> bytes: ...
+
+    def knows(self, master_key_id: str) -> bool: ...
+
+
+def master_key_id(key: bytes) -> str:
+    """A stable, non-secret name for a master key (a one-way digest of it)."""
+    return "mk-" + hashlib.sha256(b"crm-service master key id\x00" + key).hexdigest()[:16]
+
+
+def decode_key(text: str, source: str) -> bytes:
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise SettingsError(f"{source}: not base64") from None
+    if len(key) != 32:
+        raise SettingsError(f"{source}: a master key is 32 bytes (base64 of 32 random bytes)")
+    return key
+
+
+@dataclass
+class LocalKeyring:
+    """Master keys held in process memory; the last one is active."""
+
+    keys: dict[str, bytes]
+    active: str
+    path: Path | None = None  # the keyring file, when rotation may append to it
+
+    @property
+    def active_key_id(self) -> str:
+        return self.active
+
+    def knows(self, master_key_id: str) -> bool:
+        return master_key_id in self.keys
+
+    def wrap(self, key: bytes, context: bytes) -> tuple[str, bytes]:
+        nonce = os.urandom(_NONCE_BYTES)
+        sealed = AESGCM(self.keys[self.active]).encrypt(nonce, key, context)
+        return self.active, nonce + sealed
+
+    def unwrap(self, master_key_id: str, wrapped: bytes, context: bytes) -> bytes:
+        master = self.keys.get(master_key_id)
+        if master is None:
+            raise KeyUnwrapError(f"master key {master_key_id} is not in the keyring")
+        try:
+            return AESGCM(master).decrypt(wrapped[:_NONCE_BYTES], wrapped[_NONCE_BYTES:], context)
+        except InvalidTag:
+            raise KeyUnwrapError("a data key failed authentication") from None
+
+    def add_generated_key(self) -> str:
+        """Generate a master key, append it to the keyring file, make it active."""
+        if self.path is None:
+            raise SettingsError(
+                "master key rotation needs a keyring file (CRM_MASTER_KEY_FILE) or a KMS; "
+                "CRM_MASTER_KEY holds a single key"
+            )
+        key = secrets.token_bytes(32)
+        key_id = master_key_id(key)
+        with self.path.open("a", encoding="ascii") as handle:
+            handle.write(f"{key_id} {base64.b64encode(key).decode()}\n")
+        self.keys[key_id] = key
+        self.active = key_id
+        return key_id
+
+
+def _read_keyring_file(path: Path) -> LocalKeyring:
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="ascii").splitlines()]
+    except OSError as exc:
+        raise SettingsError(f"CRM_MASTER_KEY_FILE: cannot read {path} ({exc.strerror})") from None
+    keys: dict[str, bytes] = {}
+    for number, line in enumerate((line for line in lines if line and not line.startswith("#")), 1):
+        parts = line.split()
+        key = decode_key(parts[-1], f"CRM_MASTER_KEY_FILE line {number}")
+        key_id = master_key_id(key)
+        if len(parts) == 2 and parts[0] != key_id:
+            raise SettingsError(f"CRM_MASTER_KEY_FILE line {number}: id does not match its key")
+        keys[key_id] = key
+    if not keys:
+        raise SettingsError(f"CRM_MASTER_KEY_FILE: {path} holds no key")
+    return LocalKeyring(keys=keys, active=list(keys)[-1], path=path)
+
+
+def _generate_embedded_keyring(path: Path) -> LocalKeyring:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_bytes(32)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="ascii") as handle:
+        handle.write(
+            "# crm-service master keyring, generated for development. Losing it loses every\n"
+            "# encrypted value. In production set CRM_MASTER_KEY or CRM_MASTER_KEY_FILE.\n"
+            f"{master_key_id(key)} {base64.b64encode(key).decode()}\n"
+        )
+    logger.warning(
+        "generated_master_key",
+        path=str(path),
+        warning="DEVELOPMENT ONLY: a master key was generated on local disk; back it up or "
+        "set CRM_MASTER_KEY / CRM_MASTER_KEY_FILE",
+    )
+    return _read_keyring_file(path)
+
+
+def key_provider_from_settings(settings: Settings) -> LocalKeyring:
+    if settings.master_key is not None:
+        key = decode_key(settings.master_key.get_secret_value(), "CRM_MASTER_KEY")
+        key_id = master_key_id(key)
+        return LocalKeyring(keys={key_id: key}, active=key_id)
+    if settings.master_key_file is not None:
+        return _read_keyring_file(settings.master_key_file)
+    if settings.env is Environment.PRODUCTION:  # also refused when settings load
+        raise SettingsError("CRM_ENV=production needs CRM_MASTER_KEY or CRM_MASTER_KEY_FILE")
+    if EMBEDDED_KEYRING.exists():
+        return _read_keyring_file(EMBEDDED_KEYRING)
+    return _generate_embedded_keyring(EMBEDDED_KEYRING)

@@ -1,0 +1,223 @@
+"""Data keys for one organization: find or create the active key, open keys by id, destroy.
+
+Unwrapped key material is cached in process memory for a short time (a KMS round trip per
+request would be too slow), keyed by key id and wrapped bytes, so a re-wrapped or destroyed
+key is never served from the cache: the key row is always read from the database first.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm_service.crypto.codec import DataKey
+from crm_service.crypto.master import KeyProvider, KeyUnwrapError
+from crm_service.crypto.models import DataKeyPurpose, DataKeyRecord, DataKeyStatus
+from crm_service.db.base import utcnow
+from crm_service.errors import CRMError
+
+ORGANIZATION_WIDE = uuid.UUID(int=0)
+
+
+class KeyMaterialError(CRMError):
+    status, slug, title = 500, "key-unavailable", "An encryption key could not be opened"
+
+
+def wrap_context(record: DataKeyRecord) -> bytes:
+    """Binds wrapped material to its organization, purpose, owner and key id."""
+    return b"|".join(
+        (
+            b"crm-data-key-v1",
+            record.organization_id.bytes,
+            record.purpose.encode(),
+            record.subject_id.bytes,
+            record.id.bytes,
+        )
+    )
+
+
+def keyring_material_rewrap(record: DataKeyRecord, provider: KeyProvider) -> None:
+    """Re-wrap one data key under the provider's active master key (material unchanged)."""
+    assert record.wrapped is not None and record.master_key_id is not None
+    context = wrap_context(record)
+    material = provider.unwrap(record.master_key_id, record.wrapped, context)
+    record.master_key_id, record.wrapped = provider.wrap(material, context)
+
+
+class UnwrappedKeyCache:
+    """A small LRU of unwrapped keys with a time limit."""
+
+    def __init__(self, *, ttl_seconds: float = 60.0, max_entries: int = 10_000) -> None:
+        self.ttl = ttl_seconds
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple[uuid.UUID, bytes], tuple[float, bytes]] = OrderedDict()
+
+    def get(self, key_id: uuid.UUID, wrapped: bytes) -> bytes | None:
+        entry = self._entries.get((key_id, wrapped))
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        self._entries.move_to_end((key_id, wrapped))
+        return entry[1]
+
+    def put(self, key_id: uuid.UUID, wrapped: bytes, material: bytes) -> None:
+        self._entries[(key_id, wrapped)] = (time.monotonic() + self.ttl, material)
+        self._entries.move_to_end((key_id, wrapped))
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def forget(self, key_id: uuid.UUID) -> None:
+        for cache_key in [k for k in self._entries if k[0] == key_id]:
+            del self._entries[cache_key]
+
+
+def session_info(provider: KeyProvider, *, phone_region: str | None) -> dict[str, object]:
+    """What each database session carries for the storage layer."""
+    return {"key_provider": provider, "key_cache": UnwrappedKeyCache(), "phone_region": phone_region}
+
+
+class Keyring:
+    """The data keys of one organization, for one database session."""
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        organization_id: uuid.UUID,
+        provider: KeyProvider,
+        cache: UnwrappedKeyCache,
+    ) -> None:
+        self.session = session
+        self.organization_id = organization_id
+        self.provider = provider
+        self.cache = cache
+
+    def _scoped(self):  # noqa: ANN202 - a select()
+        return select(DataKeyRecord).where(DataKeyRecord.organization_id == self.organization_id)
+
+    def _open(self, record: DataKeyRecord) -> DataKey | None:
+        if record.status == DataKeyStatus.DESTROYED or record.wrapped is None:
+            return None
+        material = self.cache.get(record.id, record.wrapped)
+        if material is None:
+            try:
+                material = self.provider.unwrap(
+                    record.master_key_id or "", record.wrapped, wrap_context(record)
+                )
+            except KeyUnwrapError as exc:
+                raise KeyMaterialError(
+                    "A data key could not be unwrapped with the configured master keys."
+                ) from exc
+            self.cache.put(record.id, record.wrapped, material)
+        return DataKey(id=record.id, material=material, generation=record.generation)
+
+    async def _create(
+        self, purpose: DataKeyPurpose, subject_id: uuid.UUID, generation: int
+    ) -> DataKeyRecord:
+        record = DataKeyRecord(
+            id=uuid.uuid4(),
+            organization_id=self.organization_id,
+            purpose=purpose.value,
+            subject_id=subject_id,
+            generation=generation,
+            status=DataKeyStatus.ACTIVE.value,
+            created_at=utcnow(),
+        )
+        material = secrets.token_bytes(32)
+        record.master_key_id, record.wrapped = self.provider.wrap(material, wrap_context(record))
+        self.cache.put(record.id, record.wrapped, material)
+        return record
+
+    async def _active_record(
+        self, purpose: DataKeyPurpose, subject_id: uuid.UUID
+    ) -> DataKeyRecord | None:
+        result = await self.session.execute(
+            self._scoped()
+            .where(
+                DataKeyRecord.purpose == purpose.value,
+                DataKeyRecord.subject_id == subject_id,
+                DataKeyRecord.status == DataKeyStatus.ACTIVE.value,
+            )
+            .order_by(DataKeyRecord.generation.desc())
+            .limit(1)
+        )
+        return result.scalar_one_or_none()
+
+    async def active_key(
+        self, purpose: DataKeyPurpose, subject_id: uuid.UUID, generation: int
+    ) -> DataKey:
+        """The key that seals new values: of `generation` or newer, created when missing.
+
+        Creating a newer generation retires the older active key (it still opens old values).
+        """
+        record = await self._active_record(purpose, subject_id)
+        if record is None or record.generation < generation:
+            created = await self._create(purpose, subject_id, generation)
+            try:
+                async with self.session.begin_nested():
+                    if record is not None:
+                        record.status = DataKeyStatus.RETIRED.value
+                        record.retired_at = utcnow()
+                    self.session.add(created)
+            except IntegrityError:
+                # A concurrent request created the same generation first: use theirs.
+                record = await self._active_record(purpose, subject_id)
+                if record is None:
+                    raise
+            else:
+                record = created
+        key = self._open(record)
+        if key is None:  # an active key is never destroyed
+            raise KeyMaterialError("The active data key has no material.")
+        return key
+
+    async def subject_key(self, subject_id: uuid.UUID, generation: int) -> DataKey:
+        return await self.active_key(DataKeyPurpose.SUBJECT, subject_id, generation)
+
+    async def organization_key(self, generation: int) -> DataKey:
+        return await self.active_key(DataKeyPurpose.ORGANIZATION, ORGANIZATION_WIDE, generation)
+
+    async def index_key(self) -> bytes:
+        # Index keys do not follow data-key generations: a new one would need every index
+        # recomputed. Master rotation re-wraps them like any other key.
+        key = await self.active_key(DataKeyPurpose.BLIND_INDEX, ORGANIZATION_WIDE, 1)
+        return key.material
+
+    async def keys_by_id(self, key_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, DataKey | None]:
+        """Open keys by id; a destroyed (or unknown) key maps to None."""
+        wanted = set(key_ids)
+        if not wanted:
+            return {}
+        result = await self.session.execute(self._scoped().where(DataKeyRecord.id.in_(wanted)))
+        opened: dict[uuid.UUID, DataKey | None] = dict.fromkeys(wanted)
+        for record in result.scalars():
+            opened[record.id] = self._open(record)
+        return opened
+
+    async def destroy_subject_keys(self, subject_id: uuid.UUID) -> int:
+        """Erase a data subject: delete the material of every key they ever had."""
+        result = await self.session.execute(
+            update(DataKeyRecord)
+            .where(
+                DataKeyRecord.organization_id == self.organization_id,
+                DataKeyRecord.purpose == DataKeyPurpose.SUBJECT.value,
+                DataKeyRecord.subject_id == subject_id,
+                DataKeyRecord.status != DataKeyStatus.DESTROYED.value,
+            )
+            .values(
+                status=DataKeyStatus.DESTROYED.value,
+                wrapped=None,
+                master_key_id=None,
+                destroyed_at=utcnow(),
+            )
+            .returning(DataKeyRecord.id)
+        )
+        destroyed = list(result.scalars())
+        for key_id in destroyed:
+            self.cache.forget(key_id)
+        return len(destroyed)

@@ -1,0 +1,1 @@
+"""Batch jobs that run outside requests: re-sealing records, re-wrapping data keys."""

@@ -1,0 +1,61 @@
+"""HTTP for organization settings: /v1/settings/fields/{module}."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Request
+
+from crm_service.db.session import CommitOnSuccessRoute, DbSession
+from crm_service.errors import problem_responses
+from crm_service.jobs.resealing import reseal_records
+from crm_service.orgs import settings as org_settings
+from crm_service.orgs.schemas import ModuleFields, ModuleFieldsUpdate
+from crm_service.records.models import Module
+from crm_service.security.principal import Principal, require
+from crm_service.security.scopes import Scope
+
+router = APIRouter(prefix="/v1/settings", tags=["settings"], route_class=CommitOnSuccessRoute)
+Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]
+
+
+@router.get(
+    "/fields/{module}",
+    operation_id="getFieldClassification",
+    summary="How each field of a module is classified: none, personal or sensitive",
+    response_model=ModuleFields,
+    responses=problem_responses(401, 403, 422),
+)
+async def get_fields(module: Module, principal: Admin, session: DbSession) -> ModuleFields:
+    return await org_settings.module_fields(session=session, principal=principal, module=module)
+
+
+@router.put(
+    "/fields/{module}",
+    operation_id="classifyFields",
+    summary="Reclassify fields; stored values are re-sealed in the background, online",
+    response_model=ModuleFields,
+    responses=problem_responses(401, 403, 422),
+)
+async def classify_fields(
+    module: Module,
+    payload: ModuleFieldsUpdate,
+    principal: Admin,
+    session: DbSession,
+    request: Request,
+    background: BackgroundTasks,
+) -> ModuleFields:
+    change = await org_settings.classify_fields(
+        session=session, principal=principal, module=module, payload=payload
+    )
+    if change.changed:
+        # Runs after the response (and so after the commit); resumable by
+        # `crm-service keys reseal` if the process stops before it finishes.
+        background.add_task(
+            reseal_records,
+            request.app.state.sessionmaker,
+            organization_id=principal.organization_id,
+            module=module,
+            stale_keys_only=False,
+        )
+    return change.fields

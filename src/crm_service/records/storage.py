@@ -1,0 +1,158 @@
+"""The storage layer of records: seal classifiable values on the way in, reveal them on the
+way out, and turn exact-match filters into blind-index lookups.
+
+Repositories call it; services and routers never see ciphertext. A lead or contact is sealed
+under its data subject's key, an account under the organization's key; every write seals
+under the newest key generation, re-sealing the whole row when its key is older.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm_service.crypto.blind_index import IndexKind, blind_index
+from crm_service.crypto.codec import (
+    DataKey,
+    FieldContext,
+    StoredValueIntegrityError,
+    open_value,
+    seal,
+    store_plain,
+)
+
+from crm_service.crypto.service import Keyring
+from crm_service.orgs.models import FieldClassification, Organization
+from crm_service.records.fields import CATALOG, Classification
+from crm_service.records.models import Module, PersonColumns
+
+logger = structlog.get_logger("crm_service.records.storage")
+
+
+def keyring_for(session: AsyncSession, organization_id: uuid.UUID) -> Keyring:
+    """The session carries the key provider and cache (set by the app's sessionmaker)."""
+    return Keyring(session, organization_id, session.info["key_provider"], session.info["key_cache"])
+
+
+async def classifications(
+    session: AsyncSession, organization_id: uuid.UUID, module: Module
+) -> dict[str, Classification]:
+    result = await session.execute(
+        select(FieldClassification.field, FieldClassification.classification).where(
+            FieldClassification.organization_id == organization_id,
+            FieldClassification.module == module.value,
+        )
+    )
+    overrides = {field: Classification(value) for field, value in result.all()}
+    return {spec.name: overrides.get(spec.name, spec.default) for spec in CATALOG[module]}
+
+
+async def key_generation(session: AsyncSession, organization_id: uuid.UUID) -> int:
+    result = await session.execute(
+        select(Organization.key_generation).where(Organization.id == organization_id)
+    )
+    return int(result.scalar_one())
+
+
+class RecordStorage:
+    """Sealing and revealing for one module of one organization, within one session."""
+
+    def __init__(self, session: AsyncSession, organization_id: uuid.UUID, module: Module) -> None:
+        self.session = session
+        self.organization_id = organization_id
+        self.module = module
+        self.keyring = keyring_for(session, organization_id)
+        self._classification: dict[str, Classification] | None = None
+        self._index_key: bytes | None = None
+
+    async def classification(self) -> dict[str, Classification]:
+        if self._classification is None:
+            self._classification = await classifications(
+                self.session, self.organization_id, self.module
+            )
+        return self._classification
+
+    async def index_key(self) -> bytes:
+        if self._index_key is None:
+            self._index_key = await self.keyring.index_key()
+        return self._index_key
+
+    def _context(self, record: Any, field: str) -> FieldContext:
+        return FieldContext(self.organization_id, record.__tablename__, field, record.id)
+
+    async def _active_key(self, record: Any) -> DataKey:
+        generation = await key_generation(self.session, self.organization_id)
+        if isinstance(record, PersonColumns):
+            return await self.keyring.subject_key(record.subject_id, generation)
+        return await self.keyring.organization_key(generation)
+
+    async def seal(self, record: Any, *, force: bool = False) -> None:
+        """Write pending plaintext into stored columns (and blind indexes).
+
+        With `force`, or when the record's key is older than the active one, every field is
+        re-sealed, so one row never mixes key generations.
+        """
+        if not (record.pending_fields or force):
+            return
+        if record.id is None:
+            record.id = uuid.uuid4()
+        key = await self._active_key(record)
+        if force or (record.sealing_key is not None and record.sealing_key.id != key.id):
+            record.mark_all_pending()
+        classification = await self.classification()
+        plaintext = dict(record.__dict__.get("_plaintext", {}))
+        for field in record.pending_fields:
+            value = plaintext.get(field)
+            if value is None:
+                stored = None
+            elif classification[field].sealed:
+                stored = seal(key, value, self._context(record, field))
+            else:
+                stored = store_plain(value)
+            setattr(record, f"{field}_stored", stored)
+            kind: IndexKind | None = record.__indexed_fields__.get(field)
+            if kind is not None:
+                setattr(record, f"{field}_bidx", await self.index_of(kind, value))
+        record.data_key_id = key.id
+        record.set_revealed(plaintext, key=key)
+
+    async def index_of(self, kind: IndexKind, value: str | None) -> str | None:
+        if value is None:
+            return None
+        phone_region = self.session.info.get("phone_region")
+        return blind_index(await self.index_key(), kind, value, phone_region=phone_region)
+
+    async def reveal(self, records: Sequence[Any]) -> None:
+        """Open every sealed value of `records`; a record whose key was destroyed is erased."""
+        keys = await self.keyring.keys_by_id(
+            {record.data_key_id for record in records if record.data_key_id is not None}
+        )
+        for record in records:
+            key = keys.get(record.data_key_id) if record.data_key_id is not None else None
+            if record.data_key_id is not None and key is None:
+                record.set_revealed(dict.fromkeys(record.__sealed_fields__), erased=True)
+                continue
+            values: dict[str, str | None] = {}
+            for field in record.__sealed_fields__:
+                stored = getattr(record, f"{field}_stored")
+                if stored is None:
+                    values[field] = None
+                    continue
+                try:
+                    values[field] = open_value(stored, key, self._context(record, field))  # type: ignore[arg-type]
+                except StoredValueIntegrityError:
+                    logger.error(
+                        "stored_value_integrity_failure",
+                        table=record.__tablename__,
+                        column=field,
+                        record_id=str(record.id),
+                    )
+                    raise
+            record.set_revealed(values, key=key)
+
+
