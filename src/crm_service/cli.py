@@ -35,9 +35,10 @@ def _settings() -> Settings:
     except ValidationError as exc:
         # Name the setting and the rule, never the value (it may be a secret).
         first = exc.errors()[0]
-        field = "CRM_" + str(first["loc"][0]).upper() if first.get("loc") else "settings"
         message = first["msg"].removeprefix("Value error, ")
-        raise _fail(f"{field}: {message}") from None
+        if first.get("loc") and not message.startswith("CRM_"):
+            message = f"CRM_{str(first['loc'][0]).upper()}: {message}"
+        raise _fail(message) from None
 
 
 def _database(settings: Settings) -> tuple[Any, Any]:
@@ -162,7 +163,7 @@ def openapi(
     from crm_service.main import create_app
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_openapi(create_app(Settings())) + "\n")
+    out.write_text(render_openapi(create_app(_settings())) + "\n")
     typer.echo(f"wrote {out}", err=True)
 
 

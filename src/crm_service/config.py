@@ -62,16 +62,14 @@ class Settings(BaseSettings):
             try:
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError as exc:
-                raise ValueError(f"CRM_TRUSTED_PROXIES: {cidr!r} is not an IP network") from exc
+                raise ValueError(f"{cidr!r} is not an IP network") from exc
         return value
 
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:
         if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
-            raise ValueError(
-                "CRM_DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
-            )
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
         return value
 
     @model_validator(mode="after")

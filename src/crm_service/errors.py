@@ -218,11 +218,14 @@ async def _http_exception_handler(request: Request, exc: Exception) -> JSONRespo
         slug, title = "method-not-allowed", "Method not allowed"
     else:
         slug, title = "http-error", "HTTP error"
+    # Starlette fills `detail` with the status phrase when none is given; only ours are kept.
+    detail = exc.detail if exc.detail and exc.detail != title else None
     return problem_response(
         request.url.path,
         status=exc.status_code,
         slug=slug,
         title=title,
+        detail=detail,
         headers=dict(exc.headers or {}),
     )
 

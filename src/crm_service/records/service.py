@@ -55,6 +55,9 @@ class RecordService(Generic[ModelT]):
             if owner is None or not owner.is_active:
                 raise unknown_reference("owner_id", "active user")
 
+    def check_editable(self, record: Any) -> None:
+        """Raise when the record's state forbids changes (a converted lead, say)."""
+
     def source_of(self, principal: Principal) -> dict[str, Any]:
         """Where a record created through the API by `principal` came from."""
         if principal.client_id is not None:
@@ -116,6 +119,7 @@ class RecordService(Generic[ModelT]):
         record = await self.get(session=session, principal=principal, record_id=record_id)
         check_if_match(if_match, record.version)  # type: ignore[attr-defined]
         changes = payload.model_dump(exclude_unset=True)
+        self.check_editable(record)
         await self.check_references(session=session, principal=principal, values=changes)
         for name, value in changes.items():
             setattr(record, name, value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crm_service.errors import PayloadTooLarge, render
@@ -28,8 +29,10 @@ class BodySizeLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    # Raised inside the app's body read, so the error handler answers 413.
-                    raise self._error()
+                    # Raised inside the app's body read. FastAPI turns other exceptions there
+                    # into 400 "error parsing the body"; an HTTPException passes through to
+                    # the problem handler, which answers 413.
+                    raise HTTPException(413, self._error().detail)
             return message
 
         await self.app(scope, limited_receive, send)

@@ -24,7 +24,7 @@ class ContactCreate(PersonInput):
 
 
 class ContactUpdate(PersonInput):
-    last_name: Name | None = None
+    last_name: Name = None  # type: ignore[assignment]  # omit to keep; null refused
     department: ShortText | None = None
     account_id: uuid.UUID | None = None
 

@@ -43,11 +43,11 @@ class LeadCreate(PersonInput):
 
 
 class LeadUpdate(PersonInput):
-    last_name: Name | None = None
+    last_name: Name = None  # type: ignore[assignment]  # omit to keep; null refused
     company: LongName | None = None
     website: Website | None = None
     industry: ShortText | None = None
-    status: OpenLeadStatus | None = None
+    status: OpenLeadStatus = None  # type: ignore[assignment]
 
 
 class LeadRead(PersonRead):

@@ -46,6 +46,10 @@ class LeadService(RecordService[Lead]):
     repository_class = LeadRepository
     noun = "lead"
 
+    def check_editable(self, record: Lead) -> None:
+        if record.status == LeadStatus.CONVERTED or record.converted_contact_id is not None:
+            raise Conflict("This lead is converted and closed; change the contact instead.")
+
     async def convert(
         self,
         *,
@@ -61,7 +65,7 @@ class LeadService(RecordService[Lead]):
         """
         lead = await self.get(session=session, principal=principal, record_id=lead_id)
         check_if_match(if_match, lead.version)
-        if lead.status == LeadStatus.CONVERTED:
+        if lead.status == LeadStatus.CONVERTED or lead.converted_contact_id is not None:
             raise Conflict("This lead is already converted.")
 
         account: Account | None = None
