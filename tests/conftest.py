@@ -153,6 +153,25 @@ class Org:
         return await self.login(email)
 
 
+PROBLEM_JSON = "application/problem+json"
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    """The response is an RFC 9457 problem with `status`; its body is returned."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM_JSON)
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert isinstance(body["type"], str) and body["type"]
+    assert isinstance(body["title"], str) and body["title"]
+    return body
+
+
+def error_fields(body: dict[str, Any]) -> set[str]:
+    """The fields a validation problem names."""
+    return {problem["field"] for problem in body.get("errors") or []}
+
+
 def unique_email(prefix: str = "person") -> str:
     return f"{prefix}.{secrets.token_hex(6)}@example.com"
 

@@ -12,9 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Org, count_rows
+from tests.conftest import Org, assert_problem, count_rows
 
-PROBLEM = "application/problem+json"
 SECRET = "ZZSECRET123"
 SECRET_NUMBER = 987654321
 
@@ -58,14 +57,6 @@ FIELD_CASES: list[tuple[str, str, Any, str]] = [
 ]
 FIELD_IDS = [f"{module}-{field}-{rule}" for module, field, _, rule in FIELD_CASES]
 
-
-def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert body["type"] and body["title"]
-    return body
 
 
 def assert_rejected(response: httpx.Response, field: str, rule: str) -> None:

@@ -9,22 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.conftest import Org, count_rows, unique_email
+from tests.conftest import Org, assert_problem, count_rows, unique_email
 
-PROBLEM = "application/problem+json"
 MODULES = ("leads", "contacts", "accounts")
 PERSON_MODULES = ("leads", "contacts")
 
-
-def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    return body
 
 
 async def create(org: Org, module: str, payload: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,14 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _main() -> None:
+    """Commands log to stderr, so stdout carries only their output (JSON for bootstrap)."""
+    from crm_service.log import configure_logging
+
+    configure_logging("INFO", json=False, stream=sys.stderr)
+
+
 def _fail(message: str) -> typer.Exit:
     typer.echo(f"crm-service: {message}", err=True)
     return typer.Exit(code=1)
@@ -43,6 +51,7 @@ def _settings() -> Settings:
 
 def _database(settings: Settings) -> tuple[Any, Any]:
     """An engine and a sessionmaker whose sessions can seal and reveal records."""
+    from crm_service import models  # noqa: F401 - registers every table
     from crm_service.crypto.master import key_provider_from_settings
     from crm_service.crypto.service import session_info
     from crm_service.db.engine import make_engine, make_sessionmaker
@@ -169,6 +178,191 @@ def openapi(
 
 def render_openapi(application: object) -> str:
     return json.dumps(application.openapi(), indent=2, sort_keys=False)  # type: ignore[attr-defined]
+
+
+keys = typer.Typer(help="Data keys and master keys: rotate, re-seal, status.", no_args_is_help=True)
+app.add_typer(keys, name="keys")
+
+
+def _progress() -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=_stderr_console(),
+    )
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+async def _reseal_all(sessionmaker: Any, org_ids: list[Any], *, stale_keys_only: bool) -> int:
+    from crm_service.jobs.resealing import count_to_reseal, reseal_records
+    from crm_service.records.models import Module
+
+    total = 0
+    with _progress() as progress:
+        for org_id in org_ids:
+            for module in Module:
+                async with sessionmaker() as session:
+                    todo = await count_to_reseal(
+                        session, org_id, module, stale_keys_only=stale_keys_only
+                    )
+                if not todo:
+                    continue
+                task = progress.add_task(f"{module.value} of {org_id}", total=todo)
+                total += await reseal_records(
+                    sessionmaker,
+                    organization_id=org_id,
+                    module=module,
+                    stale_keys_only=stale_keys_only,
+                    on_batch=lambda n, task=task: progress.advance(task, n),
+                )
+    return total
+
+
+async def _org_ids(sessionmaker: Any, only: str | None) -> list[Any]:
+    import uuid
+
+    from crm_service.jobs.rotation import organization_ids
+
+    async with sessionmaker() as session:
+        ids = await organization_ids(session)
+    if only is None:
+        return ids
+    try:
+        wanted = uuid.UUID(only)
+    except ValueError:
+        raise _fail("--org must be an organization id (a UUID)") from None
+    if wanted not in ids:
+        raise _fail("no such organization")
+    return [wanted]
+
+
+@keys.command("rotate")
+def keys_rotate(
+    master: Annotated[
+        bool, typer.Option("--master", help="Rotate the master key and re-wrap every data key.")
+    ] = False,
+    org: Annotated[str | None, typer.Option(help="Only this organization (data keys).")] = None,
+) -> None:
+    """Rotate keys. Data keys: a new generation seals new writes at once, then every record
+    under an older one is re-sealed. --master: a new master key joins the keyring file and
+    every data key is re-wrapped. Safe to interrupt and run again; the service keeps serving.
+    """
+    settings = _settings()
+
+    async def run() -> str:
+        from crm_service.jobs.rotation import (
+            begin_data_key_rotation,
+            count_to_rewrap,
+            rewrap_data_keys,
+        )
+
+        engine, sessionmaker = _database(settings)
+        provider = sessionmaker.kw["info"]["key_provider"]
+        try:
+            if master:
+                new_id = provider.add_generated_key()
+                async with sessionmaker() as session:
+                    todo = await count_to_rewrap(session, provider)
+                with _progress() as progress:
+                    task = progress.add_task("re-wrapping data keys", total=todo)
+                    done = await rewrap_data_keys(
+                        sessionmaker, provider, on_batch=lambda n: progress.advance(task, n)
+                    )
+                return (
+                    f"master key {new_id} is active; {done} data keys re-wrapped. Older master "
+                    "keys in the keyring file can be removed once every instance has reloaded."
+                )
+            org_ids = await _org_ids(sessionmaker, org)
+            generations = {}
+            for org_id in org_ids:
+                async with sessionmaker() as session:
+                    generations[org_id] = await begin_data_key_rotation(session, org_id)
+                    await session.commit()
+            done = await _reseal_all(sessionmaker, org_ids, stale_keys_only=True)
+            return f"key generation raised for {len(org_ids)} organization(s); {done} records re-sealed"
+        finally:
+            await engine.dispose()
+
+    try:
+        typer.echo(asyncio.run(run()), err=True)
+    except SettingsError as exc:
+        raise _fail(str(exc)) from None
+
+
+@keys.command("reseal")
+def keys_reseal(
+    org: Annotated[str | None, typer.Option(help="Only this organization.")] = None,
+    stale_only: Annotated[
+        bool, typer.Option("--stale-only", help="Only records under an older key generation.")
+    ] = False,
+) -> None:
+    """Re-seal stored values under the current classification and newest keys (finishes a
+    reclassification or rotation that was interrupted)."""
+    settings = _settings()
+
+    async def run() -> int:
+        engine, sessionmaker = _database(settings)
+        try:
+            return await _reseal_all(
+                sessionmaker, await _org_ids(sessionmaker, org), stale_keys_only=stale_only
+            )
+        finally:
+            await engine.dispose()
+
+    typer.echo(f"{asyncio.run(run())} records re-sealed", err=True)
+
+
+@keys.command("status")
+def keys_status() -> None:
+    """Print, as JSON, each organization's key generation and its data keys by state."""
+    settings = _settings()
+
+    async def run() -> dict[str, Any]:
+        from sqlalchemy import func, select
+
+        from crm_service.crypto.models import DataKeyRecord
+        from crm_service.orgs.models import Organization
+
+        engine, sessionmaker = _database(settings)
+        provider = sessionmaker.kw["info"]["key_provider"]
+        try:
+            async with sessionmaker() as session:
+                orgs = (await session.execute(select(Organization.id, Organization.key_generation))).all()
+                counts = (
+                    await session.execute(
+                        select(
+                            DataKeyRecord.organization_id,
+                            DataKeyRecord.status,
+                            DataKeyRecord.master_key_id,
+                            func.count(),
+                        ).group_by(
+                            DataKeyRecord.organization_id,
+                            DataKeyRecord.status,
+                            DataKeyRecord.master_key_id,
+                        )
+                    )
+                ).all()
+        finally:
+            await engine.dispose()
+        report: dict[str, Any] = {"active_master_key": provider.active_key_id, "organizations": {}}
+        for org_id, generation in orgs:
+            report["organizations"][str(org_id)] = {"key_generation": generation, "data_keys": []}
+        for org_id, status, master_id, count in counts:
+            report["organizations"][str(org_id)]["data_keys"].append(
+                {"status": status, "master_key_id": master_id, "count": count}
+            )
+        return report
+
+    typer.echo(json.dumps(asyncio.run(run()), indent=2))
 
 
 if __name__ == "__main__":

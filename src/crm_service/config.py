@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 from enum import StrEnum
 from functools import lru_cache
@@ -63,6 +65,18 @@ class Settings(BaseSettings):
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError as exc:
                 raise ValueError(f"{cidr!r} is not an IP network") from exc
+        return value
+
+    @field_validator("master_key")
+    @classmethod
+    def _check_master_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                raw = base64.b64decode(value.get_secret_value().strip(), validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("must be base64 (of 32 random bytes)") from None
+            if len(raw) != 32:
+                raise ValueError("must be base64 of exactly 32 bytes")
         return value
 
     @field_validator("database_url")

@@ -22,6 +22,7 @@ from crm_service.health.metrics import observe_request
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 access_logger = structlog.get_logger("crm_service.access")
+_QUIET_LOGGERS = ("alembic.runtime.plugins",)
 _VALUE_ECHOING_LOGGERS = ("aiosqlite", "asyncpg", "sqlalchemy.engine", "sqlalchemy.pool", "httpx", "httpcore")
 error_logger = structlog.get_logger("crm_service.errors")
 
@@ -45,7 +46,8 @@ def _exception_without_message(_logger: Any, _name: str, event: dict[str, Any]) 
     return event
 
 
-def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
+def configure_logging(level: str = "INFO", *, json: bool = True, stream: Any = None) -> None:
+    """JSON lines on stdout for the service; the CLI passes stderr, keeping stdout for output."""
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -60,7 +62,7 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
@@ -72,7 +74,7 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     root.setLevel(level.upper())
     # Library loggers that print bound SQL parameters or full URLs stay at WARNING whatever
     # CRM_LOG_LEVEL says: at DEBUG/INFO they would write personal data.
-    for name in _VALUE_ECHOING_LOGGERS:
+    for name in (*_VALUE_ECHOING_LOGGERS, *_QUIET_LOGGERS):
         logging.getLogger(name).setLevel(logging.WARNING)
     # Uvicorn's access log prints the raw path and query string; ours names the route instead.
     logging.getLogger("uvicorn.access").disabled = True

@@ -9,24 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Org, count_rows
-
-PROBLEM_JSON = "application/problem+json"
+from tests.conftest import Org, assert_problem, count_rows, error_fields
 
 
-def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    """The response is an RFC 9457 problem with `status`; its body is returned."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM_JSON)
-    body = response.json()
-    assert body["status"] == status
-    assert isinstance(body["type"], str) and body["type"]
-    assert isinstance(body["title"], str) and body["title"]
-    return body
 
-
-def error_fields(body: dict[str, Any]) -> set[str]:
-    return {problem["field"] for problem in body.get("errors") or []}
 
 
 async def create_account(org: Org, **fields: Any) -> httpx.Response:

@@ -12,17 +12,10 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
-from tests.conftest import Org, count_rows, unique_email
+from tests.conftest import Org, assert_problem, count_rows, unique_email
 
 PROBLEM = "application/problem+json"
 
-
-def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    return body
 
 
 async def create_lead(org: Org, **fields: Any) -> dict[str, Any]:

@@ -9,26 +9,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Org, count_rows
+from tests.conftest import Org, assert_problem, count_rows, error_fields
 
-PROBLEM_JSON = "application/problem+json"
 PERSON_MODULES = ["leads", "contacts"]
 ASSESSMENT = "We keep supplier contacts to fulfil orders; balancing test done on 2026-01-05."
 
 
-def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    """The response is an RFC 9457 problem with `status`; its body is returned."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM_JSON)
-    body = response.json()
-    assert body["status"] == status
-    assert isinstance(body["type"], str) and body["type"]
-    assert isinstance(body["title"], str) and body["title"]
-    return body
-
-
-def error_fields(body: dict[str, Any]) -> set[str]:
-    return {problem["field"] for problem in body.get("errors") or []}
 
 
 async def create_person(org: Org, module: str, **fields: Any) -> dict[str, Any]:

@@ -7,28 +7,13 @@ import base64
 import json
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.conftest import Org, unique_email
+from tests.conftest import Org, assert_problem, error_fields, unique_email
 
-PROBLEM_JSON = "application/problem+json"
 MODULES = ["contacts", "accounts", "leads"]
 
 
-def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    """The response is an RFC 9457 problem with `status`; its body is returned."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM_JSON)
-    body = response.json()
-    assert body["status"] == status
-    assert isinstance(body["type"], str) and body["type"]
-    assert isinstance(body["title"], str) and body["title"]
-    return body
-
-
-def error_fields(body: dict[str, Any]) -> set[str]:
-    return {problem["field"] for problem in body.get("errors") or []}
 
 
 def b64(raw: bytes) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -36,6 +37,11 @@ class DataKey:
     id: uuid.UUID
     material: bytes = field(repr=False)
     generation: int = 1
+
+    @cached_property
+    def aead(self) -> AESGCM:
+        # Building the cipher costs more than sealing one short value; build it once a key.
+        return AESGCM(self.material)
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,7 @@ class FieldContext:
 def seal(key: DataKey, text: str, context: FieldContext) -> bytes:
     nonce = os.urandom(12)
     header = bytes([SEALED_V1]) + key.id.bytes + nonce
-    return header + AESGCM(key.material).encrypt(nonce, text.encode(), context.associated_data(header))
+    return header + key.aead.encrypt(nonce, text.encode(), context.associated_data(header))
 
 
 def store_plain(text: str) -> bytes:
@@ -94,7 +100,7 @@ def open_value(stored: bytes, key: DataKey, context: FieldContext) -> str:
     if header[1:17] != key.id.bytes:
         raise StoredValueIntegrityError("A stored value names another data key.")
     try:
-        plaintext = AESGCM(key.material).decrypt(
+        plaintext = key.aead.decrypt(
             header[17:], stored[_HEADER:], context.associated_data(header)
         )
     except InvalidTag:

@@ -69,6 +69,19 @@ class LocalKeyring:
     keys: dict[str, bytes]
     active: str
     path: Path | None = None  # the keyring file, when rotation may append to it
+    loaded_mtime: int | None = None
+
+    def _reload_if_changed(self) -> None:
+        """Another process (`keys rotate --master`) may have added a key to the file."""
+        if self.path is None:
+            return
+        try:
+            mtime = self.path.stat().st_mtime_ns
+        except OSError:
+            return
+        if mtime != self.loaded_mtime:
+            fresh = _read_keyring_file(self.path)
+            self.keys, self.active, self.loaded_mtime = fresh.keys, fresh.active, fresh.loaded_mtime
 
     @property
     def active_key_id(self) -> str:
@@ -78,11 +91,14 @@ class LocalKeyring:
         return master_key_id in self.keys
 
     def wrap(self, key: bytes, context: bytes) -> tuple[str, bytes]:
+        self._reload_if_changed()
         nonce = os.urandom(_NONCE_BYTES)
         sealed = AESGCM(self.keys[self.active]).encrypt(nonce, key, context)
         return self.active, nonce + sealed
 
     def unwrap(self, master_key_id: str, wrapped: bytes, context: bytes) -> bytes:
+        if master_key_id not in self.keys:
+            self._reload_if_changed()
         master = self.keys.get(master_key_id)
         if master is None:
             raise KeyUnwrapError(f"master key {master_key_id} is not in the keyring")
@@ -104,6 +120,7 @@ class LocalKeyring:
             handle.write(f"{key_id} {base64.b64encode(key).decode()}\n")
         self.keys[key_id] = key
         self.active = key_id
+        self.loaded_mtime = self.path.stat().st_mtime_ns
         return key_id
 
 
@@ -122,7 +139,9 @@ def _read_keyring_file(path: Path) -> LocalKeyring:
         keys[key_id] = key
     if not keys:
         raise SettingsError(f"CRM_MASTER_KEY_FILE: {path} holds no key")
-    return LocalKeyring(keys=keys, active=list(keys)[-1], path=path)
+    return LocalKeyring(
+        keys=keys, active=list(keys)[-1], path=path, loaded_mtime=path.stat().st_mtime_ns
+    )
 
 
 def _generate_embedded_keyring(path: Path) -> LocalKeyring:
@@ -145,6 +164,7 @@ def _generate_embedded_keyring(path: Path) -> LocalKeyring:
 
 
 def key_provider_from_settings(settings: Settings) -> LocalKeyring:
+    """The configured master keys; in embedded development, generated on first use."""
     if settings.master_key is not None:
         key = decode_key(settings.master_key.get_secret_value(), "CRM_MASTER_KEY")
         key_id = master_key_id(key)

@@ -8,7 +8,6 @@ plaintext until the storage layer reveals them; reading before that is a program
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from sqlalchemy import event
@@ -77,8 +76,13 @@ class SealedRecord:
         """The key the record's values were opened with (None for new or erased records)."""
         return self.__dict__.get("_key")
 
-    def subject_of(self) -> uuid.UUID | None:
-        return getattr(self, "subject_id", None)
+    def mark_new_subject(self) -> None:
+        """This record introduces a data subject: its first key is created, not looked up."""
+        self.__dict__["_new_subject"] = True
+
+    @property
+    def is_new_subject(self) -> bool:
+        return bool(self.__dict__.get("_new_subject", False))
 
 
 @event.listens_for(Session, "before_flush")

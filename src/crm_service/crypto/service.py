@@ -179,6 +179,15 @@ class Keyring:
     async def subject_key(self, subject_id: uuid.UUID, generation: int) -> DataKey:
         return await self.active_key(DataKeyPurpose.SUBJECT, subject_id, generation)
 
+    async def new_subject_key(self, subject_id: uuid.UUID, generation: int) -> DataKey:
+        """The first key of a data subject just created (a random id no one else holds),
+        so there is nothing to look up and no concurrent creator to guard against."""
+        record = await self._create(DataKeyPurpose.SUBJECT, subject_id, generation)
+        self.session.add(record)
+        key = self._open(record)
+        assert key is not None
+        return key
+
     async def organization_key(self, generation: int) -> DataKey:
         return await self.active_key(DataKeyPurpose.ORGANIZATION, ORGANIZATION_WIDE, generation)
 
@@ -189,15 +198,13 @@ class Keyring:
         return key.material
 
     async def keys_by_id(self, key_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, DataKey | None]:
-        """Open keys by id; a destroyed (or unknown) key maps to None."""
+        """Open this organization's keys by id. A destroyed key maps to None; an id the
+        organization has no key for is left out (the caller treats that as tampering)."""
         wanted = set(key_ids)
         if not wanted:
             return {}
         result = await self.session.execute(self._scoped().where(DataKeyRecord.id.in_(wanted)))
-        opened: dict[uuid.UUID, DataKey | None] = dict.fromkeys(wanted)
-        for record in result.scalars():
-            opened[record.id] = self._open(record)
-        return opened
+        return {record.id: self._open(record) for record in result.scalars()}
 
     async def destroy_subject_keys(self, subject_id: uuid.UUID) -> int:
         """Erase a data subject: delete the material of every key they ever had."""

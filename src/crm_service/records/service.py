@@ -85,6 +85,8 @@ class RecordService(Generic[ModelT]):
             created_by_id=principal.user_id,
             **values,
         )
+        if isinstance(record, PersonColumns):
+            record.mark_new_subject()
         legal_basis: LegalBasisSet | None = getattr(payload, "legal_basis", None)
         if legal_basis is not None:
             # Before the insert, so the record is written once, at version 1.

@@ -69,6 +69,7 @@ class RecordStorage:
         self.keyring = keyring_for(session, organization_id)
         self._classification: dict[str, Classification] | None = None
         self._index_key: bytes | None = None
+        self._generation: int | None = None
 
     async def classification(self) -> dict[str, Classification]:
         if self._classification is None:
@@ -85,9 +86,17 @@ class RecordStorage:
     def _context(self, record: Any, field: str) -> FieldContext:
         return FieldContext(self.organization_id, record.__tablename__, field, record.id)
 
+    async def generation(self) -> int:
+        """The organization's key generation, read once per storage (one request or batch)."""
+        if self._generation is None:
+            self._generation = await key_generation(self.session, self.organization_id)
+        return self._generation
+
     async def _active_key(self, record: Any) -> DataKey:
-        generation = await key_generation(self.session, self.organization_id)
+        generation = await self.generation()
         if isinstance(record, PersonColumns):
+            if record.is_new_subject and record.sealing_key is None:
+                return await self.keyring.new_subject_key(record.subject_id, generation)
             return await self.keyring.subject_key(record.subject_id, generation)
         return await self.keyring.organization_key(generation)
 
@@ -97,7 +106,7 @@ class RecordStorage:
         With `force`, or when the record's key is older than the active one, every field is
         re-sealed, so one row never mixes key generations.
         """
-        if not (record.pending_fields or force):
+        if not (record.pending_fields or force or record.data_key_id is None):
             return
         if record.id is None:
             record.id = uuid.uuid4()
@@ -133,8 +142,11 @@ class RecordStorage:
             {record.data_key_id for record in records if record.data_key_id is not None}
         )
         for record in records:
-            key = keys.get(record.data_key_id) if record.data_key_id is not None else None
-            if record.data_key_id is not None and key is None:
+            if record.data_key_id not in keys:
+                self._integrity_failure(record, "data_key_id")
+                raise StoredValueIntegrityError("A record names a data key its organization lacks.")
+            key = keys[record.data_key_id]
+            if key is None:  # destroyed: the data subject was erased
                 record.set_revealed(dict.fromkeys(record.__sealed_fields__), erased=True)
                 continue
             values: dict[str, str | None] = {}
@@ -144,15 +156,20 @@ class RecordStorage:
                     values[field] = None
                     continue
                 try:
-                    values[field] = open_value(stored, key, self._context(record, field))  # type: ignore[arg-type]
+                    values[field] = open_value(stored, key, self._context(record, field))
                 except StoredValueIntegrityError:
-                    logger.error(
-                        "stored_value_integrity_failure",
-                        table=record.__tablename__,
-                        column=field,
-                        record_id=str(record.id),
-                    )
+                    self._integrity_failure(record, field)
                     raise
             record.set_revealed(values, key=key)
+
+    @staticmethod
+    def _integrity_failure(record: Any, column: str) -> None:
+        # A security event: names the place, never a value.
+        logger.error(
+            "stored_value_integrity_failure",
+            table=record.__tablename__,
+            column=column,
+            record_id=str(record.id),
+        )
 
 
