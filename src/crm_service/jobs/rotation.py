@@ -14,6 +14,7 @@ from crm_service.crypto.master import KeyProvider
 from crm_service.crypto.models import DataKeyRecord
 from crm_service.crypto.service import keyring_material_rewrap
 from crm_service.orgs.models import Organization
+from crm_service.orgs.repository import lock_organization_for_storage_change
 from crm_service.records.storage import keyring_for
 
 
@@ -23,11 +24,7 @@ async def organization_ids(session: AsyncSession) -> list[uuid.UUID]:
 
 async def begin_data_key_rotation(session: AsyncSession, organization_id: uuid.UUID) -> int:
     """Raise the organization's key generation; new writes seal under it from now on."""
-    organization = (
-        await session.execute(
-            select(Organization).where(Organization.id == organization_id).with_for_update()
-        )
-    ).scalar_one()
+    organization = await lock_organization_for_storage_change(session, organization_id)
     organization.key_generation += 1
     await session.flush()
     # The organization key of the new generation exists before any request needs it.

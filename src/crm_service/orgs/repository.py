@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete
+import uuid
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.db.repository import OrganizationRepository
-from crm_service.orgs.models import FieldClassification
+from crm_service.orgs.models import FieldClassification, Organization
 from crm_service.records.models import Module
+
+
+async def lock_organization_for_storage_change(
+    session: AsyncSession, organization_id: uuid.UUID
+) -> Organization:
+    """Lock the organization row before changing how its values are stored (key generation,
+    classification). Every write reads that row FOR SHARE before sealing, so this waits until
+    writes that sealed under the old rules have committed, and later writes see the new ones.
+    (SQLite serializes writers instead; the re-seal jobs' extra passes cover it there.)"""
+    result = await session.execute(
+        select(Organization).where(Organization.id == organization_id).with_for_update()
+    )
+    return result.scalar_one()
 
 
 class FieldClassificationRepository(OrganizationRepository[FieldClassification]):

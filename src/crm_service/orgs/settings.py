@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.errors import FieldProblem, ValidationFailed
-from crm_service.orgs.repository import FieldClassificationRepository
+from crm_service.orgs.repository import (
+    FieldClassificationRepository,
+    lock_organization_for_storage_change,
+)
 from crm_service.orgs.schemas import FieldClassificationRead, ModuleFields, ModuleFieldsUpdate
 from crm_service.records.fields import CATALOG, field_names
 from crm_service.records.models import Module
@@ -53,6 +56,7 @@ async def classify_fields(
                 for name in unknown
             ],
         )
+    await lock_organization_for_storage_change(session, principal.organization_id)
     before = await classifications(session, principal.organization_id, module)
     repository = FieldClassificationRepository(session, principal.organization_id)
     defaults = {spec.name: spec.default for spec in CATALOG[module]}

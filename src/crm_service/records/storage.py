@@ -52,11 +52,15 @@ async def classifications(
     return {spec.name: overrides.get(spec.name, spec.default) for spec in CATALOG[module]}
 
 
-async def key_generation(session: AsyncSession, organization_id: uuid.UUID) -> int:
-    result = await session.execute(
-        select(Organization.key_generation).where(Organization.id == organization_id)
-    )
-    return int(result.scalar_one())
+async def key_generation(
+    session: AsyncSession, organization_id: uuid.UUID, *, for_write: bool = False
+) -> int:
+    """The organization's key generation. A writer reads it FOR SHARE (PostgreSQL), so a
+    rotation's FOR UPDATE waits until every write that sealed under the old one committed."""
+    statement = select(Organization.key_generation).where(Organization.id == organization_id)
+    if for_write:
+        statement = statement.with_for_update(read=True)
+    return int((await session.execute(statement)).scalar_one())
 
 
 class RecordStorage:
@@ -89,7 +93,9 @@ class RecordStorage:
     async def generation(self) -> int:
         """The organization's key generation, read once per storage (one request or batch)."""
         if self._generation is None:
-            self._generation = await key_generation(self.session, self.organization_id)
+            self._generation = await key_generation(
+                self.session, self.organization_id, for_write=True
+            )
         return self._generation
 
     async def _active_key(self, record: Any) -> DataKey:
@@ -110,6 +116,8 @@ class RecordStorage:
             return
         if record.id is None:
             record.id = uuid.uuid4()
+        # The key (and with it the FOR SHARE read of the organization) before the
+        # classification, so a concurrent reclassification cannot slip between them.
         key = await self._active_key(record)
         if force or (record.sealing_key is not None and record.sealing_key.id != key.id):
             record.mark_all_pending()
