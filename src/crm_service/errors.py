@@ -50,6 +50,8 @@ class CRMError(Exception):
     status: int = 500
     slug: str = "internal-error"
     title: str = "Internal error"
+    # True for errors whose request must still commit (e.g. a failed sign-in's throttling).
+    keeps_changes: bool = False
 
     def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None):
         super().__init__(detail or self.title)

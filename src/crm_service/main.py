@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from crm_service import __version__, models  # noqa: F401 - registers every table
 from crm_service.auth.router import router as auth_router
+from crm_service.clock import Clock
 from crm_service.config import Settings, get_settings
 from crm_service.crypto.master import key_provider_from_settings
 from crm_service.crypto.service import session_info
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.settings = settings
+    app.state.clock = Clock()
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

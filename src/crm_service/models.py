@@ -3,9 +3,9 @@
 The app (`main.py`) and the CLI import this before touching the database.
 """
 
-from crm_service.auth.models import AuthSession, User
+from crm_service.auth.models import AuthSession, MfaChallenge, RecoveryCode, TotpCredential, User
 from crm_service.crypto.models import DataKeyRecord
-from crm_service.orgs.models import FieldClassification, Organization
+from crm_service.orgs.models import FieldClassification, IpAllowlist, Organization
 from crm_service.records.accounts.models import Account
 from crm_service.records.contacts.models import Contact
 from crm_service.records.leads.models import Lead
@@ -17,8 +17,12 @@ __all__ = [
     "Contact",
     "DataKeyRecord",
     "FieldClassification",
+    "IpAllowlist",
     "Lead",
     "LegalBasisEntry",
+    "MfaChallenge",
     "Organization",
+    "RecoveryCode",
+    "TotpCredential",
     "User",
 ]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_service.auth.models import AuthSession, User
+from crm_service.auth.models import AuthSession, MfaChallenge, RecoveryCode, TotpCredential, User
 from crm_service.db.repository import OrganizationRepository
 
 
@@ -42,13 +42,136 @@ class UserRepository(OrganizationRepository[User]):
 class SessionRepository(OrganizationRepository[AuthSession]):
     model = AuthSession
 
-    async def end_all_for_user(self, user_id: uuid.UUID, now: datetime) -> None:
+    async def end_all_for_user(
+        self, user_id: uuid.UUID, now: datetime, *, except_session: uuid.UUID | None = None
+    ) -> None:
+        statement = update(AuthSession).where(
+            AuthSession.organization_id == self.organization_id,
+            AuthSession.user_id == user_id,
+            AuthSession.ended_at.is_(None),
+        )
+        if except_session is not None:
+            statement = statement.where(AuthSession.id != except_session)
         await self.session.execute(
-            update(AuthSession)
+            statement.values(ended_at=now).execution_options(synchronize_session=False)
+        )
+
+    async def open_for_user(self, user_id: uuid.UUID, now: datetime) -> list[AuthSession]:
+        result = await self.session.execute(
+            self.scoped()
             .where(
-                AuthSession.organization_id == self.organization_id,
                 AuthSession.user_id == user_id,
                 AuthSession.ended_at.is_(None),
+                AuthSession.expires_at > now,
             )
-            .values(ended_at=now)
+            .order_by(AuthSession.created_at.desc())
         )
+        return list(result.scalars())
+
+
+class TotpRepository(OrganizationRepository[TotpCredential]):
+    model = TotpCredential
+
+    async def for_user(self, user_id: uuid.UUID) -> TotpCredential | None:
+        result = await self.session.execute(self.scoped().where(TotpCredential.user_id == user_id))
+        return result.scalar_one_or_none()
+
+    async def claim_step(self, credential_id: uuid.UUID, step: int) -> bool:
+        """Record `step` as used unless it (or a later one) already was. Atomic: of two
+        instances verifying one code at the same moment, exactly one gets True."""
+        result = await self.session.execute(
+            update(TotpCredential)
+            .where(
+                TotpCredential.organization_id == self.organization_id,
+                TotpCredential.id == credential_id,
+                or_(TotpCredential.last_used_step.is_(None), TotpCredential.last_used_step < step),
+            )
+            .values(last_used_step=step)
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1
+
+
+class RecoveryCodeRepository(OrganizationRepository[RecoveryCode]):
+    model = RecoveryCode
+
+    async def unused(self, user_id: uuid.UUID, lookup: str | None = None) -> list[RecoveryCode]:
+        statement = self.scoped().where(RecoveryCode.user_id == user_id, RecoveryCode.used_at.is_(None))
+        if lookup is not None:
+            statement = statement.where(RecoveryCode.lookup == lookup)
+        return list((await self.session.execute(statement)).scalars())
+
+    async def delete_for_user(self, user_id: uuid.UUID) -> None:
+        await self.session.execute(
+            delete(RecoveryCode).where(
+                RecoveryCode.organization_id == self.organization_id,
+                RecoveryCode.user_id == user_id,
+            )
+        )
+
+    async def claim(self, code_id: uuid.UUID, now: datetime) -> bool:
+        """Mark a code used; False when another request used it first."""
+        result = await self.session.execute(
+            update(RecoveryCode)
+            .where(
+                RecoveryCode.organization_id == self.organization_id,
+                RecoveryCode.id == code_id,
+                RecoveryCode.used_at.is_(None),
+            )
+            .values(used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1
+
+
+async def find_challenge_by_token_hash(session: AsyncSession, token_hash: str) -> MfaChallenge | None:
+    """The mfa_token is the only key its holder presents, like a bearer token."""
+    result = await session.execute(select(MfaChallenge).where(MfaChallenge.token_hash == token_hash))
+    return result.scalar_one_or_none()
+
+
+class MfaChallengeRepository(OrganizationRepository[MfaChallenge]):
+    model = MfaChallenge
+
+    async def claim(self, challenge_id: uuid.UUID, now: datetime) -> bool:
+        result = await self.session.execute(
+            update(MfaChallenge)
+            .where(
+                MfaChallenge.organization_id == self.organization_id,
+                MfaChallenge.id == challenge_id,
+                MfaChallenge.used_at.is_(None),
+                MfaChallenge.expires_at > now,
+            )
+            .values(used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1
+
+
+async def record_mfa_failure(
+    session: AsyncSession, user_id: uuid.UUID, *, now: datetime, limit: int, lock_for: timedelta
+) -> None:
+    """Count a failed second factor atomically; at `limit` failures lock the account."""
+    result = await session.execute(
+        update(User)
+        .where(User.id == user_id)
+        .values(mfa_failed_count=User.mfa_failed_count + 1)
+        .returning(User.mfa_failed_count)
+        .execution_options(synchronize_session=False)
+    )
+    if result.scalar_one() >= limit:
+        await session.execute(
+            update(User)
+            .where(User.id == user_id)
+            .values(mfa_failed_count=0, mfa_locked_until=now + lock_for)
+            .execution_options(synchronize_session=False)
+        )
+
+
+async def reset_mfa_failures(session: AsyncSession, user_id: uuid.UUID) -> None:
+    await session.execute(
+        update(User)
+        .where(User.id == user_id)
+        .values(mfa_failed_count=0, mfa_locked_until=None)
+        .execution_options(synchronize_session=False)
+    )

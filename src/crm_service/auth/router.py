@@ -7,8 +7,27 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response, status
 
-from crm_service.auth import service
-from crm_service.auth.schemas import LoginRequest, TokenResponse, UserCreate, UserList, UserRead
+from crm_service.auth import mfa, service
+from crm_service.auth.models import User
+from crm_service.auth.schemas import (
+    LoginRequest,
+    MfaEnrolmentStart,
+    MfaRequired,
+    MfaStatus,
+    MfaVerify,
+    PasswordChange,
+    PasswordConfirm,
+    RecoveryCodes,
+    SessionList,
+    SessionRead,
+    TokenResponse,
+    TotpConfirm,
+    TotpEnrolment,
+    UserCreate,
+    UserList,
+    UserRead,
+    UserUpdate,
+)
 from crm_service.db.session import CommitOnSuccessRoute, DbSession
 from crm_service.errors import problem_responses
 from crm_service.security.principal import CurrentPrincipal, Principal, require
@@ -22,11 +41,54 @@ Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]
     "/auth/login",
     operation_id="login",
     summary="Sign in with email and password",
-    response_model=TokenResponse,
-    responses=problem_responses(401, 422),
+    response_model=TokenResponse | MfaRequired,
+    responses=problem_responses(401, 403, 422),
 )
-async def login(payload: LoginRequest, session: DbSession, request: Request) -> TokenResponse:
-    return await service.login(session=session, payload=payload, settings=request.app.state.settings)
+async def login(
+    payload: LoginRequest, session: DbSession, request: Request
+) -> TokenResponse | MfaRequired:
+    return await service.login(
+        session=session,
+        payload=payload,
+        settings=request.app.state.settings,
+        now=request.app.state.clock.now(),
+        client_ip=request.client.host if request.client else None,
+    )
+
+
+@router.post(
+    "/auth/mfa",
+    operation_id="verifySecondFactor",
+    summary="Second sign-in step: the mfa_token and a TOTP or recovery code",
+    response_model=TokenResponse,
+    responses=problem_responses(401, 403, 422),
+)
+async def verify_second_factor(
+    payload: MfaVerify, session: DbSession, request: Request
+) -> TokenResponse:
+    return await service.complete_second_step(
+        session=session,
+        payload=payload,
+        settings=request.app.state.settings,
+        now=request.app.state.clock.now(),
+        client_ip=request.client.host if request.client else None,
+    )
+
+
+@router.post(
+    "/auth/mfa/enrolment",
+    operation_id="startRequiredEnrolment",
+    summary="Enrol an authenticator during sign-in, when the organization requires one",
+    response_model=TotpEnrolment,
+    responses=problem_responses(401, 409, 422),
+)
+async def start_required_enrolment(
+    payload: MfaEnrolmentStart, session: DbSession, request: Request
+) -> TotpEnrolment:
+    now = request.app.state.clock.now()
+    _, user = await mfa.challenge_user(session=session, mfa_token=payload.mfa_token, now=now)
+    enrolment = await mfa.begin_enrolment(session=session, user=user, now=now)
+    return TotpEnrolment(**vars(enrolment))
 
 
 @router.post(
@@ -52,6 +114,158 @@ async def get_me(principal: CurrentPrincipal, session: DbSession) -> UserRead:
     assert principal.user_id is not None
     user = await service.get_user(session=session, principal=principal, user_id=principal.user_id)
     return UserRead.model_validate(user)
+
+
+@router.get(
+    "/me/mfa",
+    operation_id="getMyTwoFactor",
+    summary="Whether two-factor is on, and how many recovery codes are left",
+    response_model=MfaStatus,
+    responses=problem_responses(401),
+)
+async def get_my_two_factor(principal: CurrentPrincipal, session: DbSession) -> MfaStatus:
+    user = await _me(session, principal)
+    enabled, left = await mfa.status(session=session, user=user)
+    return MfaStatus(totp_enabled=enabled, recovery_codes_left=left)
+
+
+@router.post(
+    "/me/mfa/totp",
+    operation_id="startTotpEnrolment",
+    summary="Start TOTP enrolment: the secret, its otpauth:// URI and a QR code",
+    response_model=TotpEnrolment,
+    responses=problem_responses(401, 409),
+)
+async def start_totp_enrolment(
+    principal: CurrentPrincipal, session: DbSession, request: Request
+) -> TotpEnrolment:
+    user = await _me(session, principal)
+    enrolment = await mfa.begin_enrolment(
+        session=session, user=user, now=request.app.state.clock.now()
+    )
+    return TotpEnrolment(**vars(enrolment))
+
+
+@router.post(
+    "/me/mfa/totp/confirm",
+    operation_id="confirmTotpEnrolment",
+    summary="Confirm enrolment with a first code; returns the recovery codes once",
+    response_model=RecoveryCodes,
+    responses=problem_responses(401, 404, 422),
+)
+async def confirm_totp_enrolment(
+    payload: TotpConfirm, principal: CurrentPrincipal, session: DbSession, request: Request
+) -> RecoveryCodes:
+    user = await _me(session, principal)
+    codes = await mfa.confirm_enrolment(
+        session=session, user=user, code=payload.code, now=request.app.state.clock.now()
+    )
+    return RecoveryCodes(recovery_codes=codes)
+
+
+@router.post(
+    "/me/mfa/totp/disable",
+    operation_id="disableTotp",
+    summary="Turn two-factor off (password needed); ends your other sessions",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(401, 404, 422),
+)
+async def disable_totp(
+    payload: PasswordConfirm, principal: CurrentPrincipal, session: DbSession, request: Request
+) -> Response:
+    user = await _me(session, principal)
+    await mfa.disable(
+        session=session,
+        user=user,
+        password=payload.password,
+        keep_session=principal.session_id,
+        now=request.app.state.clock.now(),
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/me/mfa/recovery-codes",
+    operation_id="replaceRecoveryCodes",
+    summary="Replace your recovery codes (password needed); the old ones stop working",
+    response_model=RecoveryCodes,
+    responses=problem_responses(401, 404, 422),
+)
+async def replace_recovery_codes(
+    payload: PasswordConfirm, principal: CurrentPrincipal, session: DbSession, request: Request
+) -> RecoveryCodes:
+    user = await _me(session, principal)
+    codes = await mfa.new_recovery_codes(
+        session=session, user=user, password=payload.password, now=request.app.state.clock.now()
+    )
+    return RecoveryCodes(recovery_codes=codes)
+
+
+@router.get(
+    "/me/sessions",
+    operation_id="listMySessions",
+    summary="Your signed-in sessions",
+    response_model=SessionList,
+    responses=problem_responses(401),
+)
+async def list_my_sessions(
+    principal: CurrentPrincipal, session: DbSession, request: Request
+) -> SessionList:
+    sessions = await service.list_my_sessions(
+        session=session, principal=principal, now=request.app.state.clock.now()
+    )
+    return SessionList(
+        data=[
+            SessionRead(
+                id=item.id,
+                created_at=item.created_at,
+                last_used_at=item.last_used_at,
+                expires_at=item.expires_at,
+                current=current,
+            )
+            for item, current in sessions
+        ]
+    )
+
+
+@router.delete(
+    "/me/sessions/{session_id}",
+    operation_id="endMySession",
+    summary="End one of your sessions; its token stops working at once",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(401, 404, 422),
+)
+async def end_my_session(
+    session_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession, request: Request
+) -> Response:
+    await service.end_my_session(
+        session=session,
+        principal=principal,
+        session_id=session_id,
+        now=request.app.state.clock.now(),
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/me/password",
+    operation_id="changeMyPassword",
+    summary="Change your password (the current one needed); ends your other sessions",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(401, 422),
+)
+async def change_my_password(
+    payload: PasswordChange, principal: CurrentPrincipal, session: DbSession, request: Request
+) -> Response:
+    await service.change_password(
+        session=session, principal=principal, payload=payload, now=request.app.state.clock.now()
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+async def _me(session: DbSession, principal: Principal) -> User:
+    assert principal.user_id is not None
+    return await service.get_user(session=session, principal=principal, user_id=principal.user_id)
 
 
 @router.post(
@@ -94,3 +308,39 @@ async def list_users(principal: Admin, session: DbSession) -> UserList:
 async def get_user(user_id: uuid.UUID, principal: Admin, session: DbSession) -> UserRead:
     user = await service.get_user(session=session, principal=principal, user_id=user_id)
     return UserRead.model_validate(user)
+
+
+@router.patch(
+    "/users/{user_id}",
+    operation_id="updateUser",
+    summary="Change a user; disabling ends all of their sessions at once",
+    response_model=UserRead,
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def update_user(
+    user_id: uuid.UUID, payload: UserUpdate, principal: Admin, session: DbSession, request: Request
+) -> UserRead:
+    user = await service.update_user(
+        session=session,
+        principal=principal,
+        user_id=user_id,
+        payload=payload,
+        now=request.app.state.clock.now(),
+    )
+    return UserRead.model_validate(user)
+
+
+@router.delete(
+    "/users/{user_id}/sessions",
+    operation_id="endUserSessions",
+    summary="End every session of a user of your organization",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def end_user_sessions(
+    user_id: uuid.UUID, principal: Admin, session: DbSession, request: Request
+) -> Response:
+    await service.end_user_sessions(
+        session=session, principal=principal, user_id=user_id, now=request.app.state.clock.now()
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

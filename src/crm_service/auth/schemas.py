@@ -23,6 +23,65 @@ class TokenResponse(BaseModel):
     access_token: str
     token_type: Literal["Bearer"] = "Bearer"
     expires_in: int = Field(description="Seconds until the token expires at the latest.")
+    recovery_codes: list[str] | None = Field(
+        default=None,
+        description="Only when this sign-in confirmed a required two-factor enrolment: the "
+        "recovery codes, shown this once.",
+    )
+
+
+class MfaRequired(BaseModel):
+    """The password was right; send `mfa_token` and a code to `POST /v1/auth/mfa`."""
+
+    mfa_required: Literal[True] = True
+    mfa_token: str = Field(description="Single-use, valid for 5 minutes.")
+    enrolment_required: bool = Field(
+        default=False,
+        description="The organization requires two-factor and this user has none: call "
+        "`POST /v1/auth/mfa/enrolment` with the mfa_token, then send the first code.",
+    )
+
+
+class MfaVerify(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mfa_token: str = Field(min_length=1, max_length=128)
+    code: str = Field(
+        min_length=6, max_length=20, description="A 6-digit TOTP code or a recovery code."
+    )
+
+
+class MfaEnrolmentStart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mfa_token: str = Field(min_length=1, max_length=128)
+
+
+class TotpEnrolment(BaseModel):
+    secret: str = Field(description="Base32 TOTP secret, for manual entry.")
+    otpauth_uri: str
+    qr_svg: str = Field(description="The otpauth URI as a QR code (SVG data URI).")
+
+
+class TotpConfirm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(min_length=6, max_length=6, pattern=r"^[0-9]{6}$")
+
+
+class PasswordConfirm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    password: str = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
+
+
+class RecoveryCodes(BaseModel):
+    recovery_codes: list[str] = Field(description="Shown this once; each works one time.")
+
+
+class MfaStatus(BaseModel):
+    totp_enabled: bool
+    recovery_codes_left: int
 
 
 class UserCreate(BaseModel):
@@ -48,3 +107,32 @@ class UserRead(BaseModel):
 
 class UserList(BaseModel):
     data: list[UserRead]
+
+
+class SessionRead(BaseModel):
+    id: uuid.UUID
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    current: bool = Field(description="The session this request was made with.")
+
+
+class SessionList(BaseModel):
+    data: list[SessionRead]
+
+
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: str = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
+    new_password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)
+
+
+class UserUpdate(BaseModel):
+    """Admin changes to a user. Disabling ends all of the user's sessions at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    full_name: str | None = Field(default=None, max_length=200)
+    is_admin: bool = None  # type: ignore[assignment]  # omit to keep; null refused
+    is_active: bool = None  # type: ignore[assignment]

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_service.auth import repository
+from crm_service.auth import mfa, repository
 from crm_service.auth.models import AuthSession, User
 from crm_service.auth.passwords import hash_password, needs_rehash, verify_password
-from crm_service.auth.schemas import LoginRequest, TokenResponse, UserCreate
+from crm_service.auth.schemas import (
+    LoginRequest,
+    MfaRequired,
+    MfaVerify,
+    PasswordChange,
+    TokenResponse,
+    UserCreate,
+    UserUpdate,
+)
 from crm_service.auth.tokens import TOKEN_PREFIX, new_access_token, token_digest
 from crm_service.config import Settings
 from crm_service.db.base import utcnow
 from crm_service.errors import Conflict, InvalidToken, NotFound, Unauthorized
+from crm_service.orgs.security import check_client_address
 from crm_service.security.principal import Principal
 from crm_service.security.scopes import ALL_SCOPES, STANDARD_USER_SCOPES
 
@@ -30,7 +39,15 @@ def scopes_for(user: User) -> frozenset:
     return ALL_SCOPES if user.is_admin else STANDARD_USER_SCOPES
 
 
-async def login(*, session: AsyncSession, payload: LoginRequest, settings: Settings) -> TokenResponse:
+async def login(
+    *,
+    session: AsyncSession,
+    payload: LoginRequest,
+    settings: Settings,
+    now: datetime,
+    client_ip: str | None,
+) -> TokenResponse | MfaRequired:
+    """Check the password; then either a session token, or an mfa_token for the second step."""
     user = await repository.find_user_for_login(session, normalize_login_email(payload.email))
     usable = user is not None and user.is_active
     # Unknown email, disabled user and wrong password all cost one Argon2 verification and
@@ -38,10 +55,20 @@ async def login(*, session: AsyncSession, payload: LoginRequest, settings: Setti
     ok = await verify_password(user.password_hash if usable else None, payload.password)
     if not ok or user is None:
         raise Unauthorized("The email or password is wrong.")
+    await check_client_address(session, user.organization_id, client_ip, user_id=user.id)
     if needs_rehash(user.password_hash):
         user.password_hash = await hash_password(payload.password)
+    owed, must_enrol = await mfa.second_factor_required(session, user)
+    if owed:
+        token = await mfa.open_challenge(session=session, user=user, now=now)
+        return MfaRequired(mfa_token=token, enrolment_required=must_enrol)
+    return await open_session(session=session, user=user, settings=settings, now=now)
+
+
+async def open_session(
+    *, session: AsyncSession, user: User, settings: Settings, now: datetime
+) -> TokenResponse:
     token = new_access_token()
-    now = utcnow()
     ttl = settings.session_absolute_ttl_seconds
     session.add(
         AuthSession(
@@ -57,13 +84,28 @@ async def login(*, session: AsyncSession, payload: LoginRequest, settings: Setti
     return TokenResponse(access_token=token, expires_in=ttl)
 
 
+async def complete_second_step(
+    *,
+    session: AsyncSession,
+    payload: MfaVerify,
+    settings: Settings,
+    now: datetime,
+    client_ip: str | None,
+) -> TokenResponse:
+    step = await mfa.pass_second_step(
+        session=session, mfa_token=payload.mfa_token, code=payload.code, now=now
+    )
+    await check_client_address(session, step.user.organization_id, client_ip, user_id=step.user.id)
+    response = await open_session(session=session, user=step.user, settings=settings, now=now)
+    return response.model_copy(update={"recovery_codes": step.recovery_codes})
+
+
 async def principal_from_token(
-    *, session: AsyncSession, token: str, client_ip: str | None, settings: Settings
+    *, session: AsyncSession, token: str, client_ip: str | None, settings: Settings, now: datetime
 ) -> Principal:
     if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
         raise InvalidToken()
     auth_session = await repository.find_session_by_token_hash(session, token_digest(token))
-    now = utcnow()
     if (
         auth_session is None
         or auth_session.ended_at is not None
@@ -76,6 +118,7 @@ async def principal_from_token(
     )
     if user is None or not user.is_active:
         raise InvalidToken()
+    await check_client_address(session, user.organization_id, client_ip, user_id=user.id)
     if now - auth_session.last_used_at >= _TOUCH_INTERVAL:
         auth_session.last_used_at = now
     return Principal(
@@ -123,4 +166,73 @@ async def get_user(*, session: AsyncSession, principal: Principal, user_id: uuid
     user = await repository.UserRepository(session, principal.organization_id).get(user_id)
     if user is None:
         raise NotFound("No such user.")
+    return user
+
+
+async def list_my_sessions(
+    *, session: AsyncSession, principal: Principal, now: datetime
+) -> list[tuple[AuthSession, bool]]:
+    assert principal.user_id is not None
+    sessions = await repository.SessionRepository(session, principal.organization_id).open_for_user(
+        principal.user_id, now
+    )
+    return [(item, item.id == principal.session_id) for item in sessions]
+
+
+async def end_my_session(
+    *, session: AsyncSession, principal: Principal, session_id: uuid.UUID, now: datetime
+) -> None:
+    sessions = repository.SessionRepository(session, principal.organization_id)
+    target = await sessions.get(session_id)
+    if target is None or target.user_id != principal.user_id or target.ended_at is not None:
+        raise NotFound("No such session.")
+    target.ended_at = now
+    await session.flush()
+
+
+async def end_user_sessions(
+    *, session: AsyncSession, principal: Principal, user_id: uuid.UUID, now: datetime
+) -> None:
+    await get_user(session=session, principal=principal, user_id=user_id)
+    await repository.SessionRepository(session, principal.organization_id).end_all_for_user(
+        user_id, now
+    )
+
+
+async def change_password(
+    *, session: AsyncSession, principal: Principal, payload: PasswordChange, now: datetime
+) -> None:
+    """Needs the current password; ends every other session of the user."""
+    assert principal.user_id is not None
+    user = await get_user(session=session, principal=principal, user_id=principal.user_id)
+    if not await verify_password(user.password_hash, payload.current_password):
+        raise Unauthorized("The current password is wrong.")
+    user.password_hash = await hash_password(payload.new_password)
+    await repository.SessionRepository(session, principal.organization_id).end_all_for_user(
+        user.id, now, except_session=principal.session_id
+    )
+    await session.flush()
+
+
+async def update_user(
+    *,
+    session: AsyncSession,
+    principal: Principal,
+    user_id: uuid.UUID,
+    payload: UserUpdate,
+    now: datetime,
+) -> User:
+    user = await get_user(session=session, principal=principal, user_id=user_id)
+    changes = payload.model_dump(exclude_unset=True)
+    if user.id == principal.user_id and (
+        changes.get("is_active") is False or changes.get("is_admin") is False
+    ):
+        raise Conflict("You cannot disable yourself or remove your own administration rights.")
+    for name, value in changes.items():
+        setattr(user, name, value)
+    if changes.get("is_active") is False:
+        await repository.SessionRepository(session, principal.organization_id).end_all_for_user(
+            user.id, now
+        )
+    await session.flush()
     return user

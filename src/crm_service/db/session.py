@@ -1,7 +1,8 @@
 """The per-request session (`DbSession`) and the route class that commits it once.
 
 The session is opened by a dependency and committed by :class:`CommitOnSuccessRoute` after the
-endpoint returns and before the response is sent; FastAPI runs yield-dependency cleanup only
+endpoint returns and before the response is sent (or, for an error that says it
+`keeps_changes`, such as a failed second factor, before the error is rendered); FastAPI runs yield-dependency cleanup only
 after sending, so committing there would acknowledge writes that might still fail. An error
 anywhere means no commit: the dependency's cleanup rolls the whole transaction back.
 """
@@ -14,6 +15,8 @@ from typing import Annotated, Any
 from fastapi import Depends, Request, Response
 from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm_service.errors import CRMError
 
 
 async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -39,8 +42,15 @@ class CommitOnSuccessRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def commit_on_success(request: Request) -> Response:
-            response = await handler(request)
-            session: AsyncSession | None = getattr(request.state, "db_session", None)
+            try:
+                response = await handler(request)
+            except CRMError as error:
+                # A failed sign-in still counts: its throttling state must be kept.
+                session = getattr(request.state, "db_session", None)
+                if error.keeps_changes and session is not None:
+                    await session.commit()
+                raise
+            session = getattr(request.state, "db_session", None)
             if session is not None and response.status_code < 400:
                 await session.commit()
             return response

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Integer, String, UniqueConstraint
+import uuid
+
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crm_service.db.base import Base, IdMixin, OrganizationScoped, TimestampMixin
@@ -15,6 +17,8 @@ class Organization(IdMixin, TimestampMixin, Base):
     # Data keys of an older generation are superseded: `crm-service keys rotate` raises it,
     # new writes seal under the new generation at once, a batch job re-seals the rest.
     key_generation: Mapped[int] = mapped_column(Integer, default=1)
+    # Every user must pass a second factor; those without one enrol before getting a token.
+    mfa_required: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class FieldClassification(IdMixin, OrganizationScoped, Base):
@@ -26,3 +30,16 @@ class FieldClassification(IdMixin, OrganizationScoped, Base):
     module: Mapped[str] = mapped_column(String(16))
     field: Mapped[str] = mapped_column(String(64))
     classification: Mapped[str] = mapped_column(String(16))
+
+
+class IpAllowlist(OrganizationScoped, Base):
+    """Where an organization's users may sign in and call the API from."""
+
+    __tablename__ = "ip_allowlists"
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Newline-separated CIDRs, normalized (e.g. 10.0.0.0/8, 2001:db8::/32).
+    cidrs: Mapped[str] = mapped_column(Text, default="")

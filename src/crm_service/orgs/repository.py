@@ -8,7 +8,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.db.repository import OrganizationRepository
-from crm_service.orgs.models import FieldClassification, Organization
+from crm_service.orgs.models import FieldClassification, IpAllowlist, Organization
 from crm_service.records.models import Module
 
 
@@ -47,3 +47,12 @@ class FieldClassificationRepository(OrganizationRepository[FieldClassification])
                 )
             )
         await self.session.flush()
+
+
+async def ip_allowlist(session: AsyncSession, organization_id: uuid.UUID) -> IpAllowlist | None:
+    return await session.get(IpAllowlist, organization_id)
+
+
+async def organization(session: AsyncSession, organization_id: uuid.UUID) -> Organization:
+    result = await session.execute(select(Organization).where(Organization.id == organization_id))
+    return result.scalar_one()

@@ -9,8 +9,15 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Request
 from crm_service.db.session import CommitOnSuccessRoute, DbSession
 from crm_service.errors import problem_responses
 from crm_service.jobs.resealing import reseal_records
+from crm_service.orgs import security as org_security
 from crm_service.orgs import settings as org_settings
-from crm_service.orgs.schemas import ModuleFields, ModuleFieldsUpdate
+from crm_service.orgs.schemas import (
+    IpAllowlistRead,
+    IpAllowlistUpdate,
+    ModuleFields,
+    ModuleFieldsUpdate,
+    SecuritySettings,
+)
 from crm_service.records.models import Module
 from crm_service.security.principal import Principal, require
 from crm_service.security.scopes import Scope
@@ -59,3 +66,51 @@ async def classify_fields(
             stale_keys_only=False,
         )
     return change.fields
+
+
+@router.get(
+    "/ip-allowlist",
+    operation_id="getIpAllowlist",
+    summary="Where the organization's users may sign in and call the API from",
+    response_model=IpAllowlistRead,
+    responses=problem_responses(401, 403),
+)
+async def get_ip_allowlist(principal: Admin, session: DbSession) -> IpAllowlistRead:
+    return await org_security.get_ip_allowlist(session=session, principal=principal)
+
+
+@router.put(
+    "/ip-allowlist",
+    operation_id="setIpAllowlist",
+    summary="Replace the IP allowlist (refused with 409 if it would lock you out)",
+    response_model=IpAllowlistRead,
+    responses=problem_responses(401, 403, 409, 422),
+)
+async def set_ip_allowlist(
+    payload: IpAllowlistUpdate, principal: Admin, session: DbSession
+) -> IpAllowlistRead:
+    return await org_security.set_ip_allowlist(session=session, principal=principal, payload=payload)
+
+
+@router.get(
+    "/security",
+    operation_id="getSecuritySettings",
+    summary="Sign-in security settings of the organization",
+    response_model=SecuritySettings,
+    responses=problem_responses(401, 403),
+)
+async def get_security(principal: Admin, session: DbSession) -> SecuritySettings:
+    return await org_security.get_security(session=session, principal=principal)
+
+
+@router.put(
+    "/security",
+    operation_id="setSecuritySettings",
+    summary="Change sign-in security settings (e.g. make two-factor mandatory)",
+    response_model=SecuritySettings,
+    responses=problem_responses(401, 403, 422),
+)
+async def set_security(
+    payload: SecuritySettings, principal: Admin, session: DbSession
+) -> SecuritySettings:
+    return await org_security.set_security(session=session, principal=principal, payload=payload)

@@ -32,3 +32,30 @@ class ModuleFieldsUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     fields: dict[str, Classification] = Field(min_length=1, max_length=64)
+
+
+class IpAllowlistRead(BaseModel):
+    enabled: bool
+    cidrs: list[str] = Field(description="Normalized IPv4/IPv6 networks.")
+    your_address: str | None = Field(
+        description="The address this request came from, as the service resolved it."
+    )
+
+
+class IpAllowlistUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool
+    cidrs: list[str] = Field(max_length=500, description="IPv4/IPv6 addresses or CIDR networks.")
+    confirm_self_lockout: bool = Field(
+        default=False,
+        description="Save even though your own address is outside the list (409 otherwise).",
+    )
+
+
+class SecuritySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mfa_required: bool = Field(
+        description="Every user must pass a second factor; those without one enrol at sign-in."
+    )

@@ -19,7 +19,16 @@ from crm_service.security.scopes import Scope
 
 # Routes reachable without a principal. Anything else answers 401 without a valid token.
 PUBLIC_PATHS: frozenset[str] = frozenset(
-    {"/healthz", "/readyz", "/metrics", "/openapi.json", "/v1/auth/login"}
+    {
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/v1/auth/login",
+        # The second step and required enrolment: authenticated by the mfa_token in the body.
+        "/v1/auth/mfa",
+        "/v1/auth/mfa/enrolment",
+    }
 )
 
 
@@ -57,6 +66,7 @@ async def authenticate(
         token=credentials.credentials,
         client_ip=client_ip,
         settings=request.app.state.settings,
+        now=request.app.state.clock.now(),
     )
 
 
