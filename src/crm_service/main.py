@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from crm_service import __version__, models  # noqa: F401 - registers every table
 from crm_service.auth.router import router as auth_router
+from crm_service.auth.sso_router import router as sso_router
 from crm_service.clock import Clock
 from crm_service.config import Settings, get_settings
 from crm_service.crypto.master import key_provider_from_settings
@@ -43,6 +44,7 @@ Errors are RFC 9457 `application/problem+json`. Lists page with `limit` and the 
 ROUTERS = (
     health_router,
     auth_router,
+    sso_router,
     leads_router,
     contacts_router,
     accounts_router,

@@ -3,7 +3,16 @@
 The app (`main.py`) and the CLI import this before touching the database.
 """
 
-from crm_service.auth.models import AuthSession, MfaChallenge, RecoveryCode, TotpCredential, User
+from crm_service.auth.models import (
+    AuthSession,
+    IdentityProvider,
+    MfaChallenge,
+    RecoveryCode,
+    SsoAttempt,
+    TotpCredential,
+    User,
+    UserIdentity,
+)
 from crm_service.crypto.models import DataKeyRecord
 from crm_service.orgs.models import FieldClassification, IpAllowlist, Organization
 from crm_service.records.accounts.models import Account
@@ -17,12 +26,15 @@ __all__ = [
     "Contact",
     "DataKeyRecord",
     "FieldClassification",
+    "IdentityProvider",
     "IpAllowlist",
     "Lead",
     "LegalBasisEntry",
     "MfaChallenge",
     "Organization",
     "RecoveryCode",
+    "SsoAttempt",
     "TotpCredential",
     "User",
+    "UserIdentity",
 ]

@@ -74,14 +74,17 @@ async def begin_enrolment(*, session: AsyncSession, user: User, now: datetime) -
     credential = await totps.for_user(user.id)
     if credential is not None and credential.confirmed_at is not None:
         raise Conflict("Two-factor is already on; disable it with your password to enrol again.")
+    is_new = credential is None
     if credential is None:
         credential = TotpCredential(
             id=uuid.uuid4(), organization_id=user.organization_id, user_id=user.id, created_at=now
         )
-        session.add(credential)
     credential.created_at, credential.last_used_step = now, None
     secret = totp.new_secret()
+    # Sealed before the row joins the session: creating a first organization key flushes.
     await _seal_secret(session, credential, secret)
+    if is_new:
+        session.add(credential)
     await session.flush()
     uri = totp.provisioning_uri(secret, user.email)
     return Enrolment(secret=secret, otpauth_uri=uri, qr_svg=totp.qr_svg_data_uri(uri))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy import Boolean, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crm_service.db.base import Base, IdMixin, OrganizationScoped, TimestampMixin
@@ -84,3 +84,57 @@ class MfaChallenge(IdMixin, OrganizationScoped, Base):
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
+
+
+class IdentityProvider(IdMixin, TimestampMixin, OrganizationScoped, Base):
+    """An organization's single sign-on provider. `protocol` leaves room for SAML."""
+
+    __tablename__ = "identity_providers"
+    __table_args__ = (UniqueConstraint("organization_id"),)
+
+    protocol: Mapped[str] = mapped_column(String(16), default="oidc")
+    issuer: Mapped[str] = mapped_column(String(500))
+    client_id: Mapped[str] = mapped_column(String(255))
+    client_secret_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    authorization_endpoint: Mapped[str] = mapped_column(String(500))
+    token_endpoint: Mapped[str] = mapped_column(String(500))
+    jwks_uri: Mapped[str] = mapped_column(String(500))
+    # Where the single-page app receives the one-time sign-in code (in the URL fragment).
+    frontend_redirect_url: Mapped[str] = mapped_column(String(500))
+    allow_jit: Mapped[bool] = mapped_column(Boolean, default=False)
+    require_sso: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The one administrator who may still sign in with a password when SSO is required.
+    break_glass_user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+
+
+class UserIdentity(IdMixin, OrganizationScoped, Base):
+    """A user linked to an identity at a provider: by (issuer, subject), never by email."""
+
+    __tablename__ = "user_identities"
+    __table_args__ = (UniqueConstraint("issuer", "subject"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    issuer: Mapped[str] = mapped_column(String(500))
+    subject: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+
+
+class SsoAttempt(IdMixin, OrganizationScoped, Base):
+    """A sign-in sent to the provider: its state (hashed), nonce and PKCE verifier; then the
+    one-time code the single-page app exchanges for a session token."""
+
+    __tablename__ = "sso_attempts"
+
+    state_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    nonce: Mapped[str] = mapped_column(String(64))
+    code_verifier: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    completed_at: Mapped[datetime | None]
+    user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    handoff_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    handoff_used_at: Mapped[datetime | None]

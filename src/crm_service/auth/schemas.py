@@ -136,3 +136,51 @@ class UserUpdate(BaseModel):
     full_name: str | None = Field(default=None, max_length=200)
     is_admin: bool = None  # type: ignore[assignment]  # omit to keep; null refused
     is_active: bool = None  # type: ignore[assignment]
+
+
+class SsoCodeExchange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sso_code: str = Field(min_length=1, max_length=128, description="From the `#sso_code=` fragment.")
+
+
+class IdentityProviderSet(BaseModel):
+    """Configure OpenID Connect single sign-on. The issuer is checked by discovery."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    issuer: str = Field(min_length=8, max_length=500, pattern=r"^https?://\S+$")
+    client_id: str = Field(min_length=1, max_length=255)
+    client_secret: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=500,
+        description="Write-only; stored encrypted. Required the first time; omit to keep.",
+    )
+    frontend_redirect_url: str = Field(min_length=8, max_length=500, pattern=r"^https?://\S+$")
+    allow_jit: bool = Field(default=False, description="Create unknown users at first sign-in.")
+    require_sso: bool = Field(
+        default=False, description="Refuse password sign-in, except for the break-glass admin."
+    )
+    break_glass_user_id: uuid.UUID | None = None
+
+
+class IdentityProviderRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    protocol: str
+    issuer: str
+    client_id: str
+    frontend_redirect_url: str
+    allow_jit: bool
+    require_sso: bool
+    break_glass_user_id: uuid.UUID | None
+    redirect_uri: str = Field(description="Register this callback URL at the provider.")
+    start_url: str = Field(description="Send browsers here to sign in.")
+
+
+class IdentityLink(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: uuid.UUID
+    subject: str = Field(min_length=1, max_length=255, description="The `sub` at the provider.")

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_service.auth import mfa, repository
+from crm_service.auth import mfa, repository, sso
 from crm_service.auth.models import AuthSession, User
 from crm_service.auth.passwords import hash_password, needs_rehash, verify_password
 from crm_service.auth.schemas import (
@@ -56,6 +56,7 @@ async def login(
     if not ok or user is None:
         raise Unauthorized("The email or password is wrong.")
     await check_client_address(session, user.organization_id, client_ip, user_id=user.id)
+    await sso.check_password_sign_in_allowed(session, user)
     if needs_rehash(user.password_hash):
         user.password_hash = await hash_password(payload.password)
     owed, must_enrol = await mfa.second_factor_required(session, user)

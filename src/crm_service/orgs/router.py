@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response, status
 
+from crm_service.auth import sso
+from crm_service.auth.schemas import IdentityLink, IdentityProviderRead, IdentityProviderSet
 from crm_service.db.session import CommitOnSuccessRoute, DbSession
 from crm_service.errors import problem_responses
 from crm_service.jobs.resealing import reseal_records
@@ -114,3 +116,70 @@ async def set_security(
     payload: SecuritySettings, principal: Admin, session: DbSession
 ) -> SecuritySettings:
     return await org_security.set_security(session=session, principal=principal, payload=payload)
+
+
+@router.get(
+    "/sso",
+    operation_id="getSingleSignOn",
+    summary="The organization's OpenID Connect provider (the secret is never shown)",
+    response_model=IdentityProviderRead,
+    responses=problem_responses(401, 403, 404),
+)
+async def get_single_sign_on(
+    principal: Admin, session: DbSession, request: Request
+) -> IdentityProviderRead:
+    return await org_security.get_identity_provider(
+        session=session,
+        principal=principal,
+        public_base_url=request.app.state.settings.public_base_url,
+    )
+
+
+@router.put(
+    "/sso",
+    operation_id="setSingleSignOn",
+    summary="Configure OpenID Connect single sign-on (checked by discovery)",
+    response_model=IdentityProviderRead,
+    responses=problem_responses(401, 403, 422),
+)
+async def set_single_sign_on(
+    payload: IdentityProviderSet, principal: Admin, session: DbSession, request: Request
+) -> IdentityProviderRead:
+    return await org_security.set_identity_provider(
+        session=session,
+        principal=principal,
+        payload=payload,
+        public_base_url=request.app.state.settings.public_base_url,
+    )
+
+
+@router.delete(
+    "/sso",
+    operation_id="removeSingleSignOn",
+    summary="Switch single sign-on off",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(401, 403, 404),
+)
+async def remove_single_sign_on(principal: Admin, session: DbSession) -> Response:
+    await org_security.remove_identity_provider(session=session, principal=principal)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/sso/identities",
+    operation_id="linkIdentity",
+    summary="Link an existing user to their subject at the identity provider",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def link_identity(
+    payload: IdentityLink, principal: Admin, session: DbSession, request: Request
+) -> Response:
+    await sso.link_identity(
+        session=session,
+        organization_id=principal.organization_id,
+        user_id=payload.user_id,
+        subject=payload.subject,
+        now=request.app.state.clock.now(),
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

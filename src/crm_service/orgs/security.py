@@ -8,7 +8,11 @@ import uuid
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_service.errors import Conflict
+from crm_service.auth import sso
+from crm_service.auth.models import IdentityProvider
+from crm_service.auth.repository import UserRepository
+from crm_service.auth.schemas import IdentityProviderRead, IdentityProviderSet
+from crm_service.errors import Conflict, FieldProblem, NotFound, ValidationFailed
 from crm_service.orgs import repository
 from crm_service.orgs.models import IpAllowlist
 from crm_service.orgs.schemas import IpAllowlistRead, IpAllowlistUpdate, SecuritySettings
@@ -75,3 +79,78 @@ async def set_security(
     organization.mfa_required = payload.mfa_required
     await session.flush()
     return SecuritySettings(mfa_required=organization.mfa_required)
+
+
+def _provider_read(provider: IdentityProvider, public_base_url: str) -> IdentityProviderRead:
+    base = public_base_url.rstrip("/")
+    return IdentityProviderRead(
+        protocol=provider.protocol,
+        issuer=provider.issuer,
+        client_id=provider.client_id,
+        frontend_redirect_url=provider.frontend_redirect_url,
+        allow_jit=provider.allow_jit,
+        require_sso=provider.require_sso,
+        break_glass_user_id=provider.break_glass_user_id,
+        redirect_uri=sso.redirect_uri(public_base_url),
+        start_url=f"{base}/v1/auth/sso/{provider.organization_id}/start",
+    )
+
+
+async def get_identity_provider(
+    *, session: AsyncSession, principal: Principal, public_base_url: str
+) -> IdentityProviderRead:
+    provider = await sso.provider_for(session, principal.organization_id)
+    if provider is None:
+        raise NotFound("Single sign-on is not configured.")
+    return _provider_read(provider, public_base_url)
+
+
+async def set_identity_provider(
+    *, session: AsyncSession, principal: Principal, payload: IdentityProviderSet, public_base_url: str
+) -> IdentityProviderRead:
+    provider = await sso.provider_for(session, principal.organization_id)
+    if provider is None and payload.client_secret is None:
+        raise ValidationFailed(
+            "The first configuration needs the client secret.",
+            errors=[FieldProblem(field="body.client_secret", rule="missing", message="required")],
+        )
+    if payload.require_sso:
+        if payload.break_glass_user_id is None:
+            raise ValidationFailed(
+                "Requiring single sign-on needs a break-glass administrator.",
+                errors=[FieldProblem(field="body.break_glass_user_id", rule="missing", message="required with require_sso")],
+            )
+        admin = await UserRepository(session, principal.organization_id).get(payload.break_glass_user_id)
+        if admin is None or not admin.is_admin or not admin.is_active:
+            raise ValidationFailed(
+                "The break-glass user must be an active administrator of this organization.",
+                errors=[FieldProblem(field="body.break_glass_user_id", rule="not_admin", message="no such administrator")],
+            )
+    document = await sso.discover(payload.issuer)
+    is_new = provider is None
+    if provider is None:
+        provider = IdentityProvider(id=uuid.uuid4(), organization_id=principal.organization_id, protocol="oidc")
+    if payload.client_secret is not None:
+        # Sealed before the row joins the session: creating a first organization key flushes.
+        await sso.seal_client_secret(session, provider, payload.client_secret)
+    provider.issuer = payload.issuer
+    provider.client_id = payload.client_id
+    provider.authorization_endpoint = document["authorization_endpoint"]
+    provider.token_endpoint = document["token_endpoint"]
+    provider.jwks_uri = document["jwks_uri"]
+    provider.frontend_redirect_url = payload.frontend_redirect_url
+    provider.allow_jit = payload.allow_jit
+    provider.require_sso = payload.require_sso
+    provider.break_glass_user_id = payload.break_glass_user_id
+    if is_new:
+        session.add(provider)
+    await session.flush()
+    return _provider_read(provider, public_base_url)
+
+
+async def remove_identity_provider(*, session: AsyncSession, principal: Principal) -> None:
+    provider = await sso.provider_for(session, principal.organization_id)
+    if provider is None:
+        raise NotFound("Single sign-on is not configured.")
+    await session.delete(provider)
+    await session.flush()

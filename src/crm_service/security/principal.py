@@ -28,6 +28,10 @@ PUBLIC_PATHS: frozenset[str] = frozenset(
         # The second step and required enrolment: authenticated by the mfa_token in the body.
         "/v1/auth/mfa",
         "/v1/auth/mfa/enrolment",
+        # Single sign-on: the browser's entry and return, and the one-time code exchange.
+        "/v1/auth/sso/{organization_id}/start",
+        "/v1/auth/sso/callback",
+        "/v1/auth/sso/token",
     }
 )
 
