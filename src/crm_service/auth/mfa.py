@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.auth import repository, totp
@@ -22,6 +23,8 @@ from crm_service.crypto.codec import FieldContext, open_value, seal, sealed_key_
 from crm_service.errors import Conflict, NotFound, Unauthorized
 from crm_service.orgs.models import Organization
 from crm_service.records.storage import key_generation, keyring_for
+
+logger = structlog.get_logger("crm_service.auth.mfa")
 
 CHALLENGE_PREFIX = "crm_mfa_"
 CHALLENGE_TTL = timedelta(minutes=5)
@@ -199,6 +202,7 @@ async def pass_second_step(
     challenge, user = await challenge_user(session=session, mfa_token=mfa_token, now=now)
     if user.mfa_locked_until is not None and user.mfa_locked_until > now:
         # Locked: even a right code answers as a wrong one, and does not extend the lock.
+        logger.warning("second_factor_refused_while_locked", user_id=str(user.id))
         raise SecondFactorFailed()
     credential = await repository.TotpRepository(session, user.organization_id).for_user(user.id)
     recovery_codes = None
@@ -215,9 +219,11 @@ async def pass_second_step(
         accepted = False
     challenges = repository.MfaChallengeRepository(session, user.organization_id)
     if not accepted or not await challenges.claim(challenge.id, now):
-        await repository.record_mfa_failure(
+        locked = await repository.record_mfa_failure(
             session, user.id, now=now, limit=MAX_FAILURES, lock_for=LOCK_FOR
         )
+        # Who and what happened, never the code.
+        logger.warning("second_factor_failed", user_id=str(user.id), locked_now=locked)
         raise SecondFactorFailed()
     await repository.reset_mfa_failures(session, user.id)
     return SecondStep(user=user, recovery_codes=recovery_codes)

@@ -150,8 +150,8 @@ class MfaChallengeRepository(OrganizationRepository[MfaChallenge]):
 
 async def record_mfa_failure(
     session: AsyncSession, user_id: uuid.UUID, *, now: datetime, limit: int, lock_for: timedelta
-) -> None:
-    """Count a failed second factor atomically; at `limit` failures lock the account."""
+) -> bool:
+    """Count a failed second factor atomically; at `limit` failures lock the account (True)."""
     result = await session.execute(
         update(User)
         .where(User.id == user_id)
@@ -166,6 +166,8 @@ async def record_mfa_failure(
             .values(mfa_failed_count=0, mfa_locked_until=now + lock_for)
             .execution_options(synchronize_session=False)
         )
+        return True
+    return False
 
 
 async def reset_mfa_failures(session: AsyncSession, user_id: uuid.UUID) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.auth import mfa, repository, sso
@@ -26,6 +27,8 @@ from crm_service.errors import Conflict, InvalidToken, NotFound, Unauthorized
 from crm_service.orgs.security import check_client_address
 from crm_service.security.principal import Principal
 from crm_service.security.scopes import ALL_SCOPES, STANDARD_USER_SCOPES
+
+logger = structlog.get_logger("crm_service.auth")
 
 # Refresh last_used_at at most this often, so reads do not each cost a write.
 _TOUCH_INTERVAL = timedelta(seconds=60)
@@ -54,6 +57,8 @@ async def login(
     # answer alike.
     ok = await verify_password(user.password_hash if usable else None, payload.password)
     if not ok or user is None:
+        # The email is personal data: the log names the account only when it exists.
+        logger.warning("login_failed", user_id=str(user.id) if user is not None else None)
         raise Unauthorized("The email or password is wrong.")
     await check_client_address(session, user.organization_id, client_ip, user_id=user.id)
     await sso.check_password_sign_in_allowed(session, user)

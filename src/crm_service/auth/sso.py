@@ -40,7 +40,14 @@ from crm_service.auth.models import IdentityProvider, SsoAttempt, User, UserIden
 from crm_service.auth.passwords import hash_password
 from crm_service.auth.tokens import token_digest
 from crm_service.crypto.codec import FieldContext, open_value, seal, sealed_key_id
-from crm_service.errors import BadRequest, CRMError, FieldProblem, Forbidden, NotFound, ValidationFailed
+from crm_service.errors import (
+    BadRequest,
+    CRMError,
+    FieldProblem,
+    Forbidden,
+    NotFound,
+    ValidationFailed,
+)
 from crm_service.records.storage import key_generation, keyring_for
 
 logger = structlog.get_logger("crm_service.auth.sso")

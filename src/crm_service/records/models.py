@@ -7,9 +7,9 @@ The three record models live with their modules (`records/leads`, `records/conta
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
-from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text

@@ -25,7 +25,6 @@ from crm_service.crypto.codec import (
     seal,
     store_plain,
 )
-
 from crm_service.crypto.service import Keyring
 from crm_service.orgs.models import FieldClassification, Organization
 from crm_service.records.fields import CATALOG, Classification

@@ -7,14 +7,14 @@ import uuid
 from pydantic import BaseModel, Field
 
 from crm_service.records.schemas import (
+    Description,
+    Identifier,
     InputModel,
     LongName,
     Phone,
+    PostalCode,
     RecordQuery,
     RecordRead,
-    Description,
-    Identifier,
-    PostalCode,
     ShortText,
     Street,
     Website,

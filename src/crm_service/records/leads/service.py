@@ -24,7 +24,6 @@ from crm_service.records.schemas import LegalBasisSet
 from crm_service.records.service import RecordService, unknown_reference
 from crm_service.security.principal import Principal
 
-
 # What a lead and a contact both hold about the person, carried over on conversion.
 PERSON_FIELDS = tuple(
     spec.name
