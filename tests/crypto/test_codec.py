@@ -16,7 +16,7 @@ from crm_service.crypto.codec import (
     sealed_key_id,
     store_plain,
 )
-from crm_service.crypto.master import LocalKeyring, KeyUnwrapError, master_key_id
+from crm_service.crypto.master import KeyUnwrapError, LocalKeyring, master_key_id
 
 KEY = DataKey(id=uuid.uuid4(), material=secrets.token_bytes(32))
 PLACE = FieldContext(uuid.uuid4(), "contacts", "email", uuid.uuid4())

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from crm_service.records.storage import keyring_for
+from crm_service.crypto.service import keyring_for
 from tests.conftest import Org, unique_email
 
 

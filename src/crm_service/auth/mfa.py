@@ -19,10 +19,10 @@ from crm_service.auth import repository, totp
 from crm_service.auth.models import MfaChallenge, RecoveryCode, TotpCredential, User
 from crm_service.auth.passwords import hash_password, verify_password
 from crm_service.auth.tokens import token_digest
-from crm_service.crypto.codec import FieldContext, open_value, seal, sealed_key_id
+from crm_service.crypto.codec import FieldContext
+from crm_service.crypto.service import open_organization_secret, seal_organization_secret
 from crm_service.errors import Conflict, NotFound, Unauthorized
 from crm_service.orgs.models import Organization
-from crm_service.records.storage import key_generation, keyring_for
 
 logger = structlog.get_logger("crm_service.auth.mfa")
 
@@ -56,18 +56,18 @@ def _secret_context(credential: TotpCredential) -> FieldContext:
 
 
 async def _seal_secret(session: AsyncSession, credential: TotpCredential, secret: str) -> None:
-    keyring = keyring_for(session, credential.organization_id)
-    key = await keyring.organization_key(await key_generation(session, credential.organization_id))
-    credential.secret_sealed = seal(key, secret, _secret_context(credential))
+    credential.secret_sealed = await seal_organization_secret(
+        session, credential.organization_id, secret, _secret_context(credential)
+    )
 
 
 async def _open_secret(session: AsyncSession, credential: TotpCredential) -> str:
-    keyring = keyring_for(session, credential.organization_id)
-    key_id = sealed_key_id(credential.secret_sealed)
-    key = (await keyring.keys_by_id([key_id])).get(key_id) if key_id else None
-    if key is None:
+    secret = await open_organization_secret(
+        session, credential.organization_id, credential.secret_sealed, _secret_context(credential)
+    )
+    if secret is None:
         raise SecondFactorFailed()
-    return open_value(credential.secret_sealed, key, _secret_context(credential))
+    return secret
 
 
 async def begin_enrolment(*, session: AsyncSession, user: User, now: datetime) -> Enrolment:
@@ -200,7 +200,7 @@ async def pass_second_step(
     """Check the code for the challenge (TOTP, a recovery code, or the first code of a
     required enrolment); throttle failures per account; consume the challenge once."""
     challenge, user = await challenge_user(session=session, mfa_token=mfa_token, now=now)
-    if user.mfa_locked_until is not None and user.mfa_locked_until > now:
+    if not await repository.reserve_mfa_attempt(session, user.id, now=now, limit=MAX_FAILURES):
         # Locked: even a right code answers as a wrong one, and does not extend the lock.
         logger.warning("second_factor_refused_while_locked", user_id=str(user.id))
         raise SecondFactorFailed()
@@ -219,7 +219,7 @@ async def pass_second_step(
         accepted = False
     challenges = repository.MfaChallengeRepository(session, user.organization_id)
     if not accepted or not await challenges.claim(challenge.id, now):
-        locked = await repository.record_mfa_failure(
+        locked = await repository.lock_if_exhausted(
             session, user.id, now=now, limit=MAX_FAILURES, lock_for=LOCK_FOR
         )
         # Who and what happened, never the code.

@@ -148,26 +148,36 @@ class MfaChallengeRepository(OrganizationRepository[MfaChallenge]):
         return result.rowcount == 1
 
 
-async def record_mfa_failure(
-    session: AsyncSession, user_id: uuid.UUID, *, now: datetime, limit: int, lock_for: timedelta
+async def reserve_mfa_attempt(
+    session: AsyncSession, user_id: uuid.UUID, *, now: datetime, limit: int
 ) -> bool:
-    """Count a failed second factor atomically; at `limit` failures lock the account (True)."""
+    """Count an attempt at the second factor before it is checked: atomically, and only while
+    the account is unlocked and under `limit` attempts. Parallel guesses therefore cannot get
+    more than `limit` codes checked; a success resets the count."""
     result = await session.execute(
         update(User)
-        .where(User.id == user_id)
+        .where(
+            User.id == user_id,
+            or_(User.mfa_locked_until.is_(None), User.mfa_locked_until <= now),
+            User.mfa_failed_count < limit,
+        )
         .values(mfa_failed_count=User.mfa_failed_count + 1)
-        .returning(User.mfa_failed_count)
         .execution_options(synchronize_session=False)
     )
-    if result.scalar_one() >= limit:
-        await session.execute(
-            update(User)
-            .where(User.id == user_id)
-            .values(mfa_failed_count=0, mfa_locked_until=now + lock_for)
-            .execution_options(synchronize_session=False)
-        )
-        return True
-    return False
+    return result.rowcount == 1
+
+
+async def lock_if_exhausted(
+    session: AsyncSession, user_id: uuid.UUID, *, now: datetime, limit: int, lock_for: timedelta
+) -> bool:
+    """After a failed attempt: lock the account when it used up its attempts (True)."""
+    result = await session.execute(
+        update(User)
+        .where(User.id == user_id, User.mfa_failed_count >= limit)
+        .values(mfa_failed_count=0, mfa_locked_until=now + lock_for)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
 
 
 async def reset_mfa_failures(session: AsyncSession, user_id: uuid.UUID) -> None:

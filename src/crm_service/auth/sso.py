@@ -39,7 +39,8 @@ from crm_service.auth import repository
 from crm_service.auth.models import IdentityProvider, SsoAttempt, User, UserIdentity
 from crm_service.auth.passwords import hash_password
 from crm_service.auth.tokens import token_digest
-from crm_service.crypto.codec import FieldContext, open_value, seal, sealed_key_id
+from crm_service.crypto.codec import FieldContext
+from crm_service.crypto.service import open_organization_secret, seal_organization_secret
 from crm_service.errors import (
     BadRequest,
     CRMError,
@@ -48,7 +49,6 @@ from crm_service.errors import (
     NotFound,
     ValidationFailed,
 )
-from crm_service.records.storage import key_generation, keyring_for
 
 logger = structlog.get_logger("crm_service.auth.sso")
 
@@ -110,18 +110,18 @@ def _secret_context(provider: IdentityProvider) -> FieldContext:
 
 
 async def seal_client_secret(session: AsyncSession, provider: IdentityProvider, secret: str) -> None:
-    keyring = keyring_for(session, provider.organization_id)
-    key = await keyring.organization_key(await key_generation(session, provider.organization_id))
-    provider.client_secret_sealed = seal(key, secret, _secret_context(provider))
+    provider.client_secret_sealed = await seal_organization_secret(
+        session, provider.organization_id, secret, _secret_context(provider)
+    )
 
 
 async def _client_secret(session: AsyncSession, provider: IdentityProvider) -> str:
-    keyring = keyring_for(session, provider.organization_id)
-    key_id = sealed_key_id(provider.client_secret_sealed)
-    key = (await keyring.keys_by_id([key_id])).get(key_id) if key_id else None
-    if key is None:
+    secret = await open_organization_secret(
+        session, provider.organization_id, provider.client_secret_sealed, _secret_context(provider)
+    )
+    if secret is None:
         raise SsoRefused("client_secret_unavailable")
-    return open_value(provider.client_secret_sealed, key, _secret_context(provider))
+    return secret
 
 
 async def provider_for(session: AsyncSession, organization_id: uuid.UUID) -> IdentityProvider | None:

@@ -17,11 +17,12 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_service.crypto.codec import DataKey
+from crm_service.crypto.codec import DataKey, FieldContext, open_value, seal, sealed_key_id
 from crm_service.crypto.master import KeyProvider, KeyUnwrapError
 from crm_service.crypto.models import DataKeyPurpose, DataKeyRecord, DataKeyStatus
 from crm_service.db.base import utcnow
 from crm_service.errors import CRMError
+from crm_service.orgs.models import Organization
 
 ORGANIZATION_WIDE = uuid.UUID(int=0)
 
@@ -228,3 +229,40 @@ class Keyring:
         for key_id in destroyed:
             self.cache.forget(key_id)
         return len(destroyed)
+
+
+def keyring_for(session: AsyncSession, organization_id: uuid.UUID) -> Keyring:
+    """The session carries the key provider and cache (set by the app's sessionmaker)."""
+    return Keyring(session, organization_id, session.info["key_provider"], session.info["key_cache"])
+
+
+async def key_generation(
+    session: AsyncSession, organization_id: uuid.UUID, *, for_write: bool = False
+) -> int:
+    """The organization's key generation. A writer reads it FOR SHARE (PostgreSQL), so a
+    rotation's FOR UPDATE waits until every write that sealed under the old one committed."""
+    statement = select(Organization.key_generation).where(Organization.id == organization_id)
+    if for_write:
+        statement = statement.with_for_update(read=True)
+    return int((await session.execute(statement)).scalar_one())
+
+
+async def seal_organization_secret(
+    session: AsyncSession, organization_id: uuid.UUID, text: str, context: FieldContext
+) -> bytes:
+    """Seal a secret the organization configured (a TOTP seed, an SSO client secret) under
+    the organization's newest key."""
+    keyring = keyring_for(session, organization_id)
+    key = await keyring.organization_key(await key_generation(session, organization_id))
+    return seal(key, text, context)
+
+
+async def open_organization_secret(
+    session: AsyncSession, organization_id: uuid.UUID, stored: bytes, context: FieldContext
+) -> str | None:
+    """The secret, or None when the key that sealed it is gone."""
+    key_id = sealed_key_id(stored)
+    if key_id is None:
+        return None
+    key = (await keyring_for(session, organization_id).keys_by_id([key_id])).get(key_id)
+    return open_value(stored, key, context) if key is not None else None

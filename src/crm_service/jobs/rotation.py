@@ -12,10 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_service.crypto.master import KeyProvider
 from crm_service.crypto.models import DataKeyRecord
-from crm_service.crypto.service import keyring_material_rewrap
+from crm_service.crypto.service import keyring_for, keyring_material_rewrap
 from crm_service.orgs.models import Organization
 from crm_service.orgs.repository import lock_organization_for_storage_change
-from crm_service.records.storage import keyring_for
 
 
 async def organization_ids(session: AsyncSession) -> list[uuid.UUID]:

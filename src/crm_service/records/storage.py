@@ -25,17 +25,12 @@ from crm_service.crypto.codec import (
     seal,
     store_plain,
 )
-from crm_service.crypto.service import Keyring
-from crm_service.orgs.models import FieldClassification, Organization
+from crm_service.crypto.service import key_generation, keyring_for
+from crm_service.orgs.models import FieldClassification
 from crm_service.records.fields import CATALOG, Classification
 from crm_service.records.models import Module, PersonColumns
 
 logger = structlog.get_logger("crm_service.records.storage")
-
-
-def keyring_for(session: AsyncSession, organization_id: uuid.UUID) -> Keyring:
-    """The session carries the key provider and cache (set by the app's sessionmaker)."""
-    return Keyring(session, organization_id, session.info["key_provider"], session.info["key_cache"])
 
 
 async def classifications(
@@ -49,17 +44,6 @@ async def classifications(
     )
     overrides = {field: Classification(value) for field, value in result.all()}
     return {spec.name: overrides.get(spec.name, spec.default) for spec in CATALOG[module]}
-
-
-async def key_generation(
-    session: AsyncSession, organization_id: uuid.UUID, *, for_write: bool = False
-) -> int:
-    """The organization's key generation. A writer reads it FOR SHARE (PostgreSQL), so a
-    rotation's FOR UPDATE waits until every write that sealed under the old one committed."""
-    statement = select(Organization.key_generation).where(Organization.id == organization_id)
-    if for_write:
-        statement = statement.with_for_update(read=True)
-    return int((await session.execute(statement)).scalar_one())
 
 
 class RecordStorage:
