@@ -22,7 +22,7 @@ from crm_service.auth.tokens import token_digest
 from crm_service.crypto.codec import FieldContext
 from crm_service.crypto.service import open_organization_secret, seal_organization_secret
 from crm_service.errors import Conflict, NotFound, Unauthorized
-from crm_service.orgs.models import Organization
+from crm_service.orgs.repository import organization
 
 logger = structlog.get_logger("crm_service.auth.mfa")
 
@@ -155,8 +155,7 @@ async def second_factor_required(session: AsyncSession, user: User) -> tuple[boo
     """(a second step is owed, the user must enrol first)."""
     credential = await repository.TotpRepository(session, user.organization_id).for_user(user.id)
     enrolled = credential is not None and credential.confirmed_at is not None
-    organization = await session.get(Organization, user.organization_id)
-    required = bool(organization and organization.mfa_required)
+    required = (await organization(session, user.organization_id)).mfa_required
     return enrolled or required, required and not enrolled
 
 

@@ -8,7 +8,16 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_service.auth.models import AuthSession, MfaChallenge, RecoveryCode, TotpCredential, User
+from crm_service.auth.models import (
+    AuthSession,
+    IdentityProvider,
+    MfaChallenge,
+    RecoveryCode,
+    SsoAttempt,
+    TotpCredential,
+    User,
+    UserIdentity,
+)
 from crm_service.db.repository import OrganizationRepository
 
 
@@ -187,3 +196,29 @@ async def reset_mfa_failures(session: AsyncSession, user_id: uuid.UUID) -> None:
         .values(mfa_failed_count=0, mfa_locked_until=None)
         .execution_options(synchronize_session=False)
     )
+
+
+async def identity_provider(session: AsyncSession, organization_id: uuid.UUID) -> IdentityProvider | None:
+    result = await session.execute(
+        select(IdentityProvider).where(IdentityProvider.organization_id == organization_id)
+    )
+    return result.scalar_one_or_none()
+
+
+async def sso_attempt_by_state(session: AsyncSession, state_hash: str) -> SsoAttempt | None:
+    """The state (like a bearer token) is the only key the returning browser presents."""
+    result = await session.execute(select(SsoAttempt).where(SsoAttempt.state_hash == state_hash))
+    return result.scalar_one_or_none()
+
+
+async def sso_attempt_by_handoff(session: AsyncSession, handoff_hash: str) -> SsoAttempt | None:
+    result = await session.execute(select(SsoAttempt).where(SsoAttempt.handoff_hash == handoff_hash))
+    return result.scalar_one_or_none()
+
+
+async def identity_by_subject(session: AsyncSession, issuer: str, subject: str) -> UserIdentity | None:
+    """(issuer, subject) is unique across the service; the caller checks the organization."""
+    result = await session.execute(
+        select(UserIdentity).where(UserIdentity.issuer == issuer, UserIdentity.subject == subject)
+    )
+    return result.scalar_one_or_none()

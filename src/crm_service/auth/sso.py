@@ -31,7 +31,6 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -125,10 +124,7 @@ async def _client_secret(session: AsyncSession, provider: IdentityProvider) -> s
 
 
 async def provider_for(session: AsyncSession, organization_id: uuid.UUID) -> IdentityProvider | None:
-    result = await session.execute(
-        select(IdentityProvider).where(IdentityProvider.organization_id == organization_id)
-    )
-    return result.scalar_one_or_none()
+    return await repository.identity_provider(session, organization_id)
 
 
 # --- sign-in ------------------------------------------------------------------------
@@ -217,9 +213,7 @@ async def callback(
     now: datetime,
     client_ip: str | None,
 ) -> CallbackResult:
-    attempt = (
-        await session.execute(select(SsoAttempt).where(SsoAttempt.state_hash == token_digest(state)))
-    ).scalar_one_or_none()
+    attempt = await repository.sso_attempt_by_state(session, token_digest(state))
     if attempt is None or attempt.completed_at is not None or attempt.expires_at <= now:
         raise BadRequest("Unknown, used or expired sign-in attempt; start again.")
     attempt.completed_at = now
@@ -296,13 +290,7 @@ async def _exchange(
 async def _linked_user(
     session: AsyncSession, provider: IdentityProvider, claims: dict[str, Any], now: datetime
 ) -> User:
-    identity = (
-        await session.execute(
-            select(UserIdentity).where(
-                UserIdentity.issuer == provider.issuer, UserIdentity.subject == str(claims["sub"])
-            )
-        )
-    ).scalar_one_or_none()
+    identity = await repository.identity_by_subject(session, provider.issuer, str(claims["sub"]))
     if identity is not None:
         if identity.organization_id != provider.organization_id:
             raise SsoRefused("identity_of_another_organization")
@@ -369,9 +357,7 @@ async def link_identity(
 
 async def redeem_handoff(*, session: AsyncSession, code: str, now: datetime) -> User:
     """The user of a completed sign-in, once, within a minute."""
-    attempt = (
-        await session.execute(select(SsoAttempt).where(SsoAttempt.handoff_hash == token_digest(code)))
-    ).scalar_one_or_none()
+    attempt = await repository.sso_attempt_by_handoff(session, token_digest(code))
     if (
         attempt is None
         or attempt.user_id is None
