@@ -245,18 +245,14 @@ async def _stale_handler(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _unhandled_handler(request: Request, exc: Exception) -> JSONResponse:
-    logger.error("unhandled_error", error_type=type(exc).__name__, exc_info=exc)
-    return render(request.url.path, CRMError())
-
-
 def install_error_handlers(app: FastAPI) -> None:
+    """Domain, validation, HTTP and database errors. Anything else is answered (500, logged
+    without its message, never re-raised) by `log.RequestContextMiddleware`."""
     app.add_exception_handler(CRMError, _crm_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
     app.add_exception_handler(IntegrityError, _integrity_handler)
     app.add_exception_handler(StaleDataError, _stale_handler)
-    app.add_exception_handler(Exception, _unhandled_handler)
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -68,9 +68,6 @@ class SealedRecord:
         self.__dict__["_erased"] = erased
         self.__dict__["_key"] = key
 
-    def clear_pending(self) -> None:
-        self.__dict__["_pending"] = set()
-
     @property
     def sealing_key(self) -> DataKey | None:
         """The key the record's values were opened with (None for new or erased records)."""
