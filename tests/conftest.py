@@ -27,6 +27,7 @@ from crm_service.config import Settings
 from crm_service.db.engine import make_engine
 from crm_service.db.migrations import upgrade
 from crm_service.main import create_app
+from crm_service.db.session import commit
 from crm_service.orgs.service import bootstrap_organization
 
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -182,7 +183,7 @@ async def new_org(app: Any, client: httpx.AsyncClient) -> Org:
         created = await bootstrap_organization(
             session=session, org_name="Org " + secrets.token_hex(3), admin_email=email, password=PASSWORD
         )
-        await session.commit()
+        await commit(session)
     org = Org(
         id=created.organization.id,
         admin_id=created.admin.id,

@@ -117,6 +117,7 @@ def _read_password(settings: Settings) -> str:
 
 
 async def _bootstrap(settings: Settings, org_name: str, admin_email: str, password: str) -> dict:
+    from crm_service.db.session import commit
     from crm_service.orgs.service import bootstrap_organization
 
     engine, sessionmaker = _database(settings)
@@ -125,7 +126,7 @@ async def _bootstrap(settings: Settings, org_name: str, admin_email: str, passwo
             result = await bootstrap_organization(
                 session=session, org_name=org_name, admin_email=admin_email, password=password
             )
-            await session.commit()
+            await commit(session)
             return {"org_id": str(result.organization.id), "user_id": str(result.admin.id)}
     finally:
         await engine.dispose()
@@ -259,6 +260,7 @@ def keys_rotate(
     settings = _settings()
 
     async def run() -> str:
+        from crm_service.db.session import commit
         from crm_service.jobs.rotation import (
             begin_data_key_rotation,
             count_to_rewrap,
@@ -286,7 +288,7 @@ def keys_rotate(
             for org_id in org_ids:
                 async with sessionmaker() as session:
                     generations[org_id] = await begin_data_key_rotation(session, org_id)
-                    await session.commit()
+                    await commit(session)
             done = await _reseal_all(sessionmaker, org_ids, stale_keys_only=True)
             return f"key generation raised for {len(org_ids)} organization(s); {done} records re-sealed"
         finally:
@@ -363,6 +365,41 @@ def keys_status() -> None:
         return report
 
     typer.echo(json.dumps(asyncio.run(run()), indent=2))
+
+
+audit = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+app.add_typer(audit, name="audit")
+
+
+@audit.command("verify")
+def audit_verify(
+    org: Annotated[str | None, typer.Option(help="Only this organization.")] = None,
+) -> None:
+    """Walk every audit chain and check each event's MAC and place. Exits 1 naming the first
+    bad event of each broken chain (edited, deleted, inserted or reordered events)."""
+    settings = _settings()
+
+    async def run() -> Any:
+        from crm_service.audit.service import Verification, verify_organization
+
+        engine, sessionmaker = _database(settings)
+        try:
+            result = Verification()
+            for org_id in await _org_ids(sessionmaker, org):
+                async with sessionmaker() as session:
+                    await verify_organization(session, org_id, result)
+            return result
+        finally:
+            await engine.dispose()
+
+    result = asyncio.run(run())
+    for chain_break in result.breaks:
+        typer.echo(f"BROKEN {chain_break.describe()}")
+    summary = f"{result.events} audit events in {result.chains} chains"
+    if not result.intact:
+        typer.echo(f"{summary}: {len(result.breaks)} chain(s) broken", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"{summary}: intact")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from crm_service.auth.models import (
     User,
     UserIdentity,
 )
+from crm_service.audit.models import AuditChain, AuditEvent
 from crm_service.crypto.models import DataKeyRecord
 from crm_service.orgs.models import FieldClassification, IpAllowlist, Organization
 from crm_service.records.accounts.models import Account
@@ -22,6 +23,8 @@ from crm_service.records.models import LegalBasisEntry
 
 __all__ = [
     "Account",
+    "AuditChain",
+    "AuditEvent",
     "AuthSession",
     "Contact",
     "DataKeyRecord",

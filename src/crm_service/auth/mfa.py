@@ -11,10 +11,14 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_service.audit.actions import AuditAction, Outcome
+from crm_service.audit.service import Actor
+from crm_service.audit.service import record as audit
 from crm_service.auth import repository, totp
 from crm_service.auth.models import MfaChallenge, RecoveryCode, TotpCredential, User
 from crm_service.auth.passwords import hash_password, verify_password
@@ -103,8 +107,21 @@ async def _accept_totp(
     return await totps.claim_step(credential.id, step)
 
 
+def _audit_user(
+    session: AsyncSession, user: User, client_ip: str | None, action: AuditAction, **details: Any
+) -> None:
+    audit(
+        session,
+        Actor.user(user.organization_id, user.id, client_ip),
+        action,
+        target_type="user",
+        target_id=user.id,
+        **details,
+    )
+
+
 async def confirm_enrolment(
-    *, session: AsyncSession, user: User, code: str, now: datetime
+    *, session: AsyncSession, user: User, code: str, now: datetime, client_ip: str | None
 ) -> list[str]:
     """Confirm with a first valid code; returns the recovery codes, shown this once."""
     credential = await repository.TotpRepository(session, user.organization_id).for_user(user.id)
@@ -114,6 +131,7 @@ async def confirm_enrolment(
         raise SecondFactorFailed()
     credential.confirmed_at = now
     codes = await replace_recovery_codes(session=session, user=user, now=now)
+    _audit_user(session, user, client_ip, AuditAction.USER_MFA_ENROLLED)
     await session.flush()
     return codes
 
@@ -194,7 +212,7 @@ class SecondStep:
 
 
 async def pass_second_step(
-    *, session: AsyncSession, mfa_token: str, code: str, now: datetime
+    *, session: AsyncSession, mfa_token: str, code: str, now: datetime, client_ip: str | None
 ) -> SecondStep:
     """Check the code for the challenge (TOTP, a recovery code, or the first code of a
     required enrolment); throttle failures per account; consume the challenge once."""
@@ -202,6 +220,14 @@ async def pass_second_step(
     if not await repository.reserve_mfa_attempt(session, user.id, now=now, limit=MAX_FAILURES):
         # Locked: even a right code answers as a wrong one, and does not extend the lock.
         logger.warning("second_factor_refused_while_locked", user_id=str(user.id))
+        _audit_user(
+            session,
+            user,
+            client_ip,
+            AuditAction.SECOND_FACTOR_FAILED,
+            outcome=Outcome.DENIED,
+            reason="locked",
+        )
         raise SecondFactorFailed()
     credential = await repository.TotpRepository(session, user.organization_id).for_user(user.id)
     recovery_codes = None
@@ -210,6 +236,7 @@ async def pass_second_step(
         if accepted:
             credential.confirmed_at = now
             recovery_codes = await replace_recovery_codes(session=session, user=user, now=now)
+            _audit_user(session, user, client_ip, AuditAction.USER_MFA_ENROLLED)
     elif credential is not None:
         accepted = await _accept_totp(session, credential, code, now) or await _accept_recovery_code(
             session, user, code, now
@@ -223,12 +250,32 @@ async def pass_second_step(
         )
         # Who and what happened, never the code.
         logger.warning("second_factor_failed", user_id=str(user.id), locked_now=locked)
+        _audit_user(
+            session,
+            user,
+            client_ip,
+            AuditAction.SECOND_FACTOR_FAILED,
+            outcome=Outcome.FAILURE,
+            reason="wrong_code",
+        )
+        if locked:
+            _audit_user(
+                session, user, client_ip, AuditAction.LOCKED_OUT, outcome=Outcome.DENIED, reason="too_many_failures"
+            )
         raise SecondFactorFailed()
     await repository.reset_mfa_failures(session, user.id)
     return SecondStep(user=user, recovery_codes=recovery_codes)
 
 
-async def disable(*, session: AsyncSession, user: User, password: str, keep_session: uuid.UUID | None, now: datetime) -> None:
+async def disable(
+    *,
+    session: AsyncSession,
+    user: User,
+    password: str,
+    keep_session: uuid.UUID | None,
+    now: datetime,
+    client_ip: str | None,
+) -> None:
     """Turn two-factor off (to reset it, enrol again). Needs the password; ends the user's
     other sessions."""
     if not await verify_password(user.password_hash, password):
@@ -242,18 +289,21 @@ async def disable(*, session: AsyncSession, user: User, password: str, keep_sess
     await repository.SessionRepository(session, user.organization_id).end_all_for_user(
         user.id, now, except_session=keep_session
     )
+    _audit_user(session, user, client_ip, AuditAction.USER_MFA_DISABLED)
     await session.flush()
 
 
 async def new_recovery_codes(
-    *, session: AsyncSession, user: User, password: str, now: datetime
+    *, session: AsyncSession, user: User, password: str, now: datetime, client_ip: str | None
 ) -> list[str]:
     if not await verify_password(user.password_hash, password):
         raise Unauthorized("The password is wrong.")
     enabled, _ = await status(session=session, user=user)
     if not enabled:
         raise NotFound("Two-factor is not on.")
-    return await replace_recovery_codes(session=session, user=user, now=now)
+    codes = await replace_recovery_codes(session=session, user=user, now=now)
+    _audit_user(session, user, client_ip, AuditAction.USER_RECOVERY_CODES_REPLACED)
+    return codes
 
 
 async def status(*, session: AsyncSession, user: User) -> tuple[bool, int]:

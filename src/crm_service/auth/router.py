@@ -158,7 +158,11 @@ async def confirm_totp_enrolment(
 ) -> RecoveryCodes:
     user = await _me(session, principal)
     codes = await mfa.confirm_enrolment(
-        session=session, user=user, code=payload.code, now=request.app.state.clock.now()
+        session=session,
+        user=user,
+        code=payload.code,
+        now=request.app.state.clock.now(),
+        client_ip=principal.client_ip,
     )
     return RecoveryCodes(recovery_codes=codes)
 
@@ -180,6 +184,7 @@ async def disable_totp(
         password=payload.password,
         keep_session=principal.session_id,
         now=request.app.state.clock.now(),
+        client_ip=principal.client_ip,
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -196,7 +201,11 @@ async def replace_recovery_codes(
 ) -> RecoveryCodes:
     user = await _me(session, principal)
     codes = await mfa.new_recovery_codes(
-        session=session, user=user, password=payload.password, now=request.app.state.clock.now()
+        session=session,
+        user=user,
+        password=payload.password,
+        now=request.app.state.clock.now(),
+        client_ip=principal.client_ip,
     )
     return RecoveryCodes(recovery_codes=codes)
 
@@ -279,9 +288,7 @@ async def _me(session: DbSession, principal: Principal) -> User:
 async def create_user(
     payload: UserCreate, principal: Admin, session: DbSession, response: Response
 ) -> UserRead:
-    user = await service.create_user(
-        session=session, organization_id=principal.organization_id, payload=payload
-    )
+    user = await service.create_user(session=session, principal=principal, payload=payload)
     response.headers["Location"] = f"/v1/users/{user.id}"
     return UserRead.model_validate(user)
 

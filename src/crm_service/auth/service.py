@@ -8,6 +8,9 @@ from datetime import datetime, timedelta
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_service.audit.actions import AuditAction, Outcome
+from crm_service.audit.service import Actor
+from crm_service.audit.service import record as audit
 from crm_service.auth import mfa, repository, sso
 from crm_service.auth.models import AuthSession, User
 from crm_service.auth.passwords import hash_password, needs_rehash, verify_password
@@ -32,6 +35,12 @@ logger = structlog.get_logger("crm_service.auth")
 
 # Refresh last_used_at at most this often, so reads do not each cost a write.
 _TOUCH_INTERVAL = timedelta(seconds=60)
+
+
+class LoginFailed(Unauthorized):
+    """A wrong password. Its audit event commits with the 401."""
+
+    keeps_changes = True
 
 
 def normalize_login_email(email: str) -> str:
@@ -59,21 +68,53 @@ async def login(
     if not ok or user is None:
         # The email is personal data: the log names the account only when it exists.
         logger.warning("login_failed", user_id=str(user.id) if user is not None else None)
-        raise Unauthorized("The email or password is wrong.")
+        if user is not None:
+            # An unknown email names no organization, so only the log knows of it.
+            audit(
+                session,
+                Actor.user(user.organization_id, user.id, client_ip),
+                AuditAction.LOGIN_FAILED,
+                target_type="user",
+                target_id=user.id,
+                outcome=Outcome.FAILURE,
+                reason="wrong_password" if user.is_active else "user_disabled",
+            )
+        raise LoginFailed("The email or password is wrong.")
     await check_client_address(session, user.organization_id, client_ip, user_id=user.id)
-    await sso.check_password_sign_in_allowed(session, user)
+    try:
+        await sso.check_password_sign_in_allowed(session, user)
+    except sso.SsoRequired:
+        audit(
+            session,
+            Actor.user(user.organization_id, user.id, client_ip),
+            AuditAction.LOGIN_FAILED,
+            target_type="user",
+            target_id=user.id,
+            outcome=Outcome.DENIED,
+            reason="sso_required",
+        )
+        raise
     if needs_rehash(user.password_hash):
         user.password_hash = await hash_password(payload.password)
     owed, must_enrol = await mfa.second_factor_required(session, user)
     if owed:
         token = await mfa.open_challenge(session=session, user=user, now=now)
         return MfaRequired(mfa_token=token, enrolment_required=must_enrol)
-    return await open_session(session=session, user=user, settings=settings, now=now)
+    return await open_session(
+        session=session, user=user, settings=settings, now=now, client_ip=client_ip, method="password"
+    )
 
 
 async def open_session(
-    *, session: AsyncSession, user: User, settings: Settings, now: datetime
+    *,
+    session: AsyncSession,
+    user: User,
+    settings: Settings,
+    now: datetime,
+    client_ip: str | None,
+    method: str,
 ) -> TokenResponse:
+    """A new session token; the sign-in is audited with how it passed (`method`)."""
     token = new_access_token()
     ttl = settings.session_absolute_ttl_seconds
     session.add(
@@ -85,6 +126,14 @@ async def open_session(
             last_used_at=now,
             expires_at=now + timedelta(seconds=ttl),
         )
+    )
+    audit(
+        session,
+        Actor.user(user.organization_id, user.id, client_ip),
+        AuditAction.LOGIN_SUCCEEDED,
+        target_type="user",
+        target_id=user.id,
+        reason=method,
     )
     await session.flush()
     return TokenResponse(access_token=token, expires_in=ttl)
@@ -99,10 +148,17 @@ async def complete_second_step(
     client_ip: str | None,
 ) -> TokenResponse:
     step = await mfa.pass_second_step(
-        session=session, mfa_token=payload.mfa_token, code=payload.code, now=now
+        session=session, mfa_token=payload.mfa_token, code=payload.code, now=now, client_ip=client_ip
     )
     await check_client_address(session, step.user.organization_id, client_ip, user_id=step.user.id)
-    response = await open_session(session=session, user=step.user, settings=settings, now=now)
+    response = await open_session(
+        session=session,
+        user=step.user,
+        settings=settings,
+        now=now,
+        client_ip=client_ip,
+        method="second_factor",
+    )
     return response.model_copy(update={"recovery_codes": step.recovery_codes})
 
 
@@ -144,10 +200,26 @@ async def logout(*, session: AsyncSession, principal: Principal) -> None:
     )
     if auth_session is not None and auth_session.ended_at is None:
         auth_session.ended_at = utcnow()
+        audit(session, principal, AuditAction.LOGGED_OUT, target_type="session", target_id=auth_session.id)
     await session.flush()
 
 
 async def create_user(
+    *, session: AsyncSession, principal: Principal, payload: UserCreate
+) -> User:
+    user = await add_user(session=session, organization_id=principal.organization_id, payload=payload)
+    audit(
+        session,
+        principal,
+        AuditAction.USER_CREATED,
+        target_type="user",
+        target_id=user.id,
+        fields=payload.model_dump(exclude={"password"}, exclude_none=True),
+    )
+    return user
+
+
+async def add_user(
     *, session: AsyncSession, organization_id: uuid.UUID, payload: UserCreate
 ) -> User:
     email = normalize_login_email(payload.email)
@@ -193,6 +265,7 @@ async def end_my_session(
     if target is None or target.user_id != principal.user_id or target.ended_at is not None:
         raise NotFound("No such session.")
     target.ended_at = now
+    audit(session, principal, AuditAction.SESSION_ENDED, target_type="session", target_id=target.id)
     await session.flush()
 
 
@@ -203,6 +276,7 @@ async def end_user_sessions(
     await repository.SessionRepository(session, principal.organization_id).end_all_for_user(
         user_id, now
     )
+    audit(session, principal, AuditAction.USER_SESSIONS_ENDED, target_type="user", target_id=user_id)
 
 
 async def change_password(
@@ -217,6 +291,7 @@ async def change_password(
     await repository.SessionRepository(session, principal.organization_id).end_all_for_user(
         user.id, now, except_session=principal.session_id
     )
+    audit(session, principal, AuditAction.USER_PASSWORD_CHANGED, target_type="user", target_id=user.id, fields=["password"])
     await session.flush()
 
 
@@ -234,11 +309,14 @@ async def update_user(
         changes.get("is_active") is False or changes.get("is_admin") is False
     ):
         raise Conflict("You cannot disable yourself or remove your own administration rights.")
-    for name, value in changes.items():
-        setattr(user, name, value)
+    changed = [name for name, value in changes.items() if getattr(user, name) != value]
+    for name in changed:
+        setattr(user, name, changes[name])
     if changes.get("is_active") is False:
         await repository.SessionRepository(session, principal.organization_id).end_all_for_user(
             user.id, now
         )
+    if changed:
+        audit(session, principal, AuditAction.USER_UPDATED, target_type="user", target_id=user.id, fields=changed)
     await session.flush()
     return user

@@ -34,12 +34,16 @@ from joserfc.jwk import KeySet
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_service.audit.actions import AuditAction, Outcome
+from crm_service.audit.service import Actor
+from crm_service.audit.service import record as audit
 from crm_service.auth import repository
 from crm_service.auth.models import IdentityProvider, SsoAttempt, User, UserIdentity
 from crm_service.auth.passwords import hash_password
 from crm_service.auth.tokens import token_digest
 from crm_service.crypto.codec import FieldContext
 from crm_service.crypto.service import open_organization_secret, seal_organization_secret
+from crm_service.security.principal import Principal
 from crm_service.errors import (
     BadRequest,
     CRMError,
@@ -233,11 +237,27 @@ async def callback(
     except (SsoRefused, Forbidden) as refusal:
         reason = refusal.reason if isinstance(refusal, SsoRefused) else refusal.slug
         logger.warning("sso_refused", organization_id=str(provider.organization_id), reason=reason)
+        audit(
+            session,
+            Actor(provider.organization_id, "anonymous", None, client_ip),
+            AuditAction.SSO_LOGIN_REFUSED,
+            target_type="identity_provider",
+            target_id=provider.id,
+            outcome=Outcome.FAILURE,
+            reason=reason,
+        )
         await session.flush()
         return CallbackResult(f"{provider.frontend_redirect_url}#{urlencode({'sso_error': reason})}")
     handoff = secrets.token_urlsafe(32)
     attempt.user_id = user.id
     attempt.handoff_hash = token_digest(handoff)
+    audit(
+        session,
+        Actor.user(user.organization_id, user.id, client_ip),
+        AuditAction.SSO_LOGIN_SUCCEEDED,
+        target_type="identity_provider",
+        target_id=provider.id,
+    )
     await session.flush()
     return CallbackResult(f"{provider.frontend_redirect_url}#{urlencode({'sso_code': handoff})}")
 
@@ -318,6 +338,15 @@ async def _linked_user(
     )
     session.add(user)
     await session.flush()
+    audit(
+        session,
+        Actor.system(provider.organization_id),
+        AuditAction.USER_CREATED,
+        target_type="user",
+        target_id=user.id,
+        fields=["email", "full_name"],
+        reason="single_sign_on",
+    )
     try:
         async with session.begin_nested():
             session.add(
@@ -335,9 +364,10 @@ async def _linked_user(
 
 
 async def link_identity(
-    *, session: AsyncSession, organization_id: uuid.UUID, user_id: uuid.UUID, subject: str, now: datetime
+    *, session: AsyncSession, principal: Principal, user_id: uuid.UUID, subject: str, now: datetime
 ) -> UserIdentity:
     """An administrator links an existing user to a subject at the organization's provider."""
+    organization_id = principal.organization_id
     provider = await provider_for(session, organization_id)
     if provider is None:
         raise NotFound("This organization has no single sign-on.")
@@ -351,6 +381,7 @@ async def link_identity(
         created_at=now,
     )
     session.add(identity)
+    audit(session, principal, AuditAction.USER_IDENTITY_LINKED, target_type="user", target_id=user_id)
     await session.flush()
     return identity
 

@@ -80,5 +80,10 @@ async def exchange_single_sign_on_code(
     now = request.app.state.clock.now()
     user = await sso.redeem_handoff(session=session, code=payload.sso_code, now=now)
     return await service.open_session(
-        session=session, user=user, settings=request.app.state.settings, now=now
+        session=session,
+        user=user,
+        settings=request.app.state.settings,
+        now=now,
+        client_ip=request.client.host if request.client else None,
+        method="single_sign_on",
     )

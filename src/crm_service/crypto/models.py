@@ -17,6 +17,7 @@ class DataKeyPurpose(StrEnum):
     SUBJECT = "subject"  # one data subject's values (a lead, the contact it became, ...)
     ORGANIZATION = "organization"  # values that belong to no one subject (accounts)
     BLIND_INDEX = "blind_index"  # HMAC key for exact-match search; never encrypts
+    AUDIT = "audit"  # HMAC key that chains the audit log; never encrypts
 
 
 class DataKeyStatus(StrEnum):

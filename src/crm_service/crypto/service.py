@@ -198,6 +198,11 @@ class Keyring:
         key = await self.active_key(DataKeyPurpose.BLIND_INDEX, ORGANIZATION_WIDE, 1)
         return key.material
 
+    async def audit_key(self) -> bytes:
+        # Like index keys, outside generations: the whole log is verified with one key.
+        key = await self.active_key(DataKeyPurpose.AUDIT, ORGANIZATION_WIDE, 1)
+        return key.material
+
     async def keys_by_id(self, key_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, DataKey | None]:
         """Open this organization's keys by id. A destroyed key maps to None; an id the
         organization has no key for is left out (the caller treats that as tampering)."""

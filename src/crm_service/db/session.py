@@ -19,6 +19,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm_service.errors import CRMError
 
 
+async def commit(session: AsyncSession) -> None:
+    """The one way to commit: audit events noted during the transaction are chained and
+    written first, in the same transaction."""
+    from crm_service.audit.service import write_pending  # audit builds on db
+
+    await write_pending(session)
+    await session.commit()
+
+
+async def rollback(session: AsyncSession) -> None:
+    from crm_service.audit.service import discard_pending
+
+    discard_pending(session)
+    await session.rollback()
+
+
 async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
     sessionmaker = request.app.state.sessionmaker
     async with sessionmaker() as session:
@@ -26,7 +42,7 @@ async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
         try:
             yield session
         except BaseException:
-            await session.rollback()
+            await rollback(session)
             raise
         finally:
             request.state.db_session = None
@@ -48,11 +64,11 @@ class CommitOnSuccessRoute(APIRoute):
                 # A failed sign-in still counts: its throttling state must be kept.
                 session = getattr(request.state, "db_session", None)
                 if error.keeps_changes and session is not None:
-                    await session.commit()
+                    await commit(session)
                 raise
             session = getattr(request.state, "db_session", None)
             if session is not None and response.status_code < 400:
-                await session.commit()
+                await commit(session)
             return response
 
         return commit_on_success

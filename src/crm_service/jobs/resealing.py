@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
+from crm_service.db.session import commit
 from crm_service.crypto.models import DataKeyRecord, DataKeyStatus
 from crm_service.crypto.service import key_generation
 from crm_service.db.base import utcnow
@@ -155,7 +156,7 @@ async def _reseal_batch(
                 for row in rows:
                     if not row.erased:
                         await repository.save(row, reseal=True)
-                await session.commit()
+                await commit(session)
                 return [row.id for row in rows]
         except StaleDataError:
             # A request changed one of these rows meanwhile; read the batch again.

@@ -10,9 +10,12 @@ from collections.abc import Callable
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_service.audit.actions import AuditAction
+from crm_service.audit.service import Actor, record
 from crm_service.crypto.master import KeyProvider
 from crm_service.crypto.models import DataKeyRecord
 from crm_service.crypto.service import keyring_for, keyring_material_rewrap
+from crm_service.db.session import commit
 from crm_service.orgs.models import Organization
 from crm_service.orgs.repository import lock_organization_for_storage_change
 
@@ -25,6 +28,7 @@ async def begin_data_key_rotation(session: AsyncSession, organization_id: uuid.U
     """Raise the organization's key generation; new writes seal under it from now on."""
     organization = await lock_organization_for_storage_change(session, organization_id)
     organization.key_generation += 1
+    record(session, Actor.system(organization_id), AuditAction.KEYS_ROTATED, target_type="organization", target_id=organization_id)
     await session.flush()
     # The organization key of the new generation exists before any request needs it.
     await keyring_for(session, organization_id).organization_key(organization.key_generation)
@@ -65,9 +69,23 @@ async def rewrap_data_keys(
             )
             for record in records:
                 keyring_material_rewrap(record, provider)
-            await session.commit()
+            await commit(session)
         if not records:
+            await _audit_master_rotation(sessionmaker)
             return done
         done += len(records)
         if on_batch is not None:
             on_batch(len(records))
+
+
+async def _audit_master_rotation(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    async with sessionmaker() as session:
+        for organization_id in await organization_ids(session):
+            record(
+                session,
+                Actor.system(organization_id),
+                AuditAction.MASTER_KEY_ROTATED,
+                target_type="organization",
+                target_id=organization_id,
+            )
+        await commit(session)

@@ -177,7 +177,7 @@ async def link_identity(
 ) -> Response:
     await sso.link_identity(
         session=session,
-        organization_id=principal.organization_id,
+        principal=principal,
         user_id=payload.user_id,
         subject=payload.subject,
         now=request.app.state.clock.now(),

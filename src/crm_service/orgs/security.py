@@ -8,6 +8,9 @@ import uuid
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_service.audit.actions import AuditAction, Outcome
+from crm_service.audit.service import Actor
+from crm_service.audit.service import record as audit
 from crm_service.auth import sso
 from crm_service.auth.models import IdentityProvider
 from crm_service.auth.repository import UserRepository
@@ -32,6 +35,15 @@ async def check_client_address(
     if not is_allowed(parse_networks(allowlist.cidrs.split()), client_ip):
         # Names the organization and user, not the address (kept out of logs).
         logger.warning("ip_not_allowed", organization_id=str(organization_id), user_id=str(user_id))
+        audit(
+            session,
+            Actor.user(organization_id, user_id, client_ip),
+            AuditAction.IP_BLOCKED,
+            target_type="user",
+            target_id=user_id,
+            outcome=Outcome.DENIED,
+            reason="ip_not_allowed",
+        )
         raise IpNotAllowed()
 
 
@@ -63,6 +75,7 @@ async def set_ip_allowlist(
         session.add(allowlist)
     allowlist.enabled = payload.enabled
     allowlist.cidrs = "\n".join(str(network) for network in networks)
+    audit(session, principal, AuditAction.IP_ALLOWLIST_CHANGED, target_type="organization", target_id=principal.organization_id, fields=["enabled", "cidrs"])
     await session.flush()
     return _read(allowlist, principal.client_ip)
 
@@ -77,6 +90,7 @@ async def set_security(
 ) -> SecuritySettings:
     organization = await repository.organization(session, principal.organization_id)
     organization.mfa_required = payload.mfa_required
+    audit(session, principal, AuditAction.SECURITY_CHANGED, target_type="organization", target_id=principal.organization_id, fields=["mfa_required"])
     await session.flush()
     return SecuritySettings(mfa_required=organization.mfa_required)
 
@@ -144,6 +158,8 @@ async def set_identity_provider(
     provider.break_glass_user_id = payload.break_glass_user_id
     if is_new:
         session.add(provider)
+    configured = payload.model_dump(exclude_none=True)  # names only: the secret stays here
+    audit(session, principal, AuditAction.SSO_CONFIGURED, target_type="identity_provider", target_id=provider.id, fields=configured)
     await session.flush()
     return _provider_read(provider, public_base_url)
 
@@ -153,4 +169,5 @@ async def remove_identity_provider(*, session: AsyncSession, principal: Principa
     if provider is None:
         raise NotFound("Single sign-on is not configured.")
     await session.delete(provider)
+    audit(session, principal, AuditAction.SSO_REMOVED, target_type="identity_provider", target_id=provider.id)
     await session.flush()

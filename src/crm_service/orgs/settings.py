@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_service.audit.actions import AuditAction
+from crm_service.audit.service import record as audit
 from crm_service.errors import FieldProblem, ValidationFailed
 from crm_service.orgs.repository import (
     FieldClassificationRepository,
@@ -61,6 +63,9 @@ async def classify_fields(
     repository = FieldClassificationRepository(session, principal.organization_id)
     defaults = {spec.name: spec.default for spec in CATALOG[module]}
     changed = False
+    reclassified = [name for name, value in payload.fields.items() if before[name] is not value]
+    if reclassified:
+        audit(session, principal, AuditAction.FIELDS_CLASSIFIED, target_type="module", target_id=module.value, fields=reclassified)
     for name, classification in payload.fields.items():
         if before[name] is classification:
             continue

@@ -12,6 +12,8 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_service.audit.actions import AuditAction
+from crm_service.audit.service import record as audit
 from crm_service.auth.repository import UserRepository
 from crm_service.db.base import Base
 from crm_service.errors import FieldProblem, Gone, NotFound, ValidationFailed
@@ -97,7 +99,21 @@ class RecordService(Generic[ModelT]):
                 record=record,
                 payload=legal_basis,
             )
-        return await self.repository(session, principal).add(record)
+        created = await self.repository(session, principal).add(record)
+        self.audit_created(session, principal, created, values)
+        return created
+
+    def audit_created(
+        self, session: AsyncSession, principal: Principal, record: Any, values: dict[str, Any]
+    ) -> None:
+        audit(
+            session,
+            principal,
+            AuditAction.RECORD_CREATED,
+            target_type=self.noun,
+            target_id=record.id,
+            fields=[name for name, value in values.items() if value is not None],
+        )
 
     async def get(
         self, *, session: AsyncSession, principal: Principal, record_id: uuid.UUID
@@ -123,9 +139,20 @@ class RecordService(Generic[ModelT]):
         changes = payload.model_dump(exclude_unset=True)
         self.check_editable(record)
         await self.check_references(session=session, principal=principal, values=changes)
-        for name, value in changes.items():
-            setattr(record, name, value)
-        return await self.repository(session, principal).save(record)
+        changed = [name for name, value in changes.items() if getattr(record, name) != value]
+        for name in changed:
+            setattr(record, name, changes[name])
+        saved = await self.repository(session, principal).save(record)
+        if changed:
+            audit(
+                session,
+                principal,
+                AuditAction.RECORD_UPDATED,
+                target_type=self.noun,
+                target_id=record.id,
+                fields=changed,
+            )
+        return saved
 
     async def delete(
         self,
@@ -138,6 +165,7 @@ class RecordService(Generic[ModelT]):
         record = await self.get(session=session, principal=principal, record_id=record_id)
         check_if_match(if_match, record.version)  # type: ignore[attr-defined]
         await self.repository(session, principal).delete(record)
+        audit(session, principal, AuditAction.RECORD_DELETED, target_type=self.noun, target_id=record_id)
 
     async def list(
         self, *, session: AsyncSession, principal: Principal, query: BaseModel
@@ -156,13 +184,22 @@ class RecordService(Generic[ModelT]):
         payload: LegalBasisSet,
     ) -> LegalBasisEntry:
         record = await self.get(session=session, principal=principal, record_id=record_id)
-        return await set_legal_basis(
+        entry = await set_legal_basis(
             session=session,
             principal=principal,
             subject_type=self.module,
             record=record,
             payload=payload,
         )
+        audit(
+            session,
+            principal,
+            AuditAction.RECORD_UPDATED,
+            target_type=self.noun,
+            target_id=record_id,
+            fields=["legal_basis"],
+        )
+        return entry
 
     async def legal_basis_history(
         self, *, session: AsyncSession, principal: Principal, record_id: uuid.UUID

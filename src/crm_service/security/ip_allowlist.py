@@ -16,6 +16,8 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 class IpNotAllowed(Forbidden):
     slug, title = "ip-not-allowed", "Access from this address is not allowed"
+    # The refusal is audited: its event commits with the 403.
+    keeps_changes = True
 
     def __init__(self) -> None:
         super().__init__("Your organization does not allow access from this network address.")

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_service.audit.actions import AuditAction
+from crm_service.audit.service import record as audit
 from crm_service.db.base import utcnow
 from crm_service.errors import Conflict
 from crm_service.records.accounts.models import Account
@@ -120,6 +122,10 @@ class LeadService(RecordService[Lead]):
         lead.converted_contact_id = contact.id
         lead.converted_account_id = account.id if account is not None else None
         await self.repository(session, principal).save(lead)
+        if account is not None and payload.account_id is None:
+            audit(session, principal, AuditAction.RECORD_CREATED, target_type="account", target_id=account.id, fields=["name", "website", "industry", "owner_id"])
+        audit(session, principal, AuditAction.RECORD_CREATED, target_type="contact", target_id=contact.id, fields=[*PERSON_FIELDS, "owner_id", "account_id"])
+        audit(session, principal, AuditAction.RECORD_CONVERTED, target_type="lead", target_id=lead.id, fields=["status", "converted_contact_id", "converted_account_id"])
         return Conversion(lead=lead, contact=contact, account=account)
 
 

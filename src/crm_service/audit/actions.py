@@ -1,0 +1,65 @@
+"""What an audit event can say happened. Targets are named by type and id, fields by name."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class AuditAction(StrEnum):
+    # Records (target_type is the module: lead, contact, account)
+    RECORD_CREATED = "record.created"
+    RECORD_UPDATED = "record.updated"
+    RECORD_DELETED = "record.deleted"  # moved to the recycle bin
+    RECORD_RESTORED = "record.restored"
+    RECORD_PURGED = "record.purged"
+    RECORD_CONVERTED = "record.converted"
+    RECORD_SENSITIVE_REVEALED = "record.sensitive_revealed"
+    RECORD_SHARED = "record.shared"
+    RECORD_UNSHARED = "record.unshared"
+    # Sign-in
+    LOGIN_SUCCEEDED = "auth.login_succeeded"
+    LOGIN_FAILED = "auth.login_failed"
+    SECOND_FACTOR_FAILED = "auth.second_factor_failed"
+    LOCKED_OUT = "auth.locked_out"
+    IP_BLOCKED = "auth.ip_blocked"
+    LOGGED_OUT = "auth.logged_out"
+    SESSION_ENDED = "auth.session_ended"
+    SSO_LOGIN_SUCCEEDED = "auth.sso_login_succeeded"
+    SSO_LOGIN_REFUSED = "auth.sso_login_refused"
+    # Users
+    USER_CREATED = "user.created"
+    USER_UPDATED = "user.updated"
+    USER_PASSWORD_CHANGED = "user.password_changed"
+    USER_SESSIONS_ENDED = "user.sessions_ended"
+    USER_MFA_ENROLLED = "user.mfa_enrolled"
+    USER_MFA_DISABLED = "user.mfa_disabled"
+    USER_RECOVERY_CODES_REPLACED = "user.recovery_codes_replaced"
+    USER_IDENTITY_LINKED = "user.identity_linked"
+    # Access control
+    PROFILE_CREATED = "profile.created"
+    PROFILE_UPDATED = "profile.updated"
+    PROFILE_DELETED = "profile.deleted"
+    ROLE_CREATED = "role.created"
+    ROLE_UPDATED = "role.updated"
+    ROLE_DELETED = "role.deleted"
+    GROUP_CREATED = "group.created"
+    GROUP_UPDATED = "group.updated"
+    GROUP_DELETED = "group.deleted"
+    # Organization settings
+    ORGANIZATION_CREATED = "organization.created"
+    FIELDS_CLASSIFIED = "settings.fields_classified"
+    IP_ALLOWLIST_CHANGED = "settings.ip_allowlist_changed"
+    SECURITY_CHANGED = "settings.security_changed"
+    SSO_CONFIGURED = "settings.sso_configured"
+    SSO_REMOVED = "settings.sso_removed"
+    SHARING_CHANGED = "settings.sharing_changed"
+    # Keys and the log itself
+    KEYS_ROTATED = "keys.rotated"
+    MASTER_KEY_ROTATED = "keys.master_rotated"
+    AUDIT_PURGED = "audit.purged"
+
+
+class Outcome(StrEnum):
+    SUCCESS = "success"
+    FAILURE = "failure"  # wrong credentials, refused sign-in
+    DENIED = "denied"  # blocked by a rule (IP allowlist, lock-out)

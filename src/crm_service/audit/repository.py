@@ -1,0 +1,171 @@
+"""SQL of the audit log: reserving places in a chain, listing events, walking chains."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm_service.audit.chain import GENESIS
+from crm_service.audit.models import AuditChain, AuditEvent
+
+
+def _insert_ignoring_conflict(session: AsyncSession, values: dict[str, Any]):  # noqa: ANN202
+    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+    return dialect.insert(AuditChain).values(**values).on_conflict_do_nothing()
+
+
+async def reserve(
+    session: AsyncSession, organization_id: uuid.UUID, shard: int, count: int
+) -> AuditChain:
+    """Take `count` places at the end of one chain and lock its head until commit.
+
+    The UPDATE comes first: on PostgreSQL it takes the row lock, on SQLite the write lock,
+    so the head read after it cannot be stale. A chain's head row is created on first use.
+    """
+    where = (AuditChain.organization_id == organization_id, AuditChain.shard == shard)
+    for _ in range(2):
+        result = await session.execute(
+            update(AuditChain)
+            .where(*where)
+            .values(last_seq=AuditChain.last_seq + count)
+            .returning(AuditChain.shard)
+        )
+        if result.first() is not None:
+            break
+        await session.execute(
+            _insert_ignoring_conflict(
+                session,
+                {
+                    "organization_id": organization_id,
+                    "shard": shard,
+                    "last_seq": 0,
+                    "last_mac": GENESIS,
+                    "anchor_seq": 0,
+                    "anchor_mac": GENESIS,
+                    "head_mac": "",
+                },
+            )
+        )
+    chain = (
+        await session.execute(
+            select(AuditChain).where(*where).execution_options(populate_existing=True)
+        )
+    ).scalar_one()
+    return chain
+
+
+async def chains(session: AsyncSession, organization_id: uuid.UUID) -> list[AuditChain]:
+    result = await session.execute(
+        select(AuditChain)
+        .where(AuditChain.organization_id == organization_id)
+        .order_by(AuditChain.shard)
+    )
+    return list(result.scalars())
+
+
+async def organizations_with_events(session: AsyncSession) -> list[uuid.UUID]:
+    result = await session.execute(select(AuditChain.organization_id).distinct())
+    return sorted(result.scalars())
+
+
+async def chain_events(
+    session: AsyncSession, organization_id: uuid.UUID, shard: int, *, batch: int = 1000
+) -> AsyncIterator[AuditEvent]:
+    """One chain's events in order, in batches (a log can be large)."""
+    after = -1
+    while True:
+        result = await session.execute(
+            select(AuditEvent)
+            .where(
+                AuditEvent.organization_id == organization_id,
+                AuditEvent.shard == shard,
+                AuditEvent.seq > after,
+            )
+            .order_by(AuditEvent.seq, AuditEvent.id)
+            .limit(batch)
+        )
+        rows = list(result.scalars())
+        for row in rows:
+            yield row
+        if len(rows) < batch:
+            return
+        after = rows[-1].seq
+        session.expunge_all()
+
+
+async def unchained_events(
+    session: AsyncSession, organization_id: uuid.UUID, shards: Sequence[int]
+) -> list[AuditEvent]:
+    """Events naming a chain that has no head (inserted by hand)."""
+    result = await session.execute(
+        select(AuditEvent).where(
+            AuditEvent.organization_id == organization_id, AuditEvent.shard.not_in(shards)
+        )
+    )
+    return list(result.scalars())
+
+
+async def page(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    *,
+    filters: list[Any],
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[AuditEvent]:
+    """Newest first, keyset-paged by (occurred_at, id)."""
+    statement = select(AuditEvent).where(AuditEvent.organization_id == organization_id, *filters)
+    if after is not None:
+        at, id_ = after
+        statement = statement.where(
+            (AuditEvent.occurred_at < at) | ((AuditEvent.occurred_at == at) & (AuditEvent.id < id_))
+        )
+    statement = statement.order_by(AuditEvent.occurred_at.desc(), AuditEvent.id.desc())
+    result = await session.execute(statement.limit(limit + 1))
+    return list(result.scalars())
+
+
+async def last_expired(
+    session: AsyncSession, organization_id: uuid.UUID, shard: int, before: datetime
+) -> AuditEvent | None:
+    """The newest event of a chain older than `before`: retention cuts the chain after it.
+
+    Chains are cut at a prefix only (an event's place is its seq, and times follow seqs
+    closely), so the rest still verifies from the new anchor.
+    """
+    highest = (
+        select(func.max(AuditEvent.seq))
+        .where(
+            AuditEvent.organization_id == organization_id,
+            AuditEvent.shard == shard,
+            AuditEvent.occurred_at < before,
+        )
+        .scalar_subquery()
+    )
+    result = await session.execute(
+        select(AuditEvent).where(
+            AuditEvent.organization_id == organization_id,
+            AuditEvent.shard == shard,
+            AuditEvent.seq == highest,
+        )
+    )
+    return result.scalars().first()
+
+
+async def delete_through(
+    session: AsyncSession, organization_id: uuid.UUID, shard: int, seq: int
+) -> int:
+    result = await session.execute(
+        delete(AuditEvent).where(
+            AuditEvent.organization_id == organization_id,
+            AuditEvent.shard == shard,
+            AuditEvent.seq <= seq,
+        )
+    )
+    return result.rowcount or 0

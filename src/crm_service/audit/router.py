@@ -1,0 +1,33 @@
+"""HTTP for the audit log: /v1/audit-events (administrators)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from crm_service.audit import service
+from crm_service.audit.schemas import AuditEventList, AuditEventQuery, AuditEventRead
+from crm_service.db.session import CommitOnSuccessRoute, DbSession
+from crm_service.errors import problem_responses
+from crm_service.security.principal import Principal, require
+from crm_service.security.scopes import Scope
+
+router = APIRouter(prefix="/v1/audit-events", tags=["audit"], route_class=CommitOnSuccessRoute)
+Auditor = Annotated[Principal, Depends(require(Scope.ADMIN))]
+
+
+@router.get(
+    "",
+    operation_id="listAuditEvents",
+    summary="The organization's audit events, newest first, by actor, action, target, time",
+    response_model=AuditEventList,
+    responses=problem_responses(401, 403, 422),
+)
+async def list_audit_events(
+    query: Annotated[AuditEventQuery, Query()], principal: Auditor, session: DbSession
+) -> AuditEventList:
+    rows, next_cursor = await service.list_events(session=session, principal=principal, query=query)
+    return AuditEventList(
+        data=[AuditEventRead.model_validate(row) for row in rows], next_cursor=next_cursor
+    )

@@ -1,0 +1,60 @@
+"""Audit log bodies."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from crm_service.audit.actions import AuditAction, Outcome
+from crm_service.records.paging import DEFAULT_LIMIT, MAX_LIMIT
+
+
+class AuditEventRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    occurred_at: datetime
+    actor_type: str = Field(description="user, client (a partner), system (CLI, worker).")
+    actor_id: uuid.UUID | None
+    action: AuditAction
+    target_type: str | None = Field(description="lead, contact, account, user, ... ")
+    target_id: str | None
+    fields: list[str] = Field(description="Names of the fields involved; never values.")
+    outcome: Outcome
+    reason: str | None = Field(description="A fixed code for a failure or refusal.")
+    client_ip: str | None
+    request_id: str | None
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _decode(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
+
+class AuditEventList(BaseModel):
+    data: list[AuditEventRead]
+    next_cursor: str | None
+
+
+class AuditEventQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    actor_id: uuid.UUID | None = None
+    action: AuditAction | None = None
+    target_type: str | None = Field(default=None, max_length=32)
+    target_id: str | None = Field(default=None, max_length=64)
+    since: datetime | None = Field(default=None, description="Inclusive, ISO 8601 with offset.")
+    until: datetime | None = Field(default=None, description="Exclusive, ISO 8601 with offset.")
+    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+    cursor: str | None = Field(default=None, max_length=200)
+
+    @field_validator("since", "until")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("needs a UTC offset, e.g. 2026-11-23T10:00:00Z")
+        return value
