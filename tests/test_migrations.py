@@ -3,15 +3,17 @@ databases, and what they build matches the ORM models exactly."""
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import Uuid, column, inspect, table, text
 
 from crm_service import models  # noqa: F401 - registers every table
-from crm_service.db.base import Base
+from crm_service.db.base import Base, UTCDateTime
 from crm_service.db.engine import make_engine
 from crm_service.db.migrations import current_revision, downgrade, head_revision, upgrade
 from tests.conftest import TestDatabases
@@ -55,5 +57,89 @@ async def test_migrations_match_models(kind: str, databases: TestDatabases) -> N
                 )
             )
         assert diff == [], f"models and migrations differ: {diff}"
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_upgrading_a_database_in_use_keeps_its_users_and_sessions(
+    kind: str, databases: TestDatabases
+) -> None:
+    """The access-control migration rebuilds `users` on SQLite; nothing referencing a user
+    (sessions) may be lost on the way, and users get the profile matching is_admin."""
+    engine = make_engine(await databases.new(kind))
+    try:
+        await upgrade(engine, "20261123_audit_log")
+        org_id, admin_id, user_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        organizations = table(
+            "organizations",
+            column("id", Uuid()),
+            column("name"),
+            column("key_generation"),
+            column("mfa_required"),
+        )
+        users = table(
+            "users",
+            *(column(name, Uuid()) for name in ("id", "organization_id")),
+            *(
+                column(name)
+                for name in ("email", "password_hash", "is_admin", "is_active", "mfa_failed_count")
+            ),
+        )
+        sessions_table = table(
+            "auth_sessions",
+            *(column(name, Uuid()) for name in ("id", "organization_id", "user_id")),
+            column("token_hash"),
+            *(column(name, UTCDateTime()) for name in ("created_at", "last_used_at", "expires_at")),
+        )
+        now = datetime.now(UTC)
+        async with engine.begin() as connection:
+            await connection.execute(
+                organizations.insert().values(
+                    id=org_id, name="Org", key_generation=1, mfa_required=False
+                )
+            )
+            for id_, email, admin in (
+                (admin_id, "a@example.com", True),
+                (user_id, "u@example.com", False),
+            ):
+                await connection.execute(
+                    users.insert().values(
+                        id=id_,
+                        organization_id=org_id,
+                        email=email,
+                        password_hash="x",
+                        is_admin=admin,
+                        is_active=True,
+                        mfa_failed_count=0,
+                    )
+                )
+            await connection.execute(
+                sessions_table.insert().values(
+                    id=uuid.uuid4(),
+                    organization_id=org_id,
+                    user_id=user_id,
+                    token_hash="h",
+                    created_at=now,
+                    last_used_at=now,
+                    expires_at=now,
+                )
+            )
+        await upgrade(engine)
+        async with engine.connect() as connection:
+            sessions = (
+                await connection.execute(text("SELECT count(*) FROM auth_sessions"))
+            ).scalar_one()
+            profiles = dict(
+                (
+                    await connection.execute(
+                        text(
+                            "SELECT u.email, p.builtin FROM users u JOIN profiles p ON p.id = u.profile_id"
+                        )
+                    )
+                ).all()
+            )
+        assert sessions == 1
+        assert profiles == {"a@example.com": "administrator", "u@example.com": "standard"}
     finally:
         await engine.dispose()

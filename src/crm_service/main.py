@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from crm_service import __version__, models  # noqa: F401 - registers every table
+from crm_service.access.router import router as access_router
 from crm_service.audit.router import router as audit_router
 from crm_service.auth.router import router as auth_router
 from crm_service.auth.sso_router import router as sso_router
@@ -50,6 +51,7 @@ ROUTERS = (
     contacts_router,
     accounts_router,
     settings_router,
+    access_router,
     audit_router,
 )
 

@@ -3,6 +3,8 @@
 The app (`main.py`) and the CLI import this before touching the database.
 """
 
+from crm_service.access.models import Group, GroupMember, Profile, RecordShare, Role, SharingDefault
+from crm_service.audit.models import AuditChain, AuditEvent
 from crm_service.auth.models import (
     AuthSession,
     IdentityProvider,
@@ -13,7 +15,6 @@ from crm_service.auth.models import (
     User,
     UserIdentity,
 )
-from crm_service.audit.models import AuditChain, AuditEvent
 from crm_service.crypto.models import DataKeyRecord
 from crm_service.orgs.models import FieldClassification, IpAllowlist, Organization
 from crm_service.records.accounts.models import Account
@@ -25,6 +26,12 @@ __all__ = [
     "Account",
     "AuditChain",
     "AuditEvent",
+    "Group",
+    "GroupMember",
+    "Profile",
+    "RecordShare",
+    "Role",
+    "SharingDefault",
     "AuthSession",
     "Contact",
     "DataKeyRecord",

@@ -118,6 +118,10 @@ async def test_changing_the_basis_changes_the_etag(org: Org, module: str) -> Non
 async def test_a_user_sets_the_basis_in_their_own_name(org: Org, module: str) -> None:
     colleague_headers = await org.add_user()
     colleague = (await org.client.get("/v1/me", headers=colleague_headers)).json()["id"]
+    # Everyone may edit everyone's records here, so the colleague can change the admin's.
+    sharing = {"leads": "read_write", "contacts": "read_write", "accounts": "read_write"}
+    shared = await org.client.put("/v1/settings/sharing", json=sharing, headers=org.headers)
+    assert shared.status_code == 200, shared.text
     record = await create_person(org, module, legal_basis={"basis": "consent"})
 
     response = await org.client.put(

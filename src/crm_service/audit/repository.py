@@ -11,22 +11,29 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_service.audit.chain import GENESIS
+from crm_service.audit.chain import GENESIS, head_mac
 from crm_service.audit.models import AuditChain, AuditEvent
 
 
-def _insert_ignoring_conflict(session: AsyncSession, values: dict[str, Any]):  # noqa: ANN202
+def _insert_ignoring_conflict(session: AsyncSession, rows: list[dict[str, Any]]):  # noqa: ANN202
     dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
-    return dialect.insert(AuditChain).values(**values).on_conflict_do_nothing()
+    return dialect.insert(AuditChain).values(rows).on_conflict_do_nothing()
 
 
 async def reserve(
-    session: AsyncSession, organization_id: uuid.UUID, shard: int, count: int
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    shard: int,
+    count: int,
+    *,
+    chains: int,
+    key: bytes,
 ) -> AuditChain:
     """Take `count` places at the end of one chain and lock its head until commit.
 
     The UPDATE comes first: on PostgreSQL it takes the row lock, on SQLite the write lock,
-    so the head read after it cannot be stale. A chain's head row is created on first use.
+    so the head read after it cannot be stale. An organization's first event creates the
+    heads of all its `chains` at once, so a chain removed whole is missed by verification.
     """
     where = (AuditChain.organization_id == organization_id, AuditChain.shard == shard)
     for _ in range(2):
@@ -41,15 +48,7 @@ async def reserve(
         await session.execute(
             _insert_ignoring_conflict(
                 session,
-                {
-                    "organization_id": organization_id,
-                    "shard": shard,
-                    "last_seq": 0,
-                    "last_mac": GENESIS,
-                    "anchor_seq": 0,
-                    "anchor_mac": GENESIS,
-                    "head_mac": "",
-                },
+                [_fresh_head(organization_id, number, key) for number in range(chains)],
             )
         )
     chain = (
@@ -58,6 +57,26 @@ async def reserve(
         )
     ).scalar_one()
     return chain
+
+
+def _fresh_head(organization_id: uuid.UUID, shard: int, key: bytes) -> dict[str, Any]:
+    head = AuditChain(
+        organization_id=organization_id,
+        shard=shard,
+        last_seq=0,
+        last_mac=GENESIS,
+        anchor_seq=0,
+        anchor_mac=GENESIS,
+    )
+    return {
+        "organization_id": organization_id,
+        "shard": shard,
+        "last_seq": 0,
+        "last_mac": GENESIS,
+        "anchor_seq": 0,
+        "anchor_mac": GENESIS,
+        "head_mac": head_mac(key, head),
+    }
 
 
 async def chains(session: AsyncSession, organization_id: uuid.UUID) -> list[AuditChain]:

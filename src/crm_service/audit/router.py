@@ -6,15 +6,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
+from crm_service.access.permissions import Right
 from crm_service.audit import service
 from crm_service.audit.schemas import AuditEventList, AuditEventQuery, AuditEventRead
 from crm_service.db.session import CommitOnSuccessRoute, DbSession
 from crm_service.errors import problem_responses
-from crm_service.security.principal import Principal, require
-from crm_service.security.scopes import Scope
+from crm_service.security.principal import Principal, require_right
 
 router = APIRouter(prefix="/v1/audit-events", tags=["audit"], route_class=CommitOnSuccessRoute)
-Auditor = Annotated[Principal, Depends(require(Scope.ADMIN))]
+Auditor = Annotated[Principal, Depends(require_right(Right.VIEW_AUDIT))]
 
 
 @router.get(

@@ -135,7 +135,7 @@ async def write_pending(session: AsyncSession) -> None:
         items = by_organization[organization_id]
         key = await keyring_for(session, organization_id).audit_key()
         chain = await repository.reserve(
-            session, organization_id, random.randrange(CHAINS), len(items)
+            session, organization_id, random.randrange(CHAINS), len(items), chains=CHAINS, key=key
         )
         seq = chain.last_seq - len(items)
         previous = chain.last_mac
@@ -214,6 +214,12 @@ async def verify_organization(
         result.breaks.append(
             ChainBreak(organization_id, stray.shard, stray.id, stray.seq, "belongs to no chain")
         )
+    if heads:
+        # Every chain's head is created with the organization's first event.
+        for missing in sorted(set(range(CHAINS)) - {head.shard for head in heads}):
+            result.breaks.append(
+                ChainBreak(organization_id, missing, None, None, "the whole chain is missing")
+            )
     for head in heads:
         result.chains += 1
         shard, last_seq, last_mac = head.shard, head.last_seq, head.last_mac
@@ -273,7 +279,7 @@ async def purge_expired(
         last = await repository.last_expired(session, organization_id, head.shard, now - retention)
         if last is None:
             continue
-        head = await repository.reserve(session, organization_id, head.shard, 0)
+        head = await repository.reserve(session, organization_id, head.shard, 0, chains=CHAINS, key=key)
         deleted += await repository.delete_through(session, organization_id, head.shard, last.seq)
         head.anchor_seq, head.anchor_mac = last.seq, last.mac
         head.head_mac = macs.head_mac(key, head)

@@ -19,7 +19,15 @@ class User(IdMixin, TimestampMixin, OrganizationScoped, Base):
     email: Mapped[str] = mapped_column(String(254), unique=True)
     full_name: Mapped[str | None] = mapped_column(String(200))
     password_hash: Mapped[str] = mapped_column(String(255))
+    # True exactly when the profile is the built-in Administrator; kept in step with
+    # profile_id by the one function that assigns profiles (access.service.assign_profile).
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    profile_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("profiles.id", ondelete="RESTRICT"), index=True
+    )
+    role_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("roles.id", ondelete="RESTRICT"), index=True
+    )
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     # Second-factor throttling, per account (not per IP): failures since the last success,
     # and the end of the current lock-out.

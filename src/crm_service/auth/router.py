@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response, status
 
+from crm_service.access.permissions import Right
 from crm_service.auth import mfa, service
 from crm_service.auth.models import User
 from crm_service.auth.schemas import (
@@ -30,11 +31,10 @@ from crm_service.auth.schemas import (
 )
 from crm_service.db.session import CommitOnSuccessRoute, DbSession
 from crm_service.errors import problem_responses
-from crm_service.security.principal import CurrentPrincipal, Principal, require
-from crm_service.security.scopes import Scope
+from crm_service.security.principal import CurrentPrincipal, Principal, require_right
 
 router = APIRouter(prefix="/v1", tags=["auth"], route_class=CommitOnSuccessRoute)
-Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]
+Admin = Annotated[Principal, Depends(require_right(Right.MANAGE_USERS))]
 
 
 @router.post(

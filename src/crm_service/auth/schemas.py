@@ -90,7 +90,13 @@ class UserCreate(BaseModel):
     email: Email
     password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)
     full_name: str | None = Field(default=None, max_length=200)
-    is_admin: bool = False
+    is_admin: bool = Field(
+        default=False,
+        description="Shorthand for the built-in Administrator profile (else Standard) when "
+        "`profile_id` is not given.",
+    )
+    profile_id: uuid.UUID | None = Field(default=None, description="The user's profile.")
+    role_id: uuid.UUID | None = Field(default=None, description="The user's role, if any.")
 
 
 class UserRead(BaseModel):
@@ -100,8 +106,10 @@ class UserRead(BaseModel):
     organization_id: uuid.UUID
     email: str
     full_name: str | None
-    is_admin: bool
+    is_admin: bool = Field(description="True when the profile is the built-in Administrator.")
     is_active: bool
+    profile_id: uuid.UUID
+    role_id: uuid.UUID | None
     created_at: datetime
 
 
@@ -136,6 +144,8 @@ class UserUpdate(BaseModel):
     full_name: str | None = Field(default=None, max_length=200)
     is_admin: bool = None  # type: ignore[assignment]  # omit to keep; null refused
     is_active: bool = None  # type: ignore[assignment]
+    profile_id: uuid.UUID = None  # type: ignore[assignment]  # omit to keep; null refused
+    role_id: uuid.UUID | None = Field(default=None, description="null removes the role.")
 
 
 class SsoCodeExchange(BaseModel):

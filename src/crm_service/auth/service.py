@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_service.access import service as access
+from crm_service.access.permissions import BuiltinProfile, Permissions
 from crm_service.audit.actions import AuditAction, Outcome
 from crm_service.audit.service import Actor
 from crm_service.audit.service import record as audit
@@ -47,8 +49,8 @@ def normalize_login_email(email: str) -> str:
     return email.strip().casefold()
 
 
-def scopes_for(user: User) -> frozenset:
-    return ALL_SCOPES if user.is_admin else STANDARD_USER_SCOPES
+def scopes_for(permissions: Permissions) -> frozenset:
+    return ALL_SCOPES if permissions.administers else STANDARD_USER_SCOPES
 
 
 async def login(
@@ -183,12 +185,16 @@ async def principal_from_token(
     await check_client_address(session, user.organization_id, client_ip, user_id=user.id)
     if now - auth_session.last_used_at >= _TOUCH_INTERVAL:
         auth_session.last_used_at = now
+    profile = await access.get_profile_of(session, user)
+    permissions = access.permissions_of(profile)
     return Principal(
         organization_id=user.organization_id,
         user_id=user.id,
-        scopes=scopes_for(user),
+        scopes=scopes_for(permissions),
         session_id=auth_session.id,
         client_ip=client_ip,
+        permissions=permissions,
+        role_id=user.role_id,
     )
 
 
@@ -225,14 +231,21 @@ async def add_user(
     email = normalize_login_email(payload.email)
     if await repository.email_taken(session, email):
         raise Conflict("A user with this email already exists.")
+    await access.check_role(session, organization_id, payload.role_id)
     user = User(
         organization_id=organization_id,
         email=email,
         full_name=payload.full_name,
         password_hash=await hash_password(payload.password),
-        is_admin=payload.is_admin,
+        role_id=payload.role_id,
         is_active=True,
     )
+    profile_id = payload.profile_id or await access.builtin_profile_id(
+        session,
+        organization_id,
+        BuiltinProfile.ADMINISTRATOR if payload.is_admin else BuiltinProfile.STANDARD,
+    )
+    await access.assign_profile(session, user, profile_id)
     return await repository.UserRepository(session, organization_id).add(user)
 
 
@@ -305,13 +318,23 @@ async def update_user(
 ) -> User:
     user = await get_user(session=session, principal=principal, user_id=user_id)
     changes = payload.model_dump(exclude_unset=True)
-    if user.id == principal.user_id and (
-        changes.get("is_active") is False or changes.get("is_admin") is False
-    ):
-        raise Conflict("You cannot disable yourself or remove your own administration rights.")
+    if "is_admin" in changes and "profile_id" not in changes:
+        if changes["is_admin"] != user.is_admin:
+            builtin = BuiltinProfile.ADMINISTRATOR if changes["is_admin"] else BuiltinProfile.STANDARD
+            changes["profile_id"] = await access.builtin_profile_id(
+                session, principal.organization_id, builtin
+            )
+    changes.pop("is_admin", None)
+    if "role_id" in changes:
+        await access.check_role(session, principal.organization_id, changes["role_id"])
     changed = [name for name, value in changes.items() if getattr(user, name) != value]
+    if "profile_id" in changed:
+        await access.assign_profile(session, user, changes["profile_id"])
+    if user.id == principal.user_id and (changes.get("is_active") is False or "profile_id" in changed):
+        raise Conflict("You cannot disable yourself or change your own profile.")
     for name in changed:
-        setattr(user, name, changes[name])
+        if name != "profile_id":
+            setattr(user, name, changes[name])
     if changes.get("is_active") is False:
         await repository.SessionRepository(session, principal.organization_id).end_all_for_user(
             user.id, now

@@ -34,6 +34,8 @@ from joserfc.jwk import KeySet
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_service.access import service as access
+from crm_service.access.permissions import BuiltinProfile
 from crm_service.audit.actions import AuditAction, Outcome
 from crm_service.audit.service import Actor
 from crm_service.audit.service import record as audit
@@ -43,7 +45,6 @@ from crm_service.auth.passwords import hash_password
 from crm_service.auth.tokens import token_digest
 from crm_service.crypto.codec import FieldContext
 from crm_service.crypto.service import open_organization_secret, seal_organization_secret
-from crm_service.security.principal import Principal
 from crm_service.errors import (
     BadRequest,
     CRMError,
@@ -52,6 +53,7 @@ from crm_service.errors import (
     NotFound,
     ValidationFailed,
 )
+from crm_service.security.principal import Principal
 
 logger = structlog.get_logger("crm_service.auth.sso")
 
@@ -333,8 +335,13 @@ async def _linked_user(
         full_name=claims.get("name") if isinstance(claims.get("name"), str) else None,
         # A random password no one knows: the account signs in through the provider.
         password_hash=await hash_password(secrets.token_urlsafe(32)),
-        is_admin=False,
         is_active=True,
+    )
+    # Just-in-time users get the Standard profile; an administrator can change it.
+    await access.assign_profile(
+        session,
+        user,
+        await access.builtin_profile_id(session, provider.organization_id, BuiltinProfile.STANDARD),
     )
     session.add(user)
     await session.flush()

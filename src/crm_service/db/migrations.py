@@ -40,14 +40,35 @@ def _run_on(connection: Connection, revision: str, *, downgrade: bool = False) -
         command.upgrade(config, revision)
 
 
+async def _migrate(engine: AsyncEngine, revision: str, *, downgrade: bool) -> None:
+    async with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # SQLite alters a table by copying it and dropping the old one; with foreign keys
+            # on, that drop would cascade into every referencing table. The pragma only
+            # works outside a transaction, so it comes first; the check after proves the
+            # copy kept every reference intact.
+            await connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            await connection.commit()
+        try:
+            async with connection.begin():
+                await connection.run_sync(lambda sync: _run_on(sync, revision, downgrade=downgrade))
+            if sqlite:
+                broken = (await connection.exec_driver_sql("PRAGMA foreign_key_check")).all()
+                if broken:
+                    raise RuntimeError(f"migration left {len(broken)} broken foreign key(s)")
+        finally:
+            if sqlite:
+                await connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                await connection.commit()
+
+
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    async with engine.begin() as connection:
-        await connection.run_sync(_run_on, revision)
+    await _migrate(engine, revision, downgrade=False)
 
 
 async def downgrade(engine: AsyncEngine, revision: str = "base") -> None:
-    async with engine.begin() as connection:
-        await connection.run_sync(lambda sync: _run_on(sync, revision, downgrade=True))
+    await _migrate(engine, revision, downgrade=True)
 
 
 async def current_revision(connection: AsyncConnection) -> str | None:

@@ -19,10 +19,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
-from crm_service.db.session import commit
 from crm_service.crypto.models import DataKeyRecord, DataKeyStatus
 from crm_service.crypto.service import key_generation
 from crm_service.db.base import utcnow
+from crm_service.db.session import commit
 from crm_service.records.accounts.repository import AccountRepository
 from crm_service.records.contacts.repository import ContactRepository
 from crm_service.records.leads.repository import LeadRepository

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response, status
 
+from crm_service.access.permissions import Right
 from crm_service.auth import sso
 from crm_service.auth.schemas import IdentityLink, IdentityProviderRead, IdentityProviderSet
 from crm_service.db.session import CommitOnSuccessRoute, DbSession
@@ -21,11 +22,10 @@ from crm_service.orgs.schemas import (
     SecuritySettings,
 )
 from crm_service.records.models import Module
-from crm_service.security.principal import Principal, require
-from crm_service.security.scopes import Scope
+from crm_service.security.principal import Principal, require_right
 
 router = APIRouter(prefix="/v1/settings", tags=["settings"], route_class=CommitOnSuccessRoute)
-Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]
+Admin = Annotated[Principal, Depends(require_right(Right.MANAGE_SETTINGS))]
 
 
 @router.get(

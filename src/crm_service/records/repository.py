@@ -6,9 +6,10 @@ from __future__ import annotations
 import uuid
 from typing import Any, ClassVar, TypeVar
 
-from sqlalchemy import ColumnElement, or_
+from sqlalchemy import ColumnElement, Select, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_service.access.visibility import Visibility
 from crm_service.db.base import Base
 from crm_service.db.repository import OrganizationRepository
 from crm_service.records.models import Module
@@ -19,15 +20,45 @@ ModelT = TypeVar("ModelT", bound=Base)
 
 
 class RecordRepository(OrganizationRepository[ModelT]):
-    """Records come back revealed (an erased one says so); `add` and `save` seal first."""
+    """Records come back revealed (an erased one says so); `add` and `save` seal first.
+
+    With a `visibility`, every statement is limited to the records the caller may read
+    (a record outside it does not exist for them); without one (jobs, the system) nothing is.
+    """
 
     module: ClassVar[Module]
     # A filter on one of these matches any of the listed indexed fields (same index kind).
     filter_aliases: ClassVar[dict[str, tuple[str, ...]]] = {}
 
-    def __init__(self, session: AsyncSession, organization_id: uuid.UUID) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        organization_id: uuid.UUID,
+        visibility: Visibility | None = None,
+    ) -> None:
         super().__init__(session, organization_id)
         self.storage = RecordStorage(session, organization_id, self.module)
+        self.visibility = visibility
+
+    def scoped(self) -> Select[tuple[ModelT]]:
+        statement = super().scoped()
+        if self.visibility is not None:
+            clause = self.visibility.read_clause(self.model)
+            if clause is not None:
+                statement = statement.where(clause)
+        return statement
+
+    async def writable(self, id_: uuid.UUID) -> bool:
+        """Whether the caller may change the record (it is known to be readable)."""
+        if self.visibility is None:
+            return True
+        clause = self.visibility.write_clause(self.model)
+        if clause is None:
+            return True
+        statement = select(self.model.id).where(
+            self.model.organization_id == self.organization_id, self.model.id == id_, clause
+        )
+        return (await self.session.execute(statement)).first() is not None
 
     async def filter_clauses(self, filters: dict[str, Any]) -> list[ColumnElement[bool]]:
         clauses: list[ColumnElement[bool]] = []

@@ -128,6 +128,9 @@ class RecordRead(BaseModel):
             return data
         values = {name: getattr(data, name) for name in cls.model_fields if hasattr(data, name)}
         values["etag"] = etag_for(data.version)  # type: ignore[attr-defined]
+        masked = data.masked_fields  # type: ignore[attr-defined]
+        values.update(dict.fromkeys(masked, None))
+        values["masked_fields"] = sorted(masked)
         if isinstance(data, PersonColumns):
             values["source"] = SourceRead(
                 channel=SourceChannel(data.source_channel),
@@ -153,11 +156,15 @@ class RecordRead(BaseModel):
     created_at: datetime
     updated_at: datetime
     etag: str = Field(description="Send as `If-Match` to update only this version.")
+    masked_fields: list[str] = Field(
+        default_factory=list,
+        description="Sensitive fields answered as null because your profile may not see them.",
+    )
 
 
 class PersonRead(RecordRead):
     first_name: str | None
-    last_name: str
+    last_name: str | None
     email: str | None
     phone: str | None
     mobile: str | None

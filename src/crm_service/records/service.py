@@ -2,22 +2,32 @@
 
 A module subclasses :class:`RecordService` to name its model and repository and to check the
 references its payload carries (owner, account). Services flush and never commit.
+
+Access control happens here and in the repository: the caller's profile must allow the
+operation on the module (403), the record must be visible under the sharing rules (404
+otherwise) and, for changes, editable (403). Sensitive fields are masked for a caller whose
+profile lacks `view_sensitive`, who may not set or filter on them either; for one who has
+it, every response that shows a stored sensitive value is audited as a reveal.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_service.access.permissions import Operation
+from crm_service.access.service import visibility_for
 from crm_service.audit.actions import AuditAction
 from crm_service.audit.service import record as audit
 from crm_service.auth.repository import UserRepository
 from crm_service.db.base import Base
-from crm_service.errors import FieldProblem, Gone, NotFound, ValidationFailed
+from crm_service.errors import FieldProblem, Forbidden, Gone, NotFound, ValidationFailed
 from crm_service.records.etag import check_if_match
+from crm_service.records.fields import Classification
 from crm_service.records.legal_basis import legal_basis_history, set_legal_basis
 from crm_service.records.models import LegalBasisEntry, Module, PersonColumns, SourceChannel
 from crm_service.records.paging import Page, PageRequest
@@ -38,14 +48,85 @@ def unknown_reference(field: str, what: str) -> ValidationFailed:
     )
 
 
+def require_operation(principal: Principal, module: Module, operation: Operation) -> None:
+    """403 unless the caller's profile allows `operation` on `module` (partner clients are
+    limited by their scopes instead)."""
+    if principal.permissions is not None and not principal.permissions.can(module, operation):
+        raise Forbidden(f"Your profile does not allow {operation.value} on {module.value}.")
+
+
+def sees_sensitive(principal: Principal) -> bool:
+    return principal.permissions is not None and principal.permissions.view_sensitive
+
+
 class RecordService(Generic[ModelT]):
     module: ClassVar[Module]
     model: ClassVar[type[Any]]
     repository_class: ClassVar[type[RecordRepository[Any]]]
     noun: ClassVar[str]
 
-    def repository(self, session: AsyncSession, principal: Principal) -> RecordRepository[ModelT]:
-        return self.repository_class(session, principal.organization_id)
+    async def repository(
+        self, session: AsyncSession, principal: Principal, module: Module | None = None
+    ) -> RecordRepository[ModelT]:
+        """The module's repository, limited to what the caller may see."""
+        visibility = await visibility_for(session, principal, module or self.module)
+        return self.repository_class(session, principal.organization_id, visibility)
+
+    # -- access checks ------------------------------------------------------------------
+
+    async def sensitive_fields(self, repository: RecordRepository[Any]) -> list[str]:
+        classification = await repository.storage.classification()
+        return sorted(name for name, c in classification.items() if c is Classification.SENSITIVE)
+
+    async def check_sensitive_input(
+        self,
+        principal: Principal,
+        repository: RecordRepository[Any],
+        names: Iterable[str],
+    ) -> None:
+        """A caller who may not see sensitive fields may not set or filter on them either."""
+        if sees_sensitive(principal):
+            return
+        touched = sorted(set(names) & set(await self.sensitive_fields(repository)))
+        if touched:
+            raise Forbidden(
+                f"Your profile does not allow setting or filtering on the sensitive field(s) "
+                f"{', '.join(touched)}."
+            )
+
+    async def show(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        repository: RecordRepository[Any],
+        records: Sequence[Any],
+        *,
+        audit_reveals: bool = True,
+    ) -> None:
+        """Mask sensitive fields for a caller without `view_sensitive`; audit the reveal of
+        stored sensitive values to one with it."""
+        sensitive = await self.sensitive_fields(repository)
+        if not sensitive:
+            return
+        if not sees_sensitive(principal):
+            for record in records:
+                record.mask(sensitive)
+            return
+        if not audit_reveals:
+            return
+        for record in records:
+            if record.erased:
+                continue
+            revealed = [name for name in sensitive if getattr(record, name) is not None]
+            if revealed:
+                audit(
+                    session,
+                    principal,
+                    AuditAction.RECORD_SENSITIVE_REVEALED,
+                    target_type=self.noun,
+                    target_id=record.id,
+                    fields=revealed,
+                )
 
     async def check_references(
         self, *, session: AsyncSession, principal: Principal, values: dict[str, Any]
@@ -66,6 +147,8 @@ class RecordService(Generic[ModelT]):
             return {"source_channel": SourceChannel.API.value, "source_client_id": principal.client_id}
         return {"source_channel": SourceChannel.MANUAL.value}
 
+    # -- operations -----------------------------------------------------------------------
+
     async def create(
         self,
         *,
@@ -74,7 +157,12 @@ class RecordService(Generic[ModelT]):
         payload: BaseModel,
         source: dict[str, Any] | None = None,
     ) -> ModelT:
+        require_operation(principal, self.module, Operation.CREATE)
+        repository = await self.repository(session, principal)
         values = payload.model_dump(exclude={"legal_basis"})
+        await self.check_sensitive_input(
+            principal, repository, [name for name, value in values.items() if value is not None]
+        )
         await self.check_references(session=session, principal=principal, values=values)
         if values.get("owner_id") is None:
             values["owner_id"] = principal.user_id
@@ -99,8 +187,10 @@ class RecordService(Generic[ModelT]):
                 record=record,
                 payload=legal_basis,
             )
-        created = await self.repository(session, principal).add(record)
+        created = await repository.add(record)
         self.audit_created(session, principal, created, values)
+        # The caller just sent these values: showing them back is no reveal.
+        await self.show(session, principal, repository, [created], audit_reveals=False)
         return created
 
     def audit_created(
@@ -115,14 +205,35 @@ class RecordService(Generic[ModelT]):
             fields=[name for name, value in values.items() if value is not None],
         )
 
-    async def get(
-        self, *, session: AsyncSession, principal: Principal, record_id: uuid.UUID
+    async def _visible(
+        self, repository: RecordRepository[Any], record_id: uuid.UUID
     ) -> ModelT:
-        record = await self.repository(session, principal).get(record_id)
+        record = await repository.get(record_id)
         if record is None:
             raise NotFound(f"No such {self.noun}.")
         if record.erased:
             raise Gone(f"This {self.noun}'s data subject was erased.")
+        return record
+
+    async def get_for_change(
+        self, *, session: AsyncSession, principal: Principal, record_id: uuid.UUID, operation: Operation
+    ) -> tuple[ModelT, RecordRepository[ModelT]]:
+        """A record the caller may see (else 404) and change (else 403), unmasked: callers
+        mask what they show."""
+        require_operation(principal, self.module, operation)
+        repository = await self.repository(session, principal)
+        record = await self._visible(repository, record_id)
+        if not await repository.writable(record_id):
+            raise Forbidden(f"The sharing rules do not let you change this {self.noun}.")
+        return record, repository
+
+    async def get(
+        self, *, session: AsyncSession, principal: Principal, record_id: uuid.UUID
+    ) -> ModelT:
+        require_operation(principal, self.module, Operation.READ)
+        repository = await self.repository(session, principal)
+        record = await self._visible(repository, record_id)
+        await self.show(session, principal, repository, [record])
         return record
 
     async def update(
@@ -134,15 +245,18 @@ class RecordService(Generic[ModelT]):
         payload: BaseModel,
         if_match: str | None,
     ) -> ModelT:
-        record = await self.get(session=session, principal=principal, record_id=record_id)
+        record, repository = await self.get_for_change(
+            session=session, principal=principal, record_id=record_id, operation=Operation.UPDATE
+        )
         check_if_match(if_match, record.version)  # type: ignore[attr-defined]
         changes = payload.model_dump(exclude_unset=True)
         self.check_editable(record)
+        await self.check_sensitive_input(principal, repository, changes)
         await self.check_references(session=session, principal=principal, values=changes)
         changed = [name for name, value in changes.items() if getattr(record, name) != value]
         for name in changed:
             setattr(record, name, changes[name])
-        saved = await self.repository(session, principal).save(record)
+        saved = await repository.save(record)
         if changed:
             audit(
                 session,
@@ -152,6 +266,7 @@ class RecordService(Generic[ModelT]):
                 target_id=record.id,
                 fields=changed,
             )
+        await self.show(session, principal, repository, [saved])
         return saved
 
     async def delete(
@@ -162,18 +277,30 @@ class RecordService(Generic[ModelT]):
         record_id: uuid.UUID,
         if_match: str | None,
     ) -> None:
-        record = await self.get(session=session, principal=principal, record_id=record_id)
+        record, repository = await self.get_for_change(
+            session=session, principal=principal, record_id=record_id, operation=Operation.DELETE
+        )
         check_if_match(if_match, record.version)  # type: ignore[attr-defined]
-        await self.repository(session, principal).delete(record)
+        await repository.delete(record)
         audit(session, principal, AuditAction.RECORD_DELETED, target_type=self.noun, target_id=record_id)
 
     async def list(
         self, *, session: AsyncSession, principal: Principal, query: BaseModel
     ) -> Page:
+        require_operation(principal, self.module, Operation.READ)
+        repository = await self.repository(session, principal)
         values = query.model_dump()
         request = PageRequest(limit=values["limit"], cursor=values["cursor"], sort=values["sort"])
         filters = {key: value for key, value in values.items() if key not in PAGING_KEYS}
-        return await self.repository(session, principal).page(filters=filters, request=request)
+        used = [name for name, value in filters.items() if value is not None]
+        await self.check_sensitive_input(
+            principal,
+            repository,
+            [field for name in used for field in repository.filter_aliases.get(name, (name,))],
+        )
+        page = await repository.page(filters=filters, request=request)
+        await self.show(session, principal, repository, page.items)
+        return page
 
     async def set_legal_basis(
         self,
@@ -183,7 +310,9 @@ class RecordService(Generic[ModelT]):
         record_id: uuid.UUID,
         payload: LegalBasisSet,
     ) -> LegalBasisEntry:
-        record = await self.get(session=session, principal=principal, record_id=record_id)
+        record, _ = await self.get_for_change(
+            session=session, principal=principal, record_id=record_id, operation=Operation.UPDATE
+        )
         entry = await set_legal_basis(
             session=session,
             principal=principal,
@@ -204,7 +333,8 @@ class RecordService(Generic[ModelT]):
     async def legal_basis_history(
         self, *, session: AsyncSession, principal: Principal, record_id: uuid.UUID
     ) -> list[LegalBasisEntry]:
-        await self.get(session=session, principal=principal, record_id=record_id)
+        require_operation(principal, self.module, Operation.READ)
+        await self._visible(await self.repository(session, principal), record_id)
         return await legal_basis_history(
             session=session, principal=principal, subject_type=self.module, subject_id=record_id
         )

@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from crm_service.access.permissions import Permissions, Right
 from crm_service.db.session import DbSession
 from crm_service.errors import Forbidden, Unauthorized
 from crm_service.security.scopes import Scope
@@ -46,9 +47,15 @@ class Principal:
     session_id: uuid.UUID | None = None
     client_id: str | None = None
     client_ip: str | None = field(default=None, compare=False)
+    # A user's profile and role; None for a partner client, which scopes alone limit.
+    permissions: Permissions | None = field(default=None, compare=False)
+    role_id: uuid.UUID | None = None
 
     def has(self, scope: Scope) -> bool:
         return scope in self.scopes
+
+    def has_right(self, right: Right) -> bool:
+        return self.permissions is not None and self.permissions.has(right)
 
 
 _bearer = HTTPBearer(auto_error=False, description="An access token from /v1/auth/login.")
@@ -87,4 +94,17 @@ def require(*scopes: Scope):  # noqa: ANN201 - returns a FastAPI dependency
         return principal
 
     dependency.required_scopes = scopes  # type: ignore[attr-defined]
+    return dependency
+
+
+def require_right(right: Right):  # noqa: ANN201 - returns a FastAPI dependency
+    """A dependency for administration: the `crm.admin` scope and, for a user, the profile's
+    `right`."""
+
+    async def dependency(principal: CurrentPrincipal) -> Principal:
+        if not principal.has(Scope.ADMIN) or not principal.has_right(right):
+            raise Forbidden(f"This needs the scope crm.admin and the administration right {right.value}.")
+        return principal
+
+    dependency.required_scopes = (Scope.ADMIN,)  # type: ignore[attr-defined]
     return dependency

@@ -44,7 +44,7 @@ class AccountUpdate(AccountInput):
 
 
 class AccountRead(RecordRead):
-    name: str
+    name: str | None
     website: str | None
     industry: str | None
     phone: str | None

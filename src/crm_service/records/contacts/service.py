@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_service.access.service import visibility_for
 from crm_service.records.accounts.repository import AccountRepository
 from crm_service.records.contacts.models import Contact
 from crm_service.records.contacts.repository import ContactRepository
@@ -26,7 +27,9 @@ class ContactService(RecordService[Contact]):
         await super().check_references(session=session, principal=principal, values=values)
         account_id = values.get("account_id")
         if account_id is not None:
-            if await AccountRepository(session, principal.organization_id).get(account_id) is None:
+            visibility = await visibility_for(session, principal, Module.ACCOUNTS)
+            accounts = AccountRepository(session, principal.organization_id, visibility)
+            if await accounts.get(account_id) is None:
                 raise unknown_reference("account_id", "account")
 
 

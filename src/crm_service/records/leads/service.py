@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_service.access.permissions import Operation
+from crm_service.access.service import visibility_for
 from crm_service.audit.actions import AuditAction
 from crm_service.audit.service import record as audit
 from crm_service.db.base import utcnow
@@ -23,7 +25,7 @@ from crm_service.records.leads.schemas import LeadConvert
 from crm_service.records.legal_basis import set_legal_basis
 from crm_service.records.models import LegalBasis, Module
 from crm_service.records.schemas import LegalBasisSet
-from crm_service.records.service import RecordService, unknown_reference
+from crm_service.records.service import RecordService, require_operation, unknown_reference
 from crm_service.security.principal import Principal
 
 # What a lead and a contact both hold about the person, carried over on conversion.
@@ -64,18 +66,26 @@ class LeadService(RecordService[Lead]):
 
         Runs in the request's transaction: if any step fails nothing of it is kept.
         """
-        lead = await self.get(session=session, principal=principal, record_id=lead_id)
+        lead, leads = await self.get_for_change(
+            session=session, principal=principal, record_id=lead_id, operation=Operation.UPDATE
+        )
+        require_operation(principal, Module.CONTACTS, Operation.CREATE)
         check_if_match(if_match, lead.version)
         if lead.status == LeadStatus.CONVERTED or lead.converted_contact_id is not None:
             raise Conflict("This lead is already converted.")
 
         account: Account | None = None
-        accounts = AccountRepository(session, principal.organization_id)
+        accounts = AccountRepository(
+            session,
+            principal.organization_id,
+            await visibility_for(session, principal, Module.ACCOUNTS),
+        )
         if payload.account_id is not None:
             account = await accounts.get(payload.account_id)
             if account is None:
                 raise unknown_reference("account_id", "account")
         elif payload.create_account and lead.company:
+            require_operation(principal, Module.ACCOUNTS, Operation.CREATE)
             account = await accounts.add(
                 Account(
                     organization_id=principal.organization_id,
@@ -121,7 +131,7 @@ class LeadService(RecordService[Lead]):
         lead.converted_at = utcnow()
         lead.converted_contact_id = contact.id
         lead.converted_account_id = account.id if account is not None else None
-        await self.repository(session, principal).save(lead)
+        await leads.save(lead)
         if account is not None and payload.account_id is None:
             audit(session, principal, AuditAction.RECORD_CREATED, target_type="account", target_id=account.id, fields=["name", "website", "industry", "owner_id"])
         audit(session, principal, AuditAction.RECORD_CREATED, target_type="contact", target_id=contact.id, fields=[*PERSON_FIELDS, "owner_id", "account_id"])

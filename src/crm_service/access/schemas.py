@@ -1,0 +1,176 @@
+"""Access-control bodies: profiles, roles, groups, sharing defaults, record shares."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from crm_service.access.permissions import Operation, Permissions, Right
+from crm_service.access.visibility import ShareAccess, SharingLevel
+from crm_service.records.models import Module
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+ModuleOperations = dict[Module, list[Operation]]
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProfileCreate(_Input):
+    name: Name
+    description: str | None = Field(default=None, max_length=500)
+    modules: ModuleOperations = Field(
+        default_factory=dict, description="Operations allowed per module; a module left out allows none."
+    )
+    view_sensitive: bool = Field(default=False, description="See sensitive fields unmasked (each reveal is audited).")
+    rights: list[Right] = Field(default_factory=list, description="Administration rights.")
+
+    def permissions(self) -> Permissions:
+        return Permissions(
+            modules={module: frozenset(ops) for module, ops in self.modules.items()},
+            view_sensitive=self.view_sensitive,
+            rights=frozenset(self.rights),
+        )
+
+
+class ProfileUpdate(_Input):
+    name: Name | None = None
+    description: str | None = Field(default=None, max_length=500)
+    modules: ModuleOperations | None = Field(default=None, description="Replaces the whole map.")
+    view_sensitive: bool | None = None
+    rights: list[Right] | None = None
+
+    @model_validator(mode="after")
+    def _no_nulls(self) -> ProfileUpdate:
+        for name in ("name", "modules", "view_sensitive", "rights"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+    def merged_with(self, current: Permissions) -> Permissions:
+        return Permissions(
+            modules=(
+                {module: frozenset(ops) for module, ops in self.modules.items()}
+                if self.modules is not None
+                else current.modules
+            ),
+            view_sensitive=current.view_sensitive if self.view_sensitive is None else self.view_sensitive,
+            rights=current.rights if self.rights is None else frozenset(self.rights),
+        )
+
+
+class ProfileRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_row(cls, data: Any) -> Any:
+        if isinstance(data, BaseModel) or isinstance(data, dict):
+            return data
+        return {
+            "id": data.id,
+            "name": data.name,
+            "description": data.description,
+            "builtin": data.builtin,
+            "modules": json.loads(data.module_permissions),
+            "view_sensitive": data.view_sensitive,
+            "rights": json.loads(data.rights),
+        }
+
+    id: uuid.UUID
+    name: str
+    description: str | None
+    builtin: str | None = Field(description="administrator or standard for the built-in profiles.")
+    modules: ModuleOperations
+    view_sensitive: bool
+    rights: list[Right]
+
+
+class ProfileList(BaseModel):
+    data: list[ProfileRead]
+
+
+class RoleCreate(_Input):
+    name: Name
+    parent_id: uuid.UUID | None = Field(default=None, description="The role this one reports to.")
+
+
+class RoleUpdate(_Input):
+    name: Name | None = None
+    parent_id: uuid.UUID | None = None
+
+    @model_validator(mode="after")
+    def _name_not_null(self) -> RoleUpdate:
+        if "name" in self.model_fields_set and self.name is None:
+            raise ValueError("name cannot be null")
+        return self
+
+
+class RoleRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    parent_id: uuid.UUID | None
+
+
+class RoleList(BaseModel):
+    data: list[RoleRead]
+
+
+class GroupCreate(_Input):
+    name: Name
+    member_ids: list[uuid.UUID] = Field(default_factory=list, max_length=1000)
+
+
+class GroupUpdate(_Input):
+    name: Name | None = None
+    member_ids: list[uuid.UUID] | None = Field(default=None, max_length=1000)
+
+    @model_validator(mode="after")
+    def _no_nulls(self) -> GroupUpdate:
+        for name in ("name", "member_ids"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+
+class GroupRead(BaseModel):
+    id: uuid.UUID
+    name: str
+    member_ids: list[uuid.UUID]
+
+
+class GroupList(BaseModel):
+    data: list[GroupRead]
+
+
+class SharingDefaults(_Input):
+    """Organization-wide sharing per module (private: owner and the roles above; read_only:
+    everyone reads, the owner's side edits; read_write: everyone reads and edits)."""
+
+    leads: SharingLevel
+    contacts: SharingLevel
+    accounts: SharingLevel
+
+
+class RecordShareSet(_Input):
+    access: ShareAccess
+
+
+class RecordShareRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    group_id: uuid.UUID
+    access: ShareAccess
+    created_at: datetime
+    created_by_id: uuid.UUID | None
+
+
+class RecordShareList(BaseModel):
+    data: list[RecordShareRead]
