@@ -13,9 +13,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from pydantic import BaseModel
 
+from crm_service.access.schemas import RecordShareList, RecordShareRead, RecordShareSet
 from crm_service.db.session import CommitOnSuccessRoute, DbSession
 from crm_service.errors import problem_responses
 from crm_service.records.etag import etag_for
@@ -158,6 +159,57 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
     ) -> Response:
         await service.delete(
             session=session, principal=principal, record_id=record_id, if_match=if_match
+        )
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    @router.get(
+        "/{record_id}/shares",
+        operation_id=f"list{spec.singular}Shares",
+        summary=f"The groups this {noun} is shared with",
+        response_model=RecordShareList,
+        responses=problem_responses(401, 403, 404, 422),
+    )
+    async def list_shares(record_id: uuid.UUID, principal: Reader, session: DbSession) -> Any:
+        shares = await service.shares(session=session, principal=principal, record_id=record_id)
+        return RecordShareList(data=[RecordShareRead.model_validate(s) for s in shares])
+
+    @router.put(
+        "/{record_id}/shares/{group_id}",
+        operation_id=f"share{spec.singular}",
+        summary=f"Share this {noun} with a group (read_only or read_write)",
+        response_model=RecordShareRead,
+        responses=problem_responses(401, 403, 404, 422),
+    )
+    async def share(
+        record_id: uuid.UUID,
+        group_id: uuid.UUID,
+        payload: RecordShareSet,
+        principal: Writer,
+        session: DbSession,
+        request: Request,
+    ) -> Any:
+        created = await service.share(
+            session=session,
+            principal=principal,
+            record_id=record_id,
+            group_id=group_id,
+            access=payload.access,
+            now=request.app.state.clock.now(),
+        )
+        return RecordShareRead.model_validate(created)
+
+    @router.delete(
+        "/{record_id}/shares/{group_id}",
+        operation_id=f"unshare{spec.singular}",
+        summary=f"Stop sharing this {noun} with a group",
+        status_code=status.HTTP_204_NO_CONTENT,
+        responses=problem_responses(401, 403, 404, 422),
+    )
+    async def unshare(
+        record_id: uuid.UUID, group_id: uuid.UUID, principal: Writer, session: DbSession
+    ) -> Response:
+        await service.unshare(
+            session=session, principal=principal, record_id=record_id, group_id=group_id
         )
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 

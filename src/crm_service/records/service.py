@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_service.access.models import RecordShare
 from crm_service.access.permissions import Operation
+from crm_service.access.repository import GroupRepository, RecordShareRepository
 from crm_service.access.service import visibility_for
+from crm_service.access.visibility import ShareAccess
 from crm_service.audit.actions import AuditAction
 from crm_service.audit.service import record as audit
 from crm_service.auth.repository import UserRepository
@@ -329,6 +333,71 @@ class RecordService(Generic[ModelT]):
             fields=["legal_basis"],
         )
         return entry
+
+    async def shares(
+        self, *, session: AsyncSession, principal: Principal, record_id: uuid.UUID
+    ) -> list[RecordShare]:
+        require_operation(principal, self.module, Operation.READ)
+        await self._visible(await self.repository(session, principal), record_id)
+        return await RecordShareRepository(session, principal.organization_id).of_record(
+            self.module.value, record_id
+        )
+
+    async def share(
+        self,
+        *,
+        session: AsyncSession,
+        principal: Principal,
+        record_id: uuid.UUID,
+        group_id: uuid.UUID,
+        access: ShareAccess,
+        now: datetime,
+    ) -> RecordShare:
+        """Share the record with a group; whoever may change the record may share it."""
+        await self.get_for_change(
+            session=session, principal=principal, record_id=record_id, operation=Operation.UPDATE
+        )
+        if await GroupRepository(session, principal.organization_id).get(group_id) is None:
+            raise NotFound("No such group.")
+        shares = RecordShareRepository(session, principal.organization_id)
+        share = await shares.find(self.module.value, record_id, group_id)
+        if share is None:
+            share = await shares.add(
+                RecordShare(
+                    organization_id=principal.organization_id,
+                    module=self.module.value,
+                    record_id=record_id,
+                    group_id=group_id,
+                    access=access.value,
+                    created_at=now,
+                    created_by_id=principal.user_id,
+                )
+            )
+        else:
+            share.access = access.value
+        audit(
+            session,
+            principal,
+            AuditAction.RECORD_SHARED,
+            target_type=self.noun,
+            target_id=record_id,
+            reason=access.value,
+        )
+        await session.flush()
+        return share
+
+    async def unshare(
+        self, *, session: AsyncSession, principal: Principal, record_id: uuid.UUID, group_id: uuid.UUID
+    ) -> None:
+        await self.get_for_change(
+            session=session, principal=principal, record_id=record_id, operation=Operation.UPDATE
+        )
+        shares = RecordShareRepository(session, principal.organization_id)
+        share = await shares.find(self.module.value, record_id, group_id)
+        if share is None:
+            raise NotFound("The record is not shared with this group.")
+        await shares.delete(share)
+        audit(session, principal, AuditAction.RECORD_UNSHARED, target_type=self.noun, target_id=record_id)
 
     async def legal_basis_history(
         self, *, session: AsyncSession, principal: Principal, record_id: uuid.UUID
