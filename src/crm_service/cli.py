@@ -367,6 +367,39 @@ def keys_status() -> None:
     typer.echo(json.dumps(asyncio.run(run()), indent=2))
 
 
+@app.command()
+def worker(
+    once: Annotated[
+        bool, typer.Option("--once", help="Run the jobs that are due, then exit (for cron).")
+    ] = False,
+) -> None:
+    """Run periodic jobs: purge the recycle bin and expired audit events. Any number of
+    workers may run; on PostgreSQL no job's work is done twice."""
+    settings = _settings()
+
+    async def run() -> dict[str, int] | None:
+        from crm_service.clock import Clock
+        from crm_service.jobs.worker import run_due_jobs, run_forever
+
+        if settings.is_embedded:
+            await _migrate(settings)
+        engine, sessionmaker = _database(settings)
+        try:
+            if once:
+                return await run_due_jobs(sessionmaker, settings, Clock().now())
+            await run_forever(sessionmaker, settings, Clock().now)
+            return None
+        finally:
+            await engine.dispose()
+
+    try:
+        done = asyncio.run(run())
+    except KeyboardInterrupt:
+        return
+    if done is not None:
+        typer.echo(json.dumps(done))
+
+
 audit = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 app.add_typer(audit, name="audit")
 

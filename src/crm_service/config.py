@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     session_absolute_ttl_seconds: int = Field(default=12 * 3600, ge=60)
     session_idle_ttl_seconds: int = Field(default=30 * 60, ge=60)
 
+    # Retention (days): the recycle bin before the worker purges, the audit log.
+    recycle_bin_retention_days: int = Field(default=60, ge=1)
+    audit_retention_days: int = Field(default=3 * 365, ge=30)
+    # How often `crm-service worker` looks for due jobs.
+    worker_interval_seconds: float = Field(default=60.0, gt=0)
+
     # Request handling
     max_request_body_bytes: int = Field(default=1_048_576, ge=1024)
     log_level: str = "INFO"

@@ -27,6 +27,7 @@ from crm_service.orgs.router import router as settings_router
 from crm_service.records.accounts.router import router as accounts_router
 from crm_service.records.contacts.router import router as contacts_router
 from crm_service.records.leads.router import router as leads_router
+from crm_service.records.recycle_bin import router as recycle_bin_router
 from crm_service.security.body_limit import BodySizeLimitMiddleware
 from crm_service.security.client_ip import resolve_client_ip
 
@@ -50,6 +51,7 @@ ROUTERS = (
     leads_router,
     contacts_router,
     accounts_router,
+    recycle_bin_router,
     settings_router,
     access_router,
     audit_router,

@@ -4,7 +4,7 @@ The app (`main.py`) and the CLI import this before touching the database.
 """
 
 from crm_service.access.models import Group, GroupMember, Profile, RecordShare, Role, SharingDefault
-from crm_service.audit.models import AuditChain, AuditEvent
+from crm_service.audit.models import AuditChain, AuditEvent, RecordHistoryEntry
 from crm_service.auth.models import (
     AuthSession,
     IdentityProvider,
@@ -16,6 +16,7 @@ from crm_service.auth.models import (
     UserIdentity,
 )
 from crm_service.crypto.models import DataKeyRecord
+from crm_service.jobs.models import WorkerJob
 from crm_service.orgs.models import FieldClassification, IpAllowlist, Organization
 from crm_service.records.accounts.models import Account
 from crm_service.records.contacts.models import Contact
@@ -29,6 +30,7 @@ __all__ = [
     "Group",
     "GroupMember",
     "Profile",
+    "RecordHistoryEntry",
     "RecordShare",
     "Role",
     "SharingDefault",
@@ -47,4 +49,5 @@ __all__ = [
     "TotpCredential",
     "User",
     "UserIdentity",
+    "WorkerJob",
 ]

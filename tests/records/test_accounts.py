@@ -188,7 +188,7 @@ async def test_delete_answers_204_then_the_account_is_gone(org: Org) -> None:
     assert await list_ids(org, {}) == [kept["id"]]
 
 
-async def test_deleting_an_account_keeps_its_contacts_unlinked(org: Org) -> None:
+async def test_a_binned_account_keeps_its_contacts_and_purging_unlinks_them(org: Org) -> None:
     account = (await create_account(org)).json()
     contact = await org.client.post(
         "/v1/contacts",
@@ -196,12 +196,22 @@ async def test_deleting_an_account_keeps_its_contacts_unlinked(org: Org) -> None
         headers=org.headers,
     )
     assert contact.status_code == 201, contact.text
+    contact_url = f"/v1/contacts/{contact.json()['id']}"
 
     deleted = await org.client.delete(f"/v1/accounts/{account['id']}", headers=org.headers)
 
+    # In the recycle bin the account is gone from the API, but restoring it must bring the
+    # relationship back, so the contact keeps it meanwhile.
     assert deleted.status_code == 204
-    fetched = await org.client.get(f"/v1/contacts/{contact.json()['id']}", headers=org.headers)
+    assert (await org.client.get(f"/v1/accounts/{account['id']}", headers=org.headers)).status_code == 404
+    fetched = await org.client.get(contact_url, headers=org.headers)
     assert fetched.status_code == 200, fetched.text
+    assert fetched.json()["account_id"] == account["id"]
+
+    purged = await org.client.delete(f"/v1/recycle-bin/accounts/{account['id']}", headers=org.headers)
+
+    assert purged.status_code == 204, purged.text
+    fetched = await org.client.get(contact_url, headers=org.headers)
     assert fetched.json()["account_id"] is None
     assert fetched.json()["last_name"] == "Lovelace"
 

@@ -93,6 +93,10 @@ async def test_create_get_update_delete_lead(org: Org) -> None:
     deleted = await org.client.delete(f"/v1/leads/{lead['id']}", headers=org.headers)
     assert deleted.status_code == 204
     assert_problem(await org.client.get(f"/v1/leads/{lead['id']}", headers=org.headers), 404)
+    # Deleted means in the recycle bin until purged; purged means gone.
+    assert await count_rows(org.app, "leads", org.id) == 1
+    purged = await org.client.delete(f"/v1/recycle-bin/leads/{lead['id']}", headers=org.headers)
+    assert purged.status_code == 204, purged.text
     assert await count_rows(org.app, "leads", org.id) == 0
 
 

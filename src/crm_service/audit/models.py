@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crm_service.db.base import Base, IdMixin, OrganizationScoped
@@ -62,3 +62,26 @@ class AuditChain(Base):
     anchor_mac: Mapped[str] = mapped_column(String(64))
     # MAC over the head itself, so a truncated tail cannot be hidden by editing the head.
     head_mac: Mapped[str] = mapped_column(String(64))
+
+
+class RecordHistoryEntry(IdMixin, OrganizationScoped, Base):
+    """One change of a record: who, when, which fields, and the old and new values sealed
+    under the record's key (the data subject's for leads and contacts), so erasing the
+    subject makes its history unreadable too."""
+
+    __tablename__ = "record_history"
+    __table_args__ = (
+        Index("ix_record_history_record", "organization_id", "module", "record_id", "occurred_at"),
+    )
+
+    module: Mapped[str] = mapped_column(String(16))
+    record_id: Mapped[uuid.UUID]
+    occurred_at: Mapped[datetime]
+    actor_type: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[uuid.UUID | None]
+    # created, updated, deleted, restored, converted
+    action: Mapped[str] = mapped_column(String(16))
+    # JSON array of the field names changed.
+    fields: Mapped[str] = mapped_column(Text, default="[]")
+    # Sealed JSON {field: [old, new]}; null when the change carries no values.
+    changes_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)

@@ -96,16 +96,16 @@ async def organizations_with_events(session: AsyncSession) -> list[uuid.UUID]:
 async def chain_events(
     session: AsyncSession, organization_id: uuid.UUID, shard: int, *, batch: int = 1000
 ) -> AsyncIterator[AuditEvent]:
-    """One chain's events in order, in batches (a log can be large)."""
-    after = -1
+    """One chain's events in order, in batches (a log can be large). Every seq, even one
+    no writer would produce (zero, negative), so a forged place cannot hide."""
+    after: int | None = None
     while True:
+        where = [AuditEvent.organization_id == organization_id, AuditEvent.shard == shard]
+        if after is not None:
+            where.append(AuditEvent.seq > after)
         result = await session.execute(
             select(AuditEvent)
-            .where(
-                AuditEvent.organization_id == organization_id,
-                AuditEvent.shard == shard,
-                AuditEvent.seq > after,
-            )
+            .where(*where)
             .order_by(AuditEvent.seq, AuditEvent.id)
             .limit(batch)
         )

@@ -181,13 +181,15 @@ def _refuse_commit_with_unwritten_events(session: Session) -> None:
 @dataclass(frozen=True)
 class ChainBreak:
     organization_id: uuid.UUID
-    shard: int
+    shard: int | None  # None: the organization as a whole
     event_id: uuid.UUID | None
     seq: int | None
     problem: str
 
     def describe(self) -> str:
-        where = f"organization {self.organization_id} chain {self.shard}"
+        where = f"organization {self.organization_id}"
+        if self.shard is not None:
+            where += f" chain {self.shard}"
         if self.event_id is not None:
             return f"{where}: event {self.event_id} (seq {self.seq}): {self.problem}"
         return f"{where}: {self.problem}"
@@ -214,7 +216,12 @@ async def verify_organization(
         result.breaks.append(
             ChainBreak(organization_id, stray.shard, stray.id, stray.seq, "belongs to no chain")
         )
-    if heads:
+    if not heads:
+        # Creating an organization writes its first events, which create every chain.
+        result.breaks.append(
+            ChainBreak(organization_id, None, None, None, "the organization has no audit log at all")
+        )
+    else:
         # Every chain's head is created with the organization's first event.
         for missing in sorted(set(range(CHAINS)) - {head.shard for head in heads}):
             result.breaks.append(

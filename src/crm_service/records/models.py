@@ -59,6 +59,11 @@ class RecordColumns(IdMixin, TimestampMixin, OrganizationScoped):
     )
     data_key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("data_keys.id"))
     version: Mapped[int] = mapped_column(default=1)
+    # In the recycle bin since then (and by whom); purged for good after the retention.
+    deleted_at: Mapped[datetime | None]
+    deleted_by_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
 
     @declared_attr.directive
     def __mapper_args__(cls) -> dict[str, Any]:  # noqa: N805
@@ -74,6 +79,7 @@ class RecordColumns(IdMixin, TimestampMixin, OrganizationScoped):
             Index(f"ix_{name}_org_created", "organization_id", "created_at", "id"),
             Index(f"ix_{name}_org_updated", "organization_id", "updated_at", "id"),
             Index(f"ix_{name}_data_key_id", "data_key_id"),
+            Index(f"ix_{name}_org_deleted", "organization_id", "deleted_at"),
             *(
                 Index(f"ix_{name}_{field}_bidx", "organization_id", f"{field}_bidx")
                 for field in indexed

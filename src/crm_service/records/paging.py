@@ -12,7 +12,7 @@ import binascii
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -64,7 +64,16 @@ class Cursor:
             )
             if cursor.value.tzinfo is None:
                 raise ValueError("naive timestamp")
-        except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            cursor.value.astimezone(UTC)  # representable in UTC
+        except (
+            binascii.Error,
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            OverflowError,
+            UnicodeDecodeError,
+        ) as exc:
             raise _cursor_problem("is not a cursor this service issued") from exc
         if cursor.sort is not sort:
             raise _cursor_problem("was issued for another sort order")

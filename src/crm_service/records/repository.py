@@ -40,8 +40,11 @@ class RecordRepository(OrganizationRepository[ModelT]):
         self.storage = RecordStorage(session, organization_id, self.module)
         self.visibility = visibility
 
-    def scoped(self) -> Select[tuple[ModelT]]:
-        statement = super().scoped()
+    def scoped(self, *, binned: bool = False) -> Select[tuple[ModelT]]:
+        """The caller's visible records: live ones, or those in the recycle bin."""
+        statement = super().scoped().where(
+            self.model.deleted_at.is_not(None) if binned else self.model.deleted_at.is_(None)
+        )
         if self.visibility is not None:
             clause = self.visibility.read_clause(self.model)
             if clause is not None:
@@ -74,11 +77,46 @@ class RecordRepository(OrganizationRepository[ModelT]):
                 clauses.append(getattr(self.model, name) == value)
         return clauses
 
-    async def get(self, id_: uuid.UUID) -> ModelT | None:
-        record = await super().get(id_)
+    async def get(self, id_: uuid.UUID, *, binned: bool = False) -> ModelT | None:
+        result = await self.session.execute(
+            self.scoped(binned=binned).where(self.model.id == id_)
+        )
+        record = result.scalar_one_or_none()
         if record is not None:
             await self.storage.reveal([record])
         return record
+
+    async def binned_page(
+        self, *, after: tuple[Any, uuid.UUID] | None, limit: int
+    ) -> list[ModelT]:
+        """Records in the recycle bin, most recently deleted first (not revealed)."""
+        statement = self.scoped(binned=True)
+        if after is not None:
+            at, id_ = after
+            statement = statement.where(
+                (self.model.deleted_at < at)
+                | ((self.model.deleted_at == at) & (self.model.id < id_))
+            )
+        statement = statement.order_by(self.model.deleted_at.desc(), self.model.id.desc())
+        return list((await self.session.execute(statement.limit(limit))).scalars())
+
+    async def expired_in_bin(self, before: Any, limit: int) -> list[ModelT]:
+        """Binned records deleted before `before`, of every organization (the worker's)."""
+        statement = (
+            select(self.model)
+            .where(self.model.deleted_at.is_not(None), self.model.deleted_at < before)
+            .order_by(self.model.deleted_at, self.model.id)
+            .limit(limit)
+        )
+        return list((await self.session.execute(statement)).scalars())
+
+    async def subject_in_use(self, subject_id: uuid.UUID, *, except_id: uuid.UUID) -> bool:
+        statement = select(self.model.id).where(
+            self.model.organization_id == self.organization_id,
+            self.model.subject_id == subject_id,
+            self.model.id != except_id,
+        )
+        return (await self.session.execute(statement.limit(1))).first() is not None
 
     async def page(self, *, filters: dict[str, Any], request: PageRequest) -> Page:
         statement = self.scoped().where(*await self.filter_clauses(filters))

@@ -9,6 +9,7 @@ basis and its history.
 # No `from __future__ import annotations`: FastAPI reads these endpoints' annotations at
 # definition time, and they name the classes of the module being built.
 
+import json
 import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -20,7 +21,15 @@ from crm_service.access.schemas import RecordShareList, RecordShareRead, RecordS
 from crm_service.db.session import CommitOnSuccessRoute, DbSession
 from crm_service.errors import problem_responses
 from crm_service.records.etag import etag_for
-from crm_service.records.schemas import LegalBasisEntryRead, LegalBasisHistory, LegalBasisSet
+from crm_service.records.schemas import (
+    FieldChange,
+    HistoryEntryRead,
+    HistoryPage,
+    HistoryQuery,
+    LegalBasisEntryRead,
+    LegalBasisHistory,
+    LegalBasisSet,
+)
 from crm_service.records.service import RecordService
 from crm_service.security.principal import Principal, require
 from crm_service.security.scopes import Scope
@@ -161,6 +170,46 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
             session=session, principal=principal, record_id=record_id, if_match=if_match
         )
         return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    @router.get(
+        "/{record_id}/history",
+        operation_id=f"get{spec.singular}History",
+        summary=f"Each change of the {noun}: who, when, which fields, old and new values",
+        response_model=HistoryPage,
+        responses=problem_responses(401, 403, 404, 422),
+    )
+    async def history(
+        record_id: uuid.UUID,
+        query: Annotated[HistoryQuery, Query()],
+        principal: Reader,
+        session: DbSession,
+    ) -> Any:
+        items, masked, next_cursor = await service.history(
+            session=session,
+            principal=principal,
+            record_id=record_id,
+            limit=query.limit,
+            cursor=query.cursor,
+        )
+        return HistoryPage(
+            data=[
+                HistoryEntryRead(
+                    id=item.entry.id,
+                    occurred_at=item.entry.occurred_at,
+                    actor_type=item.entry.actor_type,
+                    actor_id=item.entry.actor_id,
+                    action=item.entry.action,
+                    fields=json.loads(item.entry.fields),
+                    changes=None
+                    if item.changes is None
+                    else {k: FieldChange(old=o, new=n) for k, (o, n) in item.changes.items()},
+                    erased=item.erased,
+                )
+                for item in items
+            ],
+            masked_fields=masked,
+            next_cursor=next_cursor,
+        )
 
     @router.get(
         "/{record_id}/shares",

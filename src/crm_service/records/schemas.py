@@ -201,3 +201,49 @@ class PersonQuery(RecordQuery):
         max_length=32,
         description="Matches phone or mobile, however the number is written.",
     )
+
+
+class FieldChange(BaseModel):
+    old: Any = None
+    new: Any = None
+
+
+class HistoryEntryRead(BaseModel):
+    id: uuid.UUID
+    occurred_at: datetime
+    actor_type: str
+    actor_id: uuid.UUID | None
+    action: str = Field(description="created, updated, deleted, restored or converted.")
+    fields: list[str] = Field(description="The fields changed.")
+    changes: dict[str, FieldChange] | None = Field(
+        description="Old and new value per field; null when the change carries no values or "
+        "the data subject was erased."
+    )
+    erased: bool = Field(description="The values were erased with the data subject.")
+
+
+class HistoryPage(BaseModel):
+    data: list[HistoryEntryRead]
+    masked_fields: list[str] = Field(
+        description="Sensitive fields whose values are answered as null for you."
+    )
+    next_cursor: str | None
+
+
+class HistoryQuery(InputModel):
+    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+    cursor: str | None = Field(default=None, max_length=512)
+
+
+class RecycleBinEntry(BaseModel):
+    module: str
+    id: uuid.UUID
+    owner_id: uuid.UUID | None
+    deleted_at: datetime
+    deleted_by_id: uuid.UUID | None
+    purge_after: datetime = Field(description="When the worker purges it for good.")
+
+
+class RecycleBinPage(BaseModel):
+    data: list[RecycleBinEntry]
+    next_cursor: str | None

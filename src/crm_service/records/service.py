@@ -26,15 +26,24 @@ from crm_service.access.repository import GroupRepository, RecordShareRepository
 from crm_service.access.service import visibility_for
 from crm_service.access.visibility import ShareAccess
 from crm_service.audit.actions import AuditAction
+from crm_service.audit.history import (
+    HistoryAction,
+    HistoryItem,
+    delete_history,
+    note_change,
+    read_history,
+)
+from crm_service.audit.service import Actor
 from crm_service.audit.service import record as audit
 from crm_service.auth.repository import UserRepository
-from crm_service.db.base import Base
+from crm_service.crypto.service import keyring_for
+from crm_service.db.base import Base, utcnow
 from crm_service.errors import FieldProblem, Forbidden, Gone, NotFound, ValidationFailed
 from crm_service.records.etag import check_if_match
 from crm_service.records.fields import Classification
 from crm_service.records.legal_basis import legal_basis_history, set_legal_basis
 from crm_service.records.models import LegalBasisEntry, Module, PersonColumns, SourceChannel
-from crm_service.records.paging import Page, PageRequest
+from crm_service.records.paging import Cursor, Page, PageRequest, RecordSort
 from crm_service.records.repository import RecordRepository
 from crm_service.records.schemas import LegalBasisSet
 from crm_service.security.principal import Principal
@@ -61,6 +70,36 @@ def require_operation(principal: Principal, module: Module, operation: Operation
 
 def sees_sensitive(principal: Principal) -> bool:
     return principal.permissions is not None and principal.permissions.view_sensitive
+
+
+async def purge_record(
+    session: AsyncSession,
+    actor: Actor,
+    repository: RecordRepository[Any],
+    record: Any,
+    *,
+    noun: str,
+) -> None:
+    """Delete a binned record for good: its row, shares and history; and, when no other
+    record is the same data subject, the subject's keys, so no copy anywhere stays readable."""
+    module = repository.module.value
+    await RecordShareRepository(session, record.organization_id).delete_for_record(module, record.id)
+    await delete_history(session, record.organization_id, module, record.id)
+    subject_id = getattr(record, "subject_id", None)
+    await session.delete(record)
+    await session.flush()
+    if subject_id is not None:
+        # A lead and the contact it became are one data subject.
+        from crm_service.records.contacts.repository import ContactRepository
+        from crm_service.records.leads.repository import LeadRepository
+
+        still_used = [
+            await other(session, record.organization_id).subject_in_use(subject_id, except_id=record.id)
+            for other in (LeadRepository, ContactRepository)
+        ]
+        if not any(still_used):
+            await keyring_for(session, record.organization_id).destroy_subject_keys(subject_id)
+    audit(session, actor, AuditAction.RECORD_PURGED, target_type=noun, target_id=record.id)
 
 
 class RecordService(Generic[ModelT]):
@@ -193,9 +232,37 @@ class RecordService(Generic[ModelT]):
             )
         created = await repository.add(record)
         self.audit_created(session, principal, created, values)
+        await self.note(
+            session,
+            principal,
+            repository,
+            created,
+            HistoryAction.CREATED,
+            {name: (None, value) for name, value in values.items() if value is not None},
+        )
         # The caller just sent these values: showing them back is no reveal.
         await self.show(session, principal, repository, [created], audit_reveals=False)
         return created
+
+    async def note(
+        self,
+        session: AsyncSession,
+        principal: Principal | Actor,
+        repository: RecordRepository[Any],
+        record: Any,
+        action: HistoryAction,
+        changes: dict[str, tuple[Any, Any]],
+    ) -> None:
+        """Append to the record's history (values sealed under the record's key)."""
+        await note_change(
+            session,
+            principal if isinstance(principal, Actor) else Actor.of(principal),
+            storage=repository.storage,
+            record=record,
+            module=self.module.value,
+            action=action,
+            changes=changes,
+        )
 
     def audit_created(
         self, session: AsyncSession, principal: Principal, record: Any, values: dict[str, Any]
@@ -257,10 +324,20 @@ class RecordService(Generic[ModelT]):
         self.check_editable(record)
         await self.check_sensitive_input(principal, repository, changes)
         await self.check_references(session=session, principal=principal, values=changes)
-        changed = [name for name, value in changes.items() if getattr(record, name) != value]
+        before = {name: getattr(record, name) for name in changes}
+        changed = [name for name, value in changes.items() if before[name] != value]
         for name in changed:
             setattr(record, name, changes[name])
         saved = await repository.save(record)
+        if changed:
+            await self.note(
+                session,
+                principal,
+                repository,
+                saved,
+                HistoryAction.UPDATED,
+                {name: (before[name], changes[name]) for name in changed},
+            )
         if changed:
             audit(
                 session,
@@ -285,8 +362,103 @@ class RecordService(Generic[ModelT]):
             session=session, principal=principal, record_id=record_id, operation=Operation.DELETE
         )
         check_if_match(if_match, record.version)  # type: ignore[attr-defined]
-        await repository.delete(record)
+        record.deleted_at = utcnow()  # type: ignore[attr-defined]
+        record.deleted_by_id = principal.user_id  # type: ignore[attr-defined]
+        await repository.save(record)
+        await self.note(session, principal, repository, record, HistoryAction.DELETED, {})
         audit(session, principal, AuditAction.RECORD_DELETED, target_type=self.noun, target_id=record_id)
+
+    async def _binned_for_change(
+        self, session: AsyncSession, principal: Principal, record_id: uuid.UUID
+    ) -> tuple[Any, RecordRepository[ModelT]]:
+        require_operation(principal, self.module, Operation.DELETE)
+        repository = await self.repository(session, principal)
+        record = await repository.get(record_id, binned=True)
+        if record is None:
+            raise NotFound(f"No such {self.noun} in the recycle bin.")
+        if not await repository.writable(record_id):
+            raise Forbidden(f"The sharing rules do not let you change this {self.noun}.")
+        return record, repository
+
+    async def restore(
+        self, *, session: AsyncSession, principal: Principal, record_id: uuid.UUID
+    ) -> ModelT:
+        record, repository = await self._binned_for_change(session, principal, record_id)
+        record.deleted_at = None
+        record.deleted_by_id = None
+        await repository.save(record)
+        await self.note(session, principal, repository, record, HistoryAction.RESTORED, {})
+        audit(session, principal, AuditAction.RECORD_RESTORED, target_type=self.noun, target_id=record_id)
+        return record
+
+    async def purge(
+        self, *, session: AsyncSession, principal: Principal, record_id: uuid.UUID
+    ) -> None:
+        record, repository = await self._binned_for_change(session, principal, record_id)
+        await purge_record(session, Actor.of(principal), repository, record, noun=self.noun)
+
+    async def history(
+        self,
+        *,
+        session: AsyncSession,
+        principal: Principal,
+        record_id: uuid.UUID,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[HistoryItem], list[str], str | None]:
+        """The record's changes, newest first; the sensitive fields masked for this caller;
+        the next cursor. Showing stored sensitive values is audited as a reveal."""
+        require_operation(principal, self.module, Operation.READ)
+        repository = await self.repository(session, principal)
+        await self._visible(repository, record_id)
+        after = None
+        if cursor is not None:
+            decoded = Cursor.decode(cursor, RecordSort.CREATED_DESC)
+            after = (decoded.value, decoded.id)
+        items = await read_history(
+            session,
+            storage=repository.storage,
+            organization_id=principal.organization_id,
+            module=self.module.value,
+            record_id=record_id,
+            after=after,
+            limit=limit,
+        )
+        next_cursor = None
+        if len(items) > limit:
+            items = items[:limit]
+            last = items[-1].entry
+            next_cursor = Cursor(RecordSort.CREATED_DESC, last.occurred_at, last.id).encode()
+        sensitive = await self.sensitive_fields(repository)
+        masked: list[str] = []
+        if not sees_sensitive(principal):
+            masked = sensitive
+            for item in items:
+                if item.changes is not None:
+                    for name in masked:
+                        if name in item.changes:
+                            item.changes[name] = (None, None)
+        else:
+            revealed = sorted(
+                {
+                    name
+                    for item in items
+                    if item.changes is not None
+                    for name in sensitive
+                    if name in item.changes and item.changes[name] != (None, None)
+                }
+            )
+            if revealed:
+                audit(
+                    session,
+                    principal,
+                    AuditAction.RECORD_SENSITIVE_REVEALED,
+                    target_type=self.noun,
+                    target_id=record_id,
+                    fields=revealed,
+                    reason="history",
+                )
+        return items, masked, next_cursor
 
     async def list(
         self, *, session: AsyncSession, principal: Principal, query: BaseModel
@@ -317,12 +489,21 @@ class RecordService(Generic[ModelT]):
         record, _ = await self.get_for_change(
             session=session, principal=principal, record_id=record_id, operation=Operation.UPDATE
         )
+        before = record.legal_basis
         entry = await set_legal_basis(
             session=session,
             principal=principal,
             subject_type=self.module,
             record=record,
             payload=payload,
+        )
+        await self.note(
+            session,
+            principal,
+            await self.repository(session, principal),
+            record,
+            HistoryAction.UPDATED,
+            {"legal_basis": (before, payload.basis.value)},
         )
         audit(
             session,

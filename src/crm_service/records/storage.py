@@ -81,6 +81,10 @@ class RecordStorage:
             )
         return self._generation
 
+    async def key_for(self, record: Any) -> DataKey:
+        """The key that seals new values of `record` (what derives from it, like history)."""
+        return await self._active_key(record)
+
     async def _active_key(self, record: Any) -> DataKey:
         generation = await self.generation()
         if isinstance(record, PersonColumns):

@@ -10,13 +10,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm_service.access.permissions import Operation
 from crm_service.access.service import visibility_for
 from crm_service.audit.actions import AuditAction
+from crm_service.audit.history import HistoryAction
 from crm_service.audit.service import record as audit
 from crm_service.db.base import utcnow
 from crm_service.errors import Conflict
 from crm_service.records.accounts.models import Account
 from crm_service.records.accounts.repository import AccountRepository
 from crm_service.records.contacts.models import Contact
-from crm_service.records.contacts.repository import ContactRepository
+from crm_service.records.contacts.service import contacts as contact_service
 from crm_service.records.etag import check_if_match
 from crm_service.records.fields import CATALOG
 from crm_service.records.leads.models import Lead, LeadStatus
@@ -99,7 +100,8 @@ class LeadService(RecordService[Lead]):
 
         # The contact is the same data subject: same subject id, so the same data key, and
         # the lead's origin, since where the person came from does not change.
-        contact = await ContactRepository(session, principal.organization_id).add(
+        contact_repository = await contact_service.repository(session, principal)
+        contact = await contact_repository.add(
             Contact(
                 organization_id=principal.organization_id,
                 subject_id=lead.subject_id,
@@ -127,11 +129,32 @@ class LeadService(RecordService[Lead]):
                 carried_from_lead_id=lead.id,
             )
 
+        before_status = lead.status
         lead.status = LeadStatus.CONVERTED.value
         lead.converted_at = utcnow()
         lead.converted_contact_id = contact.id
         lead.converted_account_id = account.id if account is not None else None
         await leads.save(lead)
+        await self.note(
+            session,
+            principal,
+            leads,
+            lead,
+            HistoryAction.CONVERTED,
+            {
+                "status": (before_status, lead.status),
+                "converted_contact_id": (None, contact.id),
+                "converted_account_id": (None, lead.converted_account_id),
+            },
+        )
+        await contact_service.note(
+            session,
+            principal,
+            contact_repository,
+            contact,
+            HistoryAction.CREATED,
+            {name: (None, getattr(contact, name)) for name in PERSON_FIELDS if getattr(contact, name) is not None},
+        )
         if account is not None and payload.account_id is None:
             audit(session, principal, AuditAction.RECORD_CREATED, target_type="account", target_id=account.id, fields=["name", "website", "industry", "owner_id"])
         audit(session, principal, AuditAction.RECORD_CREATED, target_type="contact", target_id=contact.id, fields=[*PERSON_FIELDS, "owner_id", "account_id"])

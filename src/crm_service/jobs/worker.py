@@ -1,0 +1,137 @@
+"""`crm-service worker`: the one process for periodic jobs.
+
+Each job runs in one transaction that holds its `worker_jobs` row: on PostgreSQL the row is
+claimed with FOR UPDATE SKIP LOCKED, so a second worker skips a job another is running; on
+SQLite the first write takes the database's write lock, and the second worker, once it gets
+it, finds the job no longer due. Either way no job's work is done twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from crm_service.config import Settings
+from crm_service.db.session import commit
+from crm_service.jobs.models import WorkerJob
+
+logger = structlog.get_logger("crm_service.worker")
+
+BATCH_SIZE = 200
+
+
+async def _purge_recycle_bin(session: AsyncSession, settings: Settings, now: datetime) -> int:
+    from crm_service.records.recycle_bin import purge_expired
+
+    retention = timedelta(days=settings.recycle_bin_retention_days)
+    return await purge_expired(session, now=now, retention=retention, batch_size=BATCH_SIZE)
+
+
+async def _purge_audit_log(session: AsyncSession, settings: Settings, now: datetime) -> int:
+    from crm_service.audit.repository import organizations_with_events
+    from crm_service.audit.service import purge_expired
+
+    retention = timedelta(days=settings.audit_retention_days)
+    purged = 0
+    for organization_id in await organizations_with_events(session):
+        purged += await purge_expired(session, organization_id, retention=retention, now=now)
+    return purged
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    every: timedelta
+    run: Callable[[AsyncSession, Settings, datetime], Awaitable[int]]
+    # A run that did a full batch is due again at once: there may be more.
+    batch_size: int | None = None
+
+
+JOBS: tuple[Job, ...] = (
+    Job("purge_recycle_bin", timedelta(hours=1), _purge_recycle_bin, batch_size=BATCH_SIZE),
+    Job("purge_audit_log", timedelta(days=1), _purge_audit_log),
+)
+
+
+async def _ensure_rows(session: AsyncSession) -> None:
+    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+    await session.execute(
+        dialect.insert(WorkerJob)
+        .values([{"name": job.name} for job in JOBS])
+        .on_conflict_do_nothing()
+    )
+    await commit(session)
+
+
+async def _claim(session: AsyncSession, job: Job) -> WorkerJob | None:
+    """Lock the job's row for this transaction; None when another worker holds it."""
+    statement = select(WorkerJob).where(WorkerJob.name == job.name)
+    if session.bind.dialect.name == "postgresql":
+        statement = statement.with_for_update(skip_locked=True)
+    else:
+        # Take SQLite's write lock before reading, so the read below is the latest.
+        await session.execute(
+            update(WorkerJob)
+            .where(WorkerJob.name == job.name)
+            .values(last_started_at=WorkerJob.last_started_at)
+        )
+    return (await session.execute(statement.execution_options(populate_existing=True))).scalar_one_or_none()
+
+
+def _due(row: WorkerJob, job: Job, now: datetime) -> bool:
+    return row.last_finished_at is None or row.last_finished_at + job.every <= now
+
+
+async def run_due_jobs(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    now: datetime,
+    *,
+    only: set[str] | None = None,
+) -> dict[str, int]:
+    """Run each due job once; returns what each job that ran did."""
+    async with sessionmaker() as session:
+        await _ensure_rows(session)
+    done: dict[str, int] = {}
+    for job in JOBS:
+        if only is not None and job.name not in only:
+            continue
+        try:
+            async with sessionmaker() as session:
+                row = await _claim(session, job)
+                if row is None or not _due(row, job, now):
+                    continue
+                row.last_started_at = now
+                result = await job.run(session, settings, now)
+                row.last_result = result
+                if job.batch_size is None or result < job.batch_size:
+                    row.last_finished_at = now
+                await commit(session)
+        except OperationalError:
+            # SQLite: another worker held the write lock for longer than the busy timeout.
+            logger.warning("job_skipped_busy", job=job.name)
+            continue
+        done[job.name] = result
+        logger.info("job_done", job=job.name, result=result)
+    return done
+
+
+async def run_forever(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    clock: Callable[[], datetime],
+) -> None:
+    run_id = uuid.uuid4().hex[:8]
+    logger.info("worker_started", worker=run_id, jobs=[job.name for job in JOBS])
+    while True:
+        await run_due_jobs(sessionmaker, settings, clock())
+        await asyncio.sleep(settings.worker_interval_seconds)

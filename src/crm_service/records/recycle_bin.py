@@ -1,0 +1,164 @@
+"""The recycle bin: deleted leads, contacts and accounts, listed, restored or purged.
+
+`DELETE /v1/{module}/{id}` moves a record here; the worker purges what has been here longer
+than CRM_RECYCLE_BIN_RETENTION_DAYS. Purging is for good (see `purge_record`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from pydantic import Field
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm_service.access.permissions import Operation
+from crm_service.audit.service import Actor
+from crm_service.db.session import CommitOnSuccessRoute, DbSession
+from crm_service.errors import Forbidden, problem_responses
+from crm_service.records.accounts.service import accounts
+from crm_service.records.contacts.service import contacts
+from crm_service.records.leads.service import leads
+from crm_service.records.models import Module
+from crm_service.records.paging import DEFAULT_LIMIT, MAX_LIMIT, Cursor, RecordSort
+from crm_service.records.schemas import InputModel, RecycleBinEntry, RecycleBinPage
+from crm_service.records.service import RecordService, purge_record
+from crm_service.security.principal import Principal, require
+from crm_service.security.scopes import Scope
+
+SERVICES: dict[Module, RecordService[Any]] = {
+    Module.LEADS: leads,
+    Module.CONTACTS: contacts,
+    Module.ACCOUNTS: accounts,
+}
+
+
+# Any signed-in caller; the module's scopes are checked per module below.
+Caller = Annotated[Principal, Depends(require())]
+
+
+def _scoped(principal: Principal, module: Module, operation: str) -> bool:
+    return principal.has(Scope(f"crm.{module.value}.{operation}"))
+
+
+def _require_delete_scope(principal: Principal, module: Module) -> None:
+    if not _scoped(principal, module, "delete"):
+        raise Forbidden(f"This needs the scope crm.{module.value}.delete.")
+
+
+class RecycleBinQuery(InputModel):
+    module: Module | None = Field(default=None, description="Only this module.")
+    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+    cursor: str | None = Field(default=None, max_length=512)
+
+
+async def list_bin(
+    *, session: AsyncSession, principal: Principal, query: RecycleBinQuery, retention: timedelta
+) -> RecycleBinPage:
+    """What the caller may see in the bin, most recently deleted first, across modules."""
+    after = None
+    if query.cursor is not None:
+        decoded = Cursor.decode(query.cursor, RecordSort.UPDATED_DESC)
+        after = (decoded.value, decoded.id)
+    found: list[tuple[Module, Any]] = []
+    for module, service in SERVICES.items():
+        if query.module not in (None, module):
+            continue
+        if not _scoped(principal, module, "read") or (
+            principal.permissions is not None
+            and not principal.permissions.can(module, Operation.READ)
+        ):
+            continue
+        repository = await service.repository(session, principal)
+        rows = await repository.binned_page(after=after, limit=query.limit + 1)
+        found.extend((module, row) for row in rows)
+    found.sort(key=lambda item: (item[1].deleted_at, item[1].id), reverse=True)
+    page, more = found[: query.limit], len(found) > query.limit
+    next_cursor = None
+    if more:
+        last = page[-1][1]
+        next_cursor = Cursor(RecordSort.UPDATED_DESC, last.deleted_at, last.id).encode()
+    return RecycleBinPage(
+        data=[
+            RecycleBinEntry(
+                module=module.value,
+                id=row.id,
+                owner_id=row.owner_id,
+                deleted_at=row.deleted_at,
+                deleted_by_id=row.deleted_by_id,
+                purge_after=row.deleted_at + retention,
+            )
+            for module, row in page
+        ],
+        next_cursor=next_cursor,
+    )
+
+
+async def purge_expired(
+    session: AsyncSession, *, now: datetime, retention: timedelta, batch_size: int = 200
+) -> int:
+    """The worker's job: purge one batch per module of what outstayed the retention."""
+    purged = 0
+    for module, service in SERVICES.items():
+        repository_class = service.repository_class
+        for row in await repository_class(session, uuid.UUID(int=0)).expired_in_bin(
+            now - retention, batch_size
+        ):
+            repository = repository_class(session, row.organization_id)
+            await purge_record(
+                session, Actor.system(row.organization_id), repository, row, noun=service.noun
+            )
+            purged += 1
+    return purged
+
+
+router = APIRouter(prefix="/v1/recycle-bin", tags=["recycle bin"], route_class=CommitOnSuccessRoute)
+
+
+@router.get(
+    "",
+    operation_id="listRecycleBin",
+    summary="Deleted records you may see, most recently deleted first",
+    response_model=RecycleBinPage,
+    responses=problem_responses(401, 403, 422),
+)
+async def list_recycle_bin(
+    query: Annotated[RecycleBinQuery, Query()],
+    principal: Caller,
+    session: DbSession,
+    request: Request,
+) -> RecycleBinPage:
+    retention = timedelta(days=request.app.state.settings.recycle_bin_retention_days)
+    return await list_bin(session=session, principal=principal, query=query, retention=retention)
+
+
+@router.post(
+    "/{module}/{record_id}/restore",
+    operation_id="restoreFromRecycleBin",
+    summary="Restore a deleted record",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def restore(
+    module: Module, record_id: uuid.UUID, principal: Caller, session: DbSession
+) -> Response:
+    _require_delete_scope(principal, module)
+    await SERVICES[module].restore(session=session, principal=principal, record_id=record_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.delete(
+    "/{module}/{record_id}",
+    operation_id="purgeFromRecycleBin",
+    summary="Purge a deleted record for good",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def purge(
+    module: Module, record_id: uuid.UUID, principal: Caller, session: DbSession
+) -> Response:
+    _require_delete_scope(principal, module)
+    await SERVICES[module].purge(session=session, principal=principal, record_id=record_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
