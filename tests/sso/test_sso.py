@@ -272,3 +272,58 @@ async def test_tokens_from_another_issuer_are_refused(oidc_provider: OIDCProvide
 
 async def test_an_unknown_organization_has_no_sign_in(service: Service) -> None:
     assert_problem(await service.client.get(f"/v1/auth/sso/{uuid.uuid4()}/start"), 404)
+
+
+async def _actions(org: Org) -> list[str]:
+    """The organization's audit actions, oldest first."""
+    response = await org.client.get(
+        "/v1/audit-events", params={"limit": 200}, headers=org.headers
+    )
+    assert response.status_code == 200, response.text
+    return [event["action"] for event in reversed(response.json()["data"])]
+
+
+async def test_single_sign_on_writes_its_audit_events(
+    service: Service, oidc_provider: OIDCProvider
+) -> None:
+    """The SSO routes the audit route walk cannot reach without the provider."""
+    org = await new_org(service.app, service.client)
+    assert (await configure(org, oidc_provider, allow_jit=False)).status_code == 200
+    subject = f"dora-{secrets.token_hex(4)}"
+    assert (await sign_in(service, org, subject)).get("sso_error") == "no_linked_user"
+    user = await org.client.post(
+        "/v1/users", json={"email": unique_email("dora"), "password": PASSWORD}, headers=org.headers
+    )
+    linked = await org.client.post(
+        "/v1/settings/sso/identities",
+        json={"user_id": user.json()["id"], "subject": subject},
+        headers=org.headers,
+    )
+    assert linked.status_code == 204
+    token = await redeem(service, (await sign_in(service, org, subject))["sso_code"])
+    assert token.status_code == 200
+    removed = await org.client.delete("/v1/settings/sso", headers=org.headers)
+    assert removed.status_code == 204
+
+    actions = await _actions(org)
+    expected_order = [
+        "settings.sso_configured",
+        "auth.sso_login_refused",
+        "user.created",
+        "user.identity_linked",
+        "auth.sso_login_succeeded",
+        "auth.login_succeeded",
+        "settings.sso_removed",
+    ]
+    since_configured = actions[actions.index("settings.sso_configured") :]
+    assert since_configured == expected_order, actions
+    refused = await org.client.get(
+        "/v1/audit-events", params={"action": "auth.sso_login_refused"}, headers=org.headers
+    )
+    [event] = refused.json()["data"]
+    assert event["reason"] == "no_linked_user" and event["outcome"] == "failure"
+    signed_in = await org.client.get(
+        "/v1/audit-events", params={"action": "auth.login_succeeded", "actor_id": user.json()["id"]},
+        headers=org.headers,
+    )
+    assert [e["reason"] for e in signed_in.json()["data"]] == ["single_sign_on"]
