@@ -83,6 +83,7 @@ def upgrade() -> None:
         *_tenant("roles"),
         sa.Column("name", sa.String(100), nullable=False),
         sa.Column("parent_id", sa.Uuid(), nullable=True),
+        sa.Column("ip_allowlist", sa.Text(), nullable=True),
         *_timestamps(),
         sa.UniqueConstraint("organization_id", "name", name="uq_roles_organization_id_name"),
         sa.ForeignKeyConstraint(

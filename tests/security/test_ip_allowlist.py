@@ -11,7 +11,7 @@ import httpx
 from asgi_lifespan import LifespanManager
 
 from crm_service.main import create_app
-from tests.conftest import PASSWORD, Org, assert_problem, error_fields, make_settings
+from tests.conftest import PASSWORD, Org, assert_problem, error_fields, make_settings, unique_email
 
 ADMIN_ADDRESS = "203.0.113.7"  # the address the shared test client connects from
 
@@ -40,7 +40,11 @@ async def allow(org: Org, cidrs: list[str], **extra: Any) -> httpx.Response:
 async def test_ipv4_list_admits_inside_and_blocks_outside(org: Org, app: Any) -> None:
     saved = await allow(org, ["203.0.113.0/24"])
     assert saved.status_code == 200, saved.text
-    assert saved.json() == {"enabled": True, "cidrs": ["203.0.113.0/24"], "your_address": ADMIN_ADDRESS}
+    assert saved.json() == {
+        "enabled": True,
+        "cidrs": ["203.0.113.0/24"],
+        "your_address": ADMIN_ADDRESS,
+    }
 
     async with client_from(app, "203.0.113.50") as inside:
         assert (await login(inside, org.admin_email)).status_code == 200
@@ -69,7 +73,9 @@ async def test_ipv6_networks_and_ipv4_mapped_addresses(org: Org, app: Any) -> No
         assert (await login(mapped, org.admin_email)).status_code == 200
 
 
-async def test_a_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored(org: Org, app: Any) -> None:
+async def test_a_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored(
+    org: Org, app: Any
+) -> None:
     assert (await allow(org, ["203.0.113.0/24"])).status_code == 200
     async with client_from(app, "198.51.100.9") as attacker:
         for header in (ADMIN_ADDRESS, f"{ADMIN_ADDRESS}, {ADMIN_ADDRESS}", "203.0.113.99"):
@@ -137,3 +143,105 @@ async def test_only_admins_manage_it_and_other_organizations_are_unaffected(
     assert off.status_code == 200
     async with client_from(app, "198.51.100.9") as elsewhere:
         assert (await login(elsewhere, org.admin_email)).status_code == 200
+
+
+# --- narrower lists per role -------------------------------------------------------------------
+
+
+async def test_a_roles_narrower_list_applies_on_top_of_the_organizations(org: Org) -> None:
+    """Sales may only come from the office (v4 and v6), even though the organization allows
+    anywhere; a user without the role is not affected; removing the list lifts it."""
+    office = ["203.0.113.0/24", "2001:db8:5::/48"]
+    role = await org.client.post(
+        "/v1/roles", json={"name": "Sales", "ip_allowlist": office}, headers=org.headers
+    )
+    assert role.status_code == 201, role.text
+    assert role.json()["ip_allowlist"] == office
+    email = unique_email("rep")
+    created = await org.client.post(
+        "/v1/users",
+        json={"email": email, "password": PASSWORD, "role_id": role.json()["id"]},
+        headers=org.headers,
+    )
+    assert created.status_code == 201, created.text
+
+    async def login_from(address: str) -> httpx.Response:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=org.app, client=(address, 50000)),
+            base_url="http://testserver",
+        ) as other:
+            return await other.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
+
+    assert (await login_from("203.0.113.50")).status_code == 200
+    assert (await login_from("2001:db8:5::7")).status_code == 200
+    assert_problem(await login_from("198.51.100.9"), 403)
+    assert_problem(await login_from("2001:db8:6::7"), 403)
+    # The administrator has no role: the organization's (off) allowlist alone applies.
+    assert (await org.client.get("/v1/me", headers=org.headers)).status_code == 200
+
+    # A token obtained from the office stops working outside it.
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=org.app, client=("203.0.113.50", 50000)),
+        base_url="http://testserver",
+    ) as office_client:
+        token = (
+            await office_client.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
+        ).json()
+    headers = {"Authorization": f"Bearer {token['access_token']}"}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=org.app, client=("198.51.100.9", 50000)),
+        base_url="http://testserver",
+    ) as elsewhere:
+        assert_problem(await elsewhere.get("/v1/me", headers=headers), 403)
+    blocked = await org.client.get(
+        "/v1/audit-events",
+        params={"action": "auth.ip_blocked", "actor_id": created.json()["id"]},
+        headers=org.headers,
+    )
+    assert len(blocked.json()["data"]) == 3
+
+    lifted = await org.client.patch(
+        f"/v1/roles/{role.json()['id']}", json={"ip_allowlist": None}, headers=org.headers
+    )
+    assert lifted.status_code == 200 and lifted.json()["ip_allowlist"] is None
+    assert (await login_from("198.51.100.9")).status_code == 200
+
+
+async def test_a_role_list_that_is_not_networks_is_refused(org: Org) -> None:
+    response = await org.client.post(
+        "/v1/roles",
+        json={"name": "Odd", "ip_allowlist": ["10.0.0.0/8", "not-a-network"]},
+        headers=org.headers,
+    )
+    assert "body.ip_allowlist.1" in error_fields(assert_problem(response, 422))
+    listed = await org.client.get("/v1/roles", headers=org.headers)
+    assert [r["name"] for r in listed.json()["data"]] == []
+
+
+async def test_an_admin_cannot_narrow_their_own_roles_list_to_lock_themselves_out(org: Org) -> None:
+    role = (await org.client.post("/v1/roles", json={"name": "Admins"}, headers=org.headers)).json()
+    second = unique_email("second.admin")
+    await org.client.post(
+        "/v1/users",
+        json={"email": second, "password": PASSWORD, "is_admin": True},
+        headers=org.headers,
+    )
+    second_headers = await org.login(second)
+    placed = await org.client.patch(
+        f"/v1/users/{org.admin_id}", json={"role_id": role["id"]}, headers=second_headers
+    )
+    assert placed.status_code == 200, placed.text
+    headers = await org.login(org.admin_email)  # the role is read at sign-in and per request
+
+    elsewhere = {"ip_allowlist": ["198.51.100.0/24"]}
+    refused = await org.client.patch(f"/v1/roles/{role['id']}", json=elsewhere, headers=headers)
+    assert_problem(refused, 409)
+    assert (await org.client.get(f"/v1/roles/{role['id']}", headers=headers)).json()[
+        "ip_allowlist"
+    ] is None
+
+    confirmed = await org.client.patch(
+        f"/v1/roles/{role['id']}", json={**elsewhere, "confirm_self_lockout": True}, headers=headers
+    )
+    assert confirmed.status_code == 200
+    assert_problem(await org.client.get("/v1/me", headers=headers), 403)

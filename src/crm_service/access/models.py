@@ -38,6 +38,9 @@ class Role(IdMixin, TimestampMixin, OrganizationScoped, Base):
     parent_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("roles.id", ondelete="RESTRICT"), index=True
     )
+    # A narrower IP allowlist for the role's users, newline-separated normalized CIDRs, on
+    # top of the organization's; None: the organization's list alone applies.
+    ip_allowlist: Mapped[str | None] = mapped_column(Text)
 
 
 class Group(IdMixin, TimestampMixin, OrganizationScoped, Base):

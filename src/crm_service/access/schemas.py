@@ -7,7 +7,14 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from crm_service.access.permissions import Operation, Permissions, Right
 from crm_service.access.visibility import ShareAccess, SharingLevel
@@ -95,14 +102,28 @@ class ProfileList(BaseModel):
     data: list[ProfileRead]
 
 
+IP_ALLOWLIST_DESCRIPTION = (
+    "IPv4/IPv6 networks the role's users must also come from, on top of the organization's "
+    "allowlist; null: the organization's list alone applies."
+)
+CONFIRM_DESCRIPTION = "Save a list that excludes your own address (you would be locked out)."
+
+
 class RoleCreate(_Input):
     name: Name
     parent_id: uuid.UUID | None = Field(default=None, description="The role this one reports to.")
+    ip_allowlist: list[Annotated[str, StringConstraints(max_length=64)]] | None = Field(
+        default=None, max_length=200, description=IP_ALLOWLIST_DESCRIPTION
+    )
 
 
 class RoleUpdate(_Input):
     name: Name | None = None
     parent_id: uuid.UUID | None = None
+    ip_allowlist: list[Annotated[str, StringConstraints(max_length=64)]] | None = Field(
+        default=None, max_length=200, description=IP_ALLOWLIST_DESCRIPTION
+    )
+    confirm_self_lockout: bool = Field(default=False, description=CONFIRM_DESCRIPTION)
 
     @model_validator(mode="after")
     def _name_not_null(self) -> RoleUpdate:
@@ -117,6 +138,12 @@ class RoleRead(BaseModel):
     id: uuid.UUID
     name: str
     parent_id: uuid.UUID | None
+    ip_allowlist: list[str] | None = Field(description=IP_ALLOWLIST_DESCRIPTION)
+
+    @field_validator("ip_allowlist", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return value.split() if isinstance(value, str) else value
 
 
 class RoleList(BaseModel):

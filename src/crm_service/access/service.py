@@ -28,6 +28,7 @@ from crm_service.auth.models import User
 from crm_service.auth.repository import UserRepository
 from crm_service.errors import Conflict, FieldProblem, NotFound, ValidationFailed
 from crm_service.records.models import Module
+from crm_service.security.ip_allowlist import is_allowed, parse_networks
 from crm_service.security.principal import Principal
 
 
@@ -201,7 +202,13 @@ async def create_role(*, session: AsyncSession, principal: Principal, payload: R
     if await roles.name_taken(payload.name):
         raise Conflict("A role with this name exists.")
     await _check_parent(roles, None, payload.parent_id)
-    role = Role(id=uuid.uuid4(), organization_id=principal.organization_id, name=payload.name, parent_id=payload.parent_id)
+    role = Role(
+        id=uuid.uuid4(),
+        organization_id=principal.organization_id,
+        name=payload.name,
+        parent_id=payload.parent_id,
+        ip_allowlist=_normalized_allowlist(payload.ip_allowlist),
+    )
     await roles.add(role)
     audit(session, principal, AuditAction.ROLE_CREATED, target_type="role", target_id=role.id)
     return role
@@ -217,11 +224,30 @@ async def update_role(
         raise Conflict("A role with this name exists.")
     if "parent_id" in changes:
         await _check_parent(roles, role.id, changes["parent_id"])
+    confirmed = changes.pop("confirm_self_lockout", False)
+    if "ip_allowlist" in changes:
+        changes["ip_allowlist"] = _normalized_allowlist(changes["ip_allowlist"])
+        if (
+            changes["ip_allowlist"] is not None
+            and principal.role_id == role.id
+            and not confirmed
+            and not is_allowed(parse_networks(changes["ip_allowlist"].split()), principal.client_ip)
+        ):
+            raise Conflict(
+                "This list would lock you out: your address is not in it. Add it, or send "
+                "`confirm_self_lockout: true` to save anyway."
+            )
     for name, value in changes.items():
         setattr(role, name, value)
     await session.flush()
     audit(session, principal, AuditAction.ROLE_UPDATED, target_type="role", target_id=role.id, fields=changes)
     return role
+
+
+def _normalized_allowlist(cidrs: list[str] | None) -> str | None:
+    if cidrs is None:
+        return None
+    return "\n".join(str(network) for network in parse_networks(cidrs, field="body.ip_allowlist"))
 
 
 async def delete_role(*, session: AsyncSession, principal: Principal, role_id: uuid.UUID) -> None:

@@ -330,8 +330,11 @@ async def update_user(
     changed = [name for name, value in changes.items() if getattr(user, name) != value]
     if "profile_id" in changed:
         await access.assign_profile(session, user, changes["profile_id"])
-    if user.id == principal.user_id and (changes.get("is_active") is False or "profile_id" in changed):
-        raise Conflict("You cannot disable yourself or change your own profile.")
+    if user.id == principal.user_id and (
+        changes.get("is_active") is False or "profile_id" in changed or "role_id" in changed
+    ):
+        # Each could lock the administrator out (no rights, or a narrower IP allowlist).
+        raise Conflict("You cannot disable yourself or change your own profile or role.")
     for name in changed:
         if name != "profile_id":
             setattr(user, name, changes[name])

@@ -7,6 +7,8 @@ import uuid
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_service.access.models import Role
+from crm_service.auth.models import User
 from crm_service.db.repository import OrganizationRepository
 from crm_service.orgs.models import FieldClassification, IpAllowlist, Organization
 from crm_service.records.models import Module
@@ -51,6 +53,18 @@ class FieldClassificationRepository(OrganizationRepository[FieldClassification])
 
 async def ip_allowlist(session: AsyncSession, organization_id: uuid.UUID) -> IpAllowlist | None:
     return await session.get(IpAllowlist, organization_id)
+
+
+async def role_ip_allowlist(
+    session: AsyncSession, organization_id: uuid.UUID, user_id: uuid.UUID
+) -> str | None:
+    """The narrower allowlist of the user's role, if the role has one."""
+    result = await session.execute(
+        select(Role.ip_allowlist)
+        .join(User, User.role_id == Role.id)
+        .where(User.id == user_id, User.organization_id == organization_id)
+    )
+    return result.scalar_one_or_none()
 
 
 async def organization(session: AsyncSession, organization_id: uuid.UUID) -> Organization:

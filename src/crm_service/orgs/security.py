@@ -28,11 +28,14 @@ logger = structlog.get_logger("crm_service.security")
 async def check_client_address(
     session: AsyncSession, organization_id: uuid.UUID, client_ip: str | None, *, user_id: uuid.UUID
 ) -> None:
-    """403 when the organization's allowlist is on and the client is outside it."""
+    """403 when the client is outside the organization's allowlist (when it is on) or the
+    narrower list of the user's role."""
     allowlist = await repository.ip_allowlist(session, organization_id)
-    if allowlist is None or not allowlist.enabled:
-        return
-    if not is_allowed(parse_networks(allowlist.cidrs.split()), client_ip):
+    lists = [allowlist.cidrs] if allowlist is not None and allowlist.enabled else []
+    role_list = await repository.role_ip_allowlist(session, organization_id, user_id)
+    if role_list is not None:
+        lists.append(role_list)
+    if not all(is_allowed(parse_networks(cidrs.split()), client_ip) for cidrs in lists):
         # Names the organization and user, not the address (kept out of logs).
         logger.warning("ip_not_allowed", organization_id=str(organization_id), user_id=str(user_id))
         audit(

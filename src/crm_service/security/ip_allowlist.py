@@ -23,7 +23,7 @@ class IpNotAllowed(Forbidden):
         super().__init__("Your organization does not allow access from this network address.")
 
 
-def parse_networks(cidrs: Iterable[str]) -> list[Network]:
+def parse_networks(cidrs: Iterable[str], *, field: str = "body.cidrs") -> list[Network]:
     """Normalized networks; a 422 naming each entry that is not an IPv4/IPv6 network."""
     networks, problems = [], []
     for index, text in enumerate(cidrs):
@@ -32,7 +32,7 @@ def parse_networks(cidrs: Iterable[str]) -> list[Network]:
         except ValueError:
             problems.append(
                 FieldProblem(
-                    field=f"body.cidrs.{index}",
+                    field=f"{field}.{index}",
                     rule="ip_network",
                     message="must be an IPv4 or IPv6 address or network in CIDR notation",
                 )
