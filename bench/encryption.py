@@ -30,6 +30,7 @@ from asgi_lifespan import LifespanManager
 from crm_service.config import Settings
 from crm_service.crypto.codec import DataKey, FieldContext, open_value, seal, store_plain
 from crm_service.db.engine import make_engine
+from crm_service.db.session import commit
 from crm_service.db.migrations import upgrade
 from crm_service.main import create_app
 from crm_service.orgs.service import bootstrap_organization
@@ -140,7 +141,7 @@ async def main(contacts: int, database_url: str | None, repeat: int) -> dict[str
                     created = await bootstrap_organization(
                         session=session, org_name=mode, admin_email=email, password=PASSWORD
                     )
-                    await session.commit()
+                    await commit(session)
                 login = await client.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
                 headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
                 if mode == "plain":

@@ -41,22 +41,19 @@ async def reserve(
             update(AuditChain)
             .where(*where)
             .values(last_seq=AuditChain.last_seq + count)
-            .returning(AuditChain.shard)
+            .returning(AuditChain)
+            .execution_options(populate_existing=True)
         )
-        if result.first() is not None:
-            break
+        chain = result.scalar_one_or_none()
+        if chain is not None:
+            return chain
         await session.execute(
             _insert_ignoring_conflict(
                 session,
                 [_fresh_head(organization_id, number, key) for number in range(chains)],
             )
         )
-    chain = (
-        await session.execute(
-            select(AuditChain).where(*where).execution_options(populate_existing=True)
-        )
-    ).scalar_one()
-    return chain
+    raise RuntimeError("an audit chain head could not be created")
 
 
 def _fresh_head(organization_id: uuid.UUID, shard: int, key: bytes) -> dict[str, Any]:

@@ -59,6 +59,7 @@ class UnwrappedKeyCache:
         self.ttl = ttl_seconds
         self.max_entries = max_entries
         self._entries: OrderedDict[tuple[uuid.UUID, bytes], tuple[float, bytes]] = OrderedDict()
+        self._named: dict[tuple[str, uuid.UUID], tuple[float, bytes]] = {}
 
     def get(self, key_id: uuid.UUID, wrapped: bytes) -> bytes | None:
         entry = self._entries.get((key_id, wrapped))
@@ -72,6 +73,16 @@ class UnwrappedKeyCache:
         self._entries.move_to_end((key_id, wrapped))
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
+
+    def remember(self, name: tuple[str, uuid.UUID], material: bytes) -> None:
+        """Keep material that never changes under a name (not a key id)."""
+        self._named[name] = (time.monotonic() + self.ttl, material)
+
+    def recall(self, name: tuple[str, uuid.UUID]) -> bytes | None:
+        entry = self._named.get(name)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
 
     def forget(self, key_id: uuid.UUID) -> None:
         for cache_key in [k for k in self._entries if k[0] == key_id]:
@@ -199,8 +210,14 @@ class Keyring:
         return key.material
 
     async def audit_key(self) -> bytes:
-        # Like index keys, outside generations: the whole log is verified with one key.
+        # Like index keys, outside generations: the whole log is verified with one key. Its
+        # material never changes (master rotation re-wraps the same bytes) and it is never
+        # destroyed, so it is kept for the cache's lifetime without reading its row.
+        cached = self.cache.recall(("audit", self.organization_id))
+        if cached is not None:
+            return cached
         key = await self.active_key(DataKeyPurpose.AUDIT, ORGANIZATION_WIDE, 1)
+        self.cache.remember(("audit", self.organization_id), key.material)
         return key.material
 
     async def keys_by_id(self, key_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, DataKey | None]:
