@@ -14,9 +14,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_service.audit import repository
 from crm_service.audit.models import RecordHistoryEntry
 from crm_service.audit.service import Actor
 from crm_service.crypto.codec import FieldContext, open_value, seal, sealed_key_id
@@ -91,21 +91,9 @@ async def read_history(
     limit: int,
 ) -> list[HistoryItem]:
     """Newest first, keyset-paged; values opened (an erased subject's come back erased)."""
-    statement = select(RecordHistoryEntry).where(
-        RecordHistoryEntry.organization_id == organization_id,
-        RecordHistoryEntry.module == module,
-        RecordHistoryEntry.record_id == record_id,
+    entries = await repository.history_page(
+        session, organization_id, module, record_id, after=after, limit=limit + 1
     )
-    if after is not None:
-        at, id_ = after
-        statement = statement.where(
-            (RecordHistoryEntry.occurred_at < at)
-            | ((RecordHistoryEntry.occurred_at == at) & (RecordHistoryEntry.id < id_))
-        )
-    statement = statement.order_by(
-        RecordHistoryEntry.occurred_at.desc(), RecordHistoryEntry.id.desc()
-    ).limit(limit + 1)
-    entries = list((await session.execute(statement)).scalars())
     key_ids = {sealed_key_id(e.changes_sealed) for e in entries if e.changes_sealed is not None}
     keys = await storage.keyring.keys_by_id({key_id for key_id in key_ids if key_id is not None})
     items = []
@@ -122,15 +110,3 @@ async def read_history(
             HistoryItem(entry, {name: (pair[0], pair[1]) for name, pair in opened.items()}, False)
         )
     return items
-
-
-async def delete_history(
-    session: AsyncSession, organization_id: uuid.UUID, module: str, record_id: uuid.UUID
-) -> None:
-    await session.execute(
-        delete(RecordHistoryEntry).where(
-            RecordHistoryEntry.organization_id == organization_id,
-            RecordHistoryEntry.module == module,
-            RecordHistoryEntry.record_id == record_id,
-        )
-    )

@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.audit.chain import GENESIS, head_mac
-from crm_service.audit.models import AuditChain, AuditEvent
+from crm_service.audit.models import AuditChain, AuditEvent, RecordHistoryEntry
 
 
 def _insert_ignoring_conflict(session: AsyncSession, rows: list[dict[str, Any]]):  # noqa: ANN202
@@ -101,10 +101,7 @@ async def chain_events(
         if after is not None:
             where.append(AuditEvent.seq > after)
         result = await session.execute(
-            select(AuditEvent)
-            .where(*where)
-            .order_by(AuditEvent.seq, AuditEvent.id)
-            .limit(batch)
+            select(AuditEvent).where(*where).order_by(AuditEvent.seq, AuditEvent.id).limit(batch)
         )
         rows = list(result.scalars())
         for row in rows:
@@ -185,3 +182,42 @@ async def delete_through(
         )
     )
     return result.rowcount or 0
+
+
+async def history_page(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    module: str,
+    record_id: uuid.UUID,
+    *,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[RecordHistoryEntry]:
+    """A record's history entries, newest first, keyset-paged by (occurred_at, id)."""
+    statement = select(RecordHistoryEntry).where(
+        RecordHistoryEntry.organization_id == organization_id,
+        RecordHistoryEntry.module == module,
+        RecordHistoryEntry.record_id == record_id,
+    )
+    if after is not None:
+        at, id_ = after
+        statement = statement.where(
+            (RecordHistoryEntry.occurred_at < at)
+            | ((RecordHistoryEntry.occurred_at == at) & (RecordHistoryEntry.id < id_))
+        )
+    statement = statement.order_by(
+        RecordHistoryEntry.occurred_at.desc(), RecordHistoryEntry.id.desc()
+    ).limit(limit)
+    return list((await session.execute(statement)).scalars())
+
+
+async def delete_history(
+    session: AsyncSession, organization_id: uuid.UUID, module: str, record_id: uuid.UUID
+) -> None:
+    await session.execute(
+        delete(RecordHistoryEntry).where(
+            RecordHistoryEntry.organization_id == organization_id,
+            RecordHistoryEntry.module == module,
+            RecordHistoryEntry.record_id == record_id,
+        )
+    )

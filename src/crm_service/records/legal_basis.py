@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.db.base import utcnow
@@ -30,6 +31,16 @@ class LegalBasisRepository(OrganizationRepository[LegalBasisEntry]):
             .order_by(LegalBasisEntry.set_at.desc(), LegalBasisEntry.id.desc())
         )
         return list(result.scalars())
+
+    async def delete_for(self, subject_type: Module, subject_id: uuid.UUID) -> None:
+        """A purged record takes its legal-basis history along (the assessment is plain text)."""
+        await self.session.execute(
+            delete(LegalBasisEntry).where(
+                LegalBasisEntry.organization_id == self.organization_id,
+                LegalBasisEntry.subject_type == subject_type.value,
+                LegalBasisEntry.subject_id == subject_id,
+            )
+        )
 
 
 async def set_legal_basis(
@@ -66,6 +77,7 @@ async def legal_basis_history(
     return await LegalBasisRepository(session, principal.organization_id).history(
         subject_type, subject_id
     )
+
 
 
 

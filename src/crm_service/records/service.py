@@ -26,13 +26,8 @@ from crm_service.access.repository import GroupRepository, RecordShareRepository
 from crm_service.access.service import visibility_for
 from crm_service.access.visibility import ShareAccess
 from crm_service.audit.actions import AuditAction
-from crm_service.audit.history import (
-    HistoryAction,
-    HistoryItem,
-    delete_history,
-    note_change,
-    read_history,
-)
+from crm_service.audit.history import HistoryAction, HistoryItem, note_change, read_history
+from crm_service.audit.repository import delete_history
 from crm_service.audit.service import Actor
 from crm_service.audit.service import record as audit
 from crm_service.auth.repository import UserRepository
@@ -41,7 +36,11 @@ from crm_service.db.base import Base, utcnow
 from crm_service.errors import FieldProblem, Forbidden, Gone, NotFound, ValidationFailed
 from crm_service.records.etag import check_if_match
 from crm_service.records.fields import Classification
-from crm_service.records.legal_basis import legal_basis_history, set_legal_basis
+from crm_service.records.legal_basis import (
+    LegalBasisRepository,
+    legal_basis_history,
+    set_legal_basis,
+)
 from crm_service.records.models import LegalBasisEntry, Module, PersonColumns, SourceChannel
 from crm_service.records.paging import Cursor, Page, PageRequest, RecordSort
 from crm_service.records.repository import RecordRepository
@@ -85,6 +84,9 @@ async def purge_record(
     module = repository.module.value
     await RecordShareRepository(session, record.organization_id).delete_for_record(module, record.id)
     await delete_history(session, record.organization_id, module, record.id)
+    await LegalBasisRepository(session, record.organization_id).delete_for(
+        repository.module, record.id
+    )
     subject_id = getattr(record, "subject_id", None)
     await session.delete(record)
     await session.flush()
@@ -209,6 +211,8 @@ class RecordService(Generic[ModelT]):
         await self.check_references(session=session, principal=principal, values=values)
         if values.get("owner_id") is None:
             values["owner_id"] = principal.user_id
+        # What the caller set (and the owner): the fields audit and history name.
+        provided = {name: value for name, value in values.items() if value is not None}
         if issubclass(self.model, PersonColumns):
             values.update(source if source is not None else self.source_of(principal))
             values["subject_id"] = uuid.uuid4()
@@ -231,14 +235,14 @@ class RecordService(Generic[ModelT]):
                 payload=legal_basis,
             )
         created = await repository.add(record)
-        self.audit_created(session, principal, created, values)
+        self.audit_created(session, principal, created, provided)
         await self.note(
             session,
             principal,
             repository,
             created,
             HistoryAction.CREATED,
-            {name: (None, value) for name, value in values.items() if value is not None},
+            {name: (None, value) for name, value in provided.items()},
         )
         # The caller just sent these values: showing them back is no reveal.
         await self.show(session, principal, repository, [created], audit_reveals=False)
@@ -410,7 +414,9 @@ class RecordService(Generic[ModelT]):
         the next cursor. Showing stored sensitive values is audited as a reveal."""
         require_operation(principal, self.module, Operation.READ)
         repository = await self.repository(session, principal)
-        await self._visible(repository, record_id)
+        # An erased subject's record still shows that its history existed (values erased).
+        if await repository.get(record_id) is None:
+            raise NotFound(f"No such {self.noun}.")
         after = None
         if cursor is not None:
             decoded = Cursor.decode(cursor, RecordSort.CREATED_DESC)
