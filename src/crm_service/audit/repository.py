@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,6 +21,22 @@ def _insert_ignoring_conflict(session: AsyncSession, rows: list[dict[str, Any]])
     return dialect.insert(AuditChain).values(rows).on_conflict_do_nothing()
 
 
+@dataclass
+class ChainHead:
+    """A chain's head as the writer holds it (plain values: written back with one UPDATE)."""
+
+    organization_id: uuid.UUID
+    shard: int
+    last_seq: int
+    last_mac: str
+    anchor_seq: int
+    anchor_mac: str
+    head_mac: str
+
+
+_HEADS = AuditChain.__table__
+
+
 async def reserve(
     session: AsyncSession,
     organization_id: uuid.UUID,
@@ -28,25 +45,24 @@ async def reserve(
     *,
     chains: int,
     key: bytes,
-) -> AuditChain:
+) -> ChainHead:
     """Take `count` places at the end of one chain and lock its head until commit.
 
     The UPDATE comes first: on PostgreSQL it takes the row lock, on SQLite the write lock,
     so the head read after it cannot be stale. An organization's first event creates the
     heads of all its `chains` at once, so a chain removed whole is missed by verification.
     """
-    where = (AuditChain.organization_id == organization_id, AuditChain.shard == shard)
+    where = (_HEADS.c.organization_id == organization_id, _HEADS.c.shard == shard)
     for _ in range(2):
         result = await session.execute(
-            update(AuditChain)
+            update(_HEADS)
             .where(*where)
-            .values(last_seq=AuditChain.last_seq + count)
-            .returning(AuditChain)
-            .execution_options(populate_existing=True)
+            .values(last_seq=_HEADS.c.last_seq + count)
+            .returning(*_HEADS.c)
         )
-        chain = result.scalar_one_or_none()
-        if chain is not None:
-            return chain
+        row = result.mappings().first()
+        if row is not None:
+            return ChainHead(**row)
         await session.execute(
             _insert_ignoring_conflict(
                 session,
@@ -54,6 +70,22 @@ async def reserve(
             )
         )
     raise RuntimeError("an audit chain head could not be created")
+
+
+async def append(session: AsyncSession, events: list[dict[str, Any]], head: ChainHead) -> None:
+    """Insert a transaction's events and move the chain's head past them."""
+    if events:
+        await session.execute(insert(AuditEvent.__table__), events)
+    await session.execute(
+        update(_HEADS)
+        .where(_HEADS.c.organization_id == head.organization_id, _HEADS.c.shard == head.shard)
+        .values(
+            last_mac=head.last_mac,
+            anchor_seq=head.anchor_seq,
+            anchor_mac=head.anchor_mac,
+            head_mac=head.head_mac,
+        )
+    )
 
 
 def _fresh_head(organization_id: uuid.UUID, shard: int, key: bytes) -> dict[str, Any]:

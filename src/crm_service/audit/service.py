@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 
 import structlog
 from sqlalchemy import event as sa_event
@@ -139,31 +140,31 @@ async def write_pending(session: AsyncSession) -> None:
         )
         seq = chain.last_seq - len(items)
         previous = chain.last_mac
+        rows = []
         for item in items:
             seq += 1
-            row = AuditEvent(
-                id=uuid.uuid4(),
-                organization_id=organization_id,
-                shard=chain.shard,
-                seq=seq,
-                occurred_at=item.occurred_at,
-                actor_type=item.actor.type,
-                actor_id=item.actor.id,
-                action=item.action.value,
-                target_type=item.target_type,
-                target_id=item.target_id,
-                fields=json.dumps(item.fields),
-                outcome=item.outcome.value,
-                reason=item.reason,
-                client_ip=item.actor.client_ip,
-                request_id=item.request_id,
-            )
-            row.mac = macs.event_mac(key, row, previous)
-            previous = row.mac
-            session.add(row)
+            row = {
+                "id": uuid.uuid4(),
+                "organization_id": organization_id,
+                "shard": chain.shard,
+                "seq": seq,
+                "occurred_at": item.occurred_at,
+                "actor_type": item.actor.type,
+                "actor_id": item.actor.id,
+                "action": item.action.value,
+                "target_type": item.target_type,
+                "target_id": item.target_id,
+                "fields": json.dumps(item.fields),
+                "outcome": item.outcome.value,
+                "reason": item.reason,
+                "client_ip": item.actor.client_ip,
+                "request_id": item.request_id,
+            }
+            row["mac"] = previous = macs.event_mac(key, SimpleNamespace(**row), previous)
+            rows.append(row)
         chain.last_mac = previous
         chain.head_mac = macs.head_mac(key, chain)
-        await session.flush()
+        await repository.append(session, rows, chain)
 
 
 @sa_event.listens_for(Session, "before_commit")
@@ -286,10 +287,13 @@ async def purge_expired(
         last = await repository.last_expired(session, organization_id, head.shard, now - retention)
         if last is None:
             continue
-        head = await repository.reserve(session, organization_id, head.shard, 0, chains=CHAINS, key=key)
+        locked = await repository.reserve(
+            session, organization_id, head.shard, 0, chains=CHAINS, key=key
+        )
         deleted += await repository.delete_through(session, organization_id, head.shard, last.seq)
-        head.anchor_seq, head.anchor_mac = last.seq, last.mac
-        head.head_mac = macs.head_mac(key, head)
+        locked.anchor_seq, locked.anchor_mac = last.seq, last.mac
+        locked.head_mac = macs.head_mac(key, locked)
+        await repository.append(session, [], locked)
     if deleted:
         record(session, Actor.system(organization_id), AuditAction.AUDIT_PURGED, target_type="audit")
     await session.flush()
