@@ -16,25 +16,29 @@ from crm_service.access.models import (
     SharingDefault,
 )
 from crm_service.auth.models import User
-from crm_service.db.repository import OrganizationRepository
+from crm_service.db.repository import ModelT, OrganizationRepository
 
 
-class ProfileRepository(OrganizationRepository[Profile]):
-    model = Profile
+class NamedRepository(OrganizationRepository[ModelT]):
+    """Profiles, roles and groups: listed by name; names unique per organization, any case."""
 
-    async def list(self) -> list[Profile]:
-        result = await self.session.execute(self.scoped().order_by(Profile.name))
+    async def list(self) -> list[ModelT]:
+        result = await self.session.execute(self.scoped().order_by(self.model.name))
         return list(result.scalars())
+
+    async def name_taken(self, name: str, *, except_id: uuid.UUID | None = None) -> bool:
+        statement = self.scoped().where(func.lower(self.model.name) == name.lower())
+        if except_id is not None:
+            statement = statement.where(self.model.id != except_id)
+        return (await self.session.execute(statement.limit(1))).first() is not None
+
+
+class ProfileRepository(NamedRepository[Profile]):
+    model = Profile
 
     async def builtin(self, name: str) -> Profile | None:
         result = await self.session.execute(self.scoped().where(Profile.builtin == name))
         return result.scalar_one_or_none()
-
-    async def name_taken(self, name: str, *, except_id: uuid.UUID | None = None) -> bool:
-        statement = self.scoped().where(func.lower(Profile.name) == name.lower())
-        if except_id is not None:
-            statement = statement.where(Profile.id != except_id)
-        return (await self.session.execute(statement.limit(1))).first() is not None
 
     async def holders(self, profile_id: uuid.UUID) -> int:
         result = await self.session.execute(
@@ -45,18 +49,8 @@ class ProfileRepository(OrganizationRepository[Profile]):
         return int(result.scalar_one())
 
 
-class RoleRepository(OrganizationRepository[Role]):
+class RoleRepository(NamedRepository[Role]):
     model = Role
-
-    async def list(self) -> list[Role]:
-        result = await self.session.execute(self.scoped().order_by(Role.name))
-        return list(result.scalars())
-
-    async def name_taken(self, name: str, *, except_id: uuid.UUID | None = None) -> bool:
-        statement = self.scoped().where(func.lower(Role.name) == name.lower())
-        if except_id is not None:
-            statement = statement.where(Role.id != except_id)
-        return (await self.session.execute(statement.limit(1))).first() is not None
 
     async def parents(self) -> dict[uuid.UUID, uuid.UUID | None]:
         result = await self.session.execute(
@@ -82,18 +76,8 @@ class RoleRepository(OrganizationRepository[Role]):
         return bool(users) or children.first() is not None
 
 
-class GroupRepository(OrganizationRepository[Group]):
+class GroupRepository(NamedRepository[Group]):
     model = Group
-
-    async def list(self) -> list[Group]:
-        result = await self.session.execute(self.scoped().order_by(Group.name))
-        return list(result.scalars())
-
-    async def name_taken(self, name: str, *, except_id: uuid.UUID | None = None) -> bool:
-        statement = self.scoped().where(func.lower(Group.name) == name.lower())
-        if except_id is not None:
-            statement = statement.where(Group.id != except_id)
-        return (await self.session.execute(statement.limit(1))).first() is not None
 
     async def members(self, group_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[uuid.UUID]]:
         found: dict[uuid.UUID, list[uuid.UUID]] = {group_id: [] for group_id in group_ids}

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.audit.chain import GENESIS, head_mac
 from crm_service.audit.models import AuditChain, AuditEvent, RecordHistoryEntry
+from crm_service.records.paging import newest_first_after
 
 
 def _insert_ignoring_conflict(session: AsyncSession, rows: list[dict[str, Any]]):  # noqa: ANN202
@@ -166,11 +167,9 @@ async def page(
 ) -> list[AuditEvent]:
     """Newest first, keyset-paged by (occurred_at, id)."""
     statement = select(AuditEvent).where(AuditEvent.organization_id == organization_id, *filters)
-    if after is not None:
-        at, id_ = after
-        statement = statement.where(
-            (AuditEvent.occurred_at < at) | ((AuditEvent.occurred_at == at) & (AuditEvent.id < id_))
-        )
+    clause = newest_first_after(AuditEvent.occurred_at, AuditEvent.id, after)
+    if clause is not None:
+        statement = statement.where(clause)
     statement = statement.order_by(AuditEvent.occurred_at.desc(), AuditEvent.id.desc())
     result = await session.execute(statement.limit(limit + 1))
     return list(result.scalars())
@@ -231,12 +230,9 @@ async def history_page(
         RecordHistoryEntry.module == module,
         RecordHistoryEntry.record_id == record_id,
     )
-    if after is not None:
-        at, id_ = after
-        statement = statement.where(
-            (RecordHistoryEntry.occurred_at < at)
-            | ((RecordHistoryEntry.occurred_at == at) & (RecordHistoryEntry.id < id_))
-        )
+    clause = newest_first_after(RecordHistoryEntry.occurred_at, RecordHistoryEntry.id, after)
+    if clause is not None:
+        statement = statement.where(clause)
     statement = statement.order_by(
         RecordHistoryEntry.occurred_at.desc(), RecordHistoryEntry.id.desc()
     ).limit(limit)

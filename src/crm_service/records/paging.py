@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Select, and_, or_
+from sqlalchemy import ColumnElement, Select, and_, or_
 
 from crm_service.errors import FieldProblem, ValidationFailed
 
@@ -98,6 +98,16 @@ class PageRequest:
 class Page:
     items: list[Any]
     next_cursor: str | None
+
+
+def newest_first_after(
+    column: Any, id_column: Any, after: tuple[datetime, uuid.UUID] | None
+) -> ColumnElement[bool] | None:
+    """The rows after `after` in (column, id) descending order; None for the first page."""
+    if after is None:
+        return None
+    value, id_ = after
+    return or_(column < value, and_(column == value, id_column < id_))
 
 
 def apply_keyset(statement: Select[Any], model: Any, request: PageRequest) -> Select[Any]:

@@ -13,7 +13,13 @@ from crm_service.access.visibility import Visibility
 from crm_service.db.base import Base
 from crm_service.db.repository import OrganizationRepository
 from crm_service.records.models import Module
-from crm_service.records.paging import Page, PageRequest, apply_keyset, to_page
+from crm_service.records.paging import (
+    Page,
+    PageRequest,
+    apply_keyset,
+    newest_first_after,
+    to_page,
+)
 from crm_service.records.storage import RecordStorage
 
 ModelT = TypeVar("ModelT", bound=Base)
@@ -91,12 +97,9 @@ class RecordRepository(OrganizationRepository[ModelT]):
     ) -> list[ModelT]:
         """Records in the recycle bin, most recently deleted first (not revealed)."""
         statement = self.scoped(binned=True)
-        if after is not None:
-            at, id_ = after
-            statement = statement.where(
-                (self.model.deleted_at < at)
-                | ((self.model.deleted_at == at) & (self.model.id < id_))
-            )
+        clause = newest_first_after(self.model.deleted_at, self.model.id, after)
+        if clause is not None:
+            statement = statement.where(clause)
         statement = statement.order_by(self.model.deleted_at.desc(), self.model.id.desc())
         return list((await self.session.execute(statement.limit(limit))).scalars())
 
