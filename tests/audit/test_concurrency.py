@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from crm_service.audit.models import AuditEvent
@@ -58,3 +59,41 @@ async def test_concurrent_creates_all_succeed_and_the_chains_verify(org: Org) ->
     )
     assert listed.status_code == 200, listed.text
     assert {uuid.UUID(e["target_id"]) for e in listed.json()["data"]} == created
+
+
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+async def test_an_audited_request_and_a_key_rotation_cannot_deadlock(org: Org) -> None:
+    """A request holding an audit chain inserts its event (which key-share locks the
+    organization row) while a key rotation holds that row and waits to audit on the same
+    chain. The rotation's lock must not block the insert, or each waits for the other.
+
+    Found by the rotation-under-load test on PostgreSQL as a rare 500; here made certain."""
+    from crm_service.audit.repository import append, reserve
+    from crm_service.audit.service import CHAINS
+    from crm_service.crypto.service import keyring_for
+    from crm_service.db.base import utcnow
+    from crm_service.orgs.repository import lock_organization_for_storage_change
+
+    sessionmaker = org.app.state.sessionmaker
+    async with sessionmaker() as rotation, sessionmaker() as request:
+        await lock_organization_for_storage_change(rotation, org.id)
+        key = await keyring_for(request, org.id).audit_key()
+        head = await reserve(request, org.id, 0, 0, chains=CHAINS, key=key)
+        event = {
+            "id": uuid.uuid4(),
+            "organization_id": org.id,
+            "shard": 99,  # outside every chain: this transaction is rolled back anyway
+            "seq": 1,
+            "occurred_at": utcnow(),
+            "actor_type": "system",
+            "action": "record.created",
+            "fields": "[]",
+            "outcome": "success",
+            "mac": "0" * 64,
+        }
+        # With the rotation holding the organization FOR UPDATE this waits until it ends.
+        await asyncio.wait_for(append(request, [event], head), timeout=5)
+        await request.rollback()
+        await rotation.rollback()

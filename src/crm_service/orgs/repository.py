@@ -20,9 +20,15 @@ async def lock_organization_for_storage_change(
     """Lock the organization row before changing how its values are stored (key generation,
     classification). Every write reads that row FOR SHARE before sealing, so this waits until
     writes that sealed under the old rules have committed, and later writes see the new ones.
-    (SQLite serializes writers instead; the re-seal jobs' extra passes cover it there.)"""
+    (SQLite serializes writers instead; the re-seal jobs' extra passes cover it there.)
+
+    FOR NO KEY UPDATE, not FOR UPDATE: it still waits for those FOR SHARE readers, but not
+    for the key-share locks every insert naming the organization takes (an audit event, say),
+    which would otherwise deadlock with a transaction holding an audit chain."""
     result = await session.execute(
-        select(Organization).where(Organization.id == organization_id).with_for_update()
+        select(Organization)
+        .where(Organization.id == organization_id)
+        .with_for_update(key_share=True)
     )
     return result.scalar_one()
 
