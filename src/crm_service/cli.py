@@ -64,12 +64,39 @@ def _database(settings: Settings) -> tuple[Any, Any]:
 
 async def _migrate(settings: Settings) -> None:
     from crm_service.db.engine import make_engine
-    from crm_service.db.migrations import ensure_sqlite_directory, upgrade
+    from crm_service.db.migrations import (
+        applies,
+        current_revision,
+        ensure_sqlite_directory,
+        upgrade,
+    )
 
     ensure_sqlite_directory(settings.database_url)
     engine = make_engine(settings.database_url)
     try:
+        async with engine.connect() as connection:
+            before = await current_revision(connection)
         await upgrade(engine)
+    finally:
+        await engine.dispose()
+    if before is not None and applies(AUDIT_LOG_REVISION, since=before):
+        await _start_audit_logs(settings)
+
+
+# The migration that introduced the audit log: organizations older than it start theirs when
+# the database is upgraded across it (once; later, a missing log is a break).
+AUDIT_LOG_REVISION = "20261123_audit_log"
+
+
+async def _start_audit_logs(settings: Settings) -> None:
+    from crm_service.audit.service import start_logs
+    from crm_service.db.session import commit
+
+    engine, sessionmaker = _database(settings)
+    try:
+        async with sessionmaker() as session:
+            await start_logs(session)
+            await commit(session)
     finally:
         await engine.dispose()
 

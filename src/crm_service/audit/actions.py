@@ -57,6 +57,7 @@ class AuditAction(StrEnum):
     KEYS_ROTATED = "keys.rotated"
     MASTER_KEY_ROTATED = "keys.master_rotated"
     AUDIT_PURGED = "audit.purged"
+    AUDIT_LOG_STARTED = "audit.log_started"  # an organization older than the audit log
 
 
 class Outcome(StrEnum):

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.audit.chain import GENESIS, head_mac
 from crm_service.audit.models import AuditChain, AuditEvent, RecordHistoryEntry
+from crm_service.orgs.models import Organization
 from crm_service.records.paging import newest_first_after
 
 
@@ -121,6 +122,15 @@ async def chains(session: AsyncSession, organization_id: uuid.UUID) -> list[Audi
 async def organizations_with_events(session: AsyncSession) -> list[uuid.UUID]:
     result = await session.execute(select(AuditChain.organization_id).distinct())
     return sorted(result.scalars())
+
+
+async def organizations_without_chains(session: AsyncSession) -> list[uuid.UUID]:
+    result = await session.execute(
+        select(Organization.id)
+        .where(~select(AuditChain.shard).where(AuditChain.organization_id == Organization.id).exists())
+        .order_by(Organization.id)
+    )
+    return list(result.scalars())
 
 
 async def chain_events(

@@ -274,6 +274,20 @@ async def verify_organization(
             result.breaks.append(broken)
 
 
+async def start_logs(session: AsyncSession) -> int:
+    """Begin the log of every organization that has none (they predate the audit log)."""
+    started = await repository.organizations_without_chains(session)
+    for organization_id in started:
+        record(
+            session,
+            Actor.system(organization_id),
+            AuditAction.AUDIT_LOG_STARTED,
+            target_type="organization",
+            target_id=organization_id,
+        )
+    return len(started)
+
+
 # -- retention --------------------------------------------------------------------------------
 
 

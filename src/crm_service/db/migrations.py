@@ -79,6 +79,15 @@ async def current_revision(connection: AsyncConnection) -> str | None:
     return result.scalar_one_or_none()
 
 
+def applies(revision: str, *, since: str | None) -> bool:
+    """Whether upgrading from `since` to the head runs `revision`."""
+    script = ScriptDirectory.from_config(alembic_config())
+    head = script.get_current_head()
+    return any(
+        step.revision == revision for step in script.iterate_revisions(head, since or "base")
+    )
+
+
 def ensure_sqlite_directory(database_url: str) -> None:
     """Create the directory of an embedded SQLite file (`./var/` by default)."""
     prefix = "sqlite+aiosqlite:///"
