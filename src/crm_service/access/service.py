@@ -285,9 +285,8 @@ async def get_group(
 
 
 async def _check_members(session: AsyncSession, organization_id: uuid.UUID, user_ids: list[uuid.UUID]) -> list[uuid.UUID]:
-    users = UserRepository(session, organization_id)
-    unknown = [str(user_id) for user_id in user_ids if await users.get(user_id) is None]
-    if unknown:
+    known = {user.id for user in await UserRepository(session, organization_id).list()}
+    if not set(user_ids) <= known:
         raise _invalid("body.member_ids", "not_found", "names a user this organization does not have")
     return sorted(set(user_ids))
 

@@ -82,7 +82,7 @@ async def login(
                 reason="wrong_password" if user.is_active else "user_disabled",
             )
         raise LoginFailed("The email or password is wrong.")
-    await check_client_address(session, user.organization_id, client_ip, user_id=user.id)
+    await check_client_address(session, user, client_ip)
     try:
         await sso.check_password_sign_in_allowed(session, user)
     except sso.SsoRequired:
@@ -152,7 +152,7 @@ async def complete_second_step(
     step = await mfa.pass_second_step(
         session=session, mfa_token=payload.mfa_token, code=payload.code, now=now, client_ip=client_ip
     )
-    await check_client_address(session, step.user.organization_id, client_ip, user_id=step.user.id)
+    await check_client_address(session, step.user, client_ip)
     response = await open_session(
         session=session,
         user=step.user,
@@ -182,7 +182,7 @@ async def principal_from_token(
     )
     if user is None or not user.is_active:
         raise InvalidToken()
-    await check_client_address(session, user.organization_id, client_ip, user_id=user.id)
+    await check_client_address(session, user, client_ip)
     if now - auth_session.last_used_at >= _TOUCH_INTERVAL:
         auth_session.last_used_at = now
     profile = await access.get_profile_of(session, user)

@@ -235,7 +235,7 @@ async def callback(
             raise SsoRefused("user_disabled")
         from crm_service.orgs.security import check_client_address
 
-        await check_client_address(session, user.organization_id, client_ip, user_id=user.id)
+        await check_client_address(session, user, client_ip)
     except (SsoRefused, Forbidden) as refusal:
         reason = refusal.reason if isinstance(refusal, SsoRefused) else refusal.slug
         logger.warning("sso_refused", organization_id=str(provider.organization_id), reason=reason)

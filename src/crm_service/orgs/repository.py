@@ -8,7 +8,6 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.access.models import Role
-from crm_service.auth.models import User
 from crm_service.db.repository import OrganizationRepository
 from crm_service.orgs.models import FieldClassification, IpAllowlist, Organization
 from crm_service.records.models import Module
@@ -62,13 +61,11 @@ async def ip_allowlist(session: AsyncSession, organization_id: uuid.UUID) -> IpA
 
 
 async def role_ip_allowlist(
-    session: AsyncSession, organization_id: uuid.UUID, user_id: uuid.UUID
+    session: AsyncSession, organization_id: uuid.UUID, role_id: uuid.UUID
 ) -> str | None:
-    """The narrower allowlist of the user's role, if the role has one."""
+    """The narrower allowlist of a role, if it has one."""
     result = await session.execute(
-        select(Role.ip_allowlist)
-        .join(User, User.role_id == Role.id)
-        .where(User.id == user_id, User.organization_id == organization_id)
+        select(Role.ip_allowlist).where(Role.id == role_id, Role.organization_id == organization_id)
     )
     return result.scalar_one_or_none()
 

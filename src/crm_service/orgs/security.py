@@ -12,7 +12,7 @@ from crm_service.audit.actions import AuditAction, Outcome
 from crm_service.audit.service import Actor
 from crm_service.audit.service import record as audit
 from crm_service.auth import sso
-from crm_service.auth.models import IdentityProvider
+from crm_service.auth.models import IdentityProvider, User
 from crm_service.auth.repository import UserRepository
 from crm_service.auth.schemas import IdentityProviderRead, IdentityProviderSet
 from crm_service.errors import Conflict, FieldProblem, NotFound, ValidationFailed
@@ -25,16 +25,16 @@ from crm_service.security.principal import Principal
 logger = structlog.get_logger("crm_service.security")
 
 
-async def check_client_address(
-    session: AsyncSession, organization_id: uuid.UUID, client_ip: str | None, *, user_id: uuid.UUID
-) -> None:
+async def check_client_address(session: AsyncSession, user: User, client_ip: str | None) -> None:
     """403 when the client is outside the organization's allowlist (when it is on) or the
     narrower list of the user's role."""
+    organization_id, user_id = user.organization_id, user.id
     allowlist = await repository.ip_allowlist(session, organization_id)
     lists = [allowlist.cidrs] if allowlist is not None and allowlist.enabled else []
-    role_list = await repository.role_ip_allowlist(session, organization_id, user_id)
-    if role_list is not None:
-        lists.append(role_list)
+    if user.role_id is not None:  # most users: no second query on every request
+        role_list = await repository.role_ip_allowlist(session, organization_id, user.role_id)
+        if role_list is not None:
+            lists.append(role_list)
     if not all(is_allowed(parse_networks(cidrs.split()), client_ip) for cidrs in lists):
         # Names the organization and user, not the address (kept out of logs).
         logger.warning("ip_not_allowed", organization_id=str(organization_id), user_id=str(user_id))

@@ -23,6 +23,7 @@ from crm_service.records.contacts.service import contacts
 from crm_service.records.leads.service import leads
 from crm_service.records.models import Module
 from crm_service.records.paging import DEFAULT_LIMIT, MAX_LIMIT, Cursor, RecordSort
+from crm_service.records.repository import expired_in_bin
 from crm_service.records.schemas import InputModel, RecycleBinEntry, RecycleBinPage
 from crm_service.records.service import RecordService, purge_record
 from crm_service.security.principal import Principal, require
@@ -103,9 +104,8 @@ async def purge_expired(
     purged = 0
     for module, service in SERVICES.items():
         repository_class = service.repository_class
-        for row in await repository_class(session, uuid.UUID(int=0)).expired_in_bin(
-            now - retention, batch_size
-        ):
+        expired = await expired_in_bin(session, repository_class.model, now - retention, batch_size)
+        for row in expired:
             repository = repository_class(session, row.organization_id)
             await purge_record(
                 session, Actor.system(row.organization_id), repository, row, noun=service.noun

@@ -103,16 +103,6 @@ class RecordRepository(OrganizationRepository[ModelT]):
         statement = statement.order_by(self.model.deleted_at.desc(), self.model.id.desc())
         return list((await self.session.execute(statement.limit(limit))).scalars())
 
-    async def expired_in_bin(self, before: Any, limit: int) -> list[ModelT]:
-        """Binned records deleted before `before`, of every organization (the worker's)."""
-        statement = (
-            select(self.model)
-            .where(self.model.deleted_at.is_not(None), self.model.deleted_at < before)
-            .order_by(self.model.deleted_at, self.model.id)
-            .limit(limit)
-        )
-        return list((await self.session.execute(statement)).scalars())
-
     async def subject_in_use(self, subject_id: uuid.UUID, *, except_id: uuid.UUID) -> bool:
         statement = select(self.model.id).where(
             self.model.organization_id == self.organization_id,
@@ -138,3 +128,16 @@ class RecordRepository(OrganizationRepository[ModelT]):
         await self.storage.seal(instance, force=reseal)
         await self.session.flush()
         return instance
+
+
+async def expired_in_bin(
+    session: AsyncSession, model: Any, before: Any, limit: int
+) -> list[Any]:
+    """Records of every organization in the bin since before `before` (the worker's purge)."""
+    statement = (
+        select(model)
+        .where(model.deleted_at.is_not(None), model.deleted_at < before)
+        .order_by(model.deleted_at, model.id)
+        .limit(limit)
+    )
+    return list((await session.execute(statement)).scalars())
