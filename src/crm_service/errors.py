@@ -6,7 +6,8 @@ name the field and the rule that failed, nothing more.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from fastapi import FastAPI, Request
@@ -16,6 +17,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_PREFIX = "tag:crm-service,2026:problems/"
@@ -52,6 +56,9 @@ class CRMError(Exception):
     title: str = "Internal error"
     # True for errors whose request must still commit (e.g. a failed sign-in's throttling).
     keeps_changes: bool = False
+    # For refusals that must leave a trace but nothing else: the request's changes are rolled
+    # back, then this notes what to keep (an audit event) and that alone is committed.
+    after_rollback: Callable[[AsyncSession], None] | None = None
 
     def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None):
         super().__init__(detail or self.title)

@@ -41,6 +41,8 @@ class Permissions:
     modules: Mapping[Module, frozenset[Operation]] = field(default_factory=dict)
     view_sensitive: bool = False
     rights: frozenset[Right] = frozenset()
+    # The built-in Administrator profile: the one holder of everything, now and later.
+    administrator: bool = False
 
     def can(self, module: Module, operation: Operation) -> bool:
         return operation in self.modules.get(module, frozenset())
@@ -51,6 +53,20 @@ class Permissions:
     @property
     def administers(self) -> bool:
         return bool(self.rights)
+
+    def beyond(self, holder: Permissions) -> list[str]:
+        """What these permissions grant that `holder` lacks, by name (empty when `holder`
+        covers them): the rule of delegated administration is that nobody grants more."""
+        extra: list[str] = []
+        if self.administrator and not holder.administrator:
+            extra.append("administrator")
+        extra += sorted(f"right:{right.value}" for right in self.rights - holder.rights)
+        if self.view_sensitive and not holder.view_sensitive:
+            extra.append("view_sensitive")
+        for module, operations in sorted(self.modules.items()):
+            missing = operations - holder.modules.get(module, frozenset())
+            extra += sorted(f"{module.value}:{operation.value}" for operation in missing)
+        return extra
 
     def modules_json(self) -> str:
         return json.dumps(
@@ -73,6 +89,7 @@ BUILTIN: dict[BuiltinProfile, tuple[str, str, Permissions]] = {
             modules=dict.fromkeys(Module, EVERY_OPERATION),
             view_sensitive=True,
             rights=frozenset(Right),
+            administrator=True,
         ),
     ),
     BuiltinProfile.STANDARD: (

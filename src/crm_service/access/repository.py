@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.access.models import (
@@ -116,6 +116,29 @@ class GroupRepository(NamedRepository[Group]):
             )
         )
         return set(result.scalars())
+
+
+async def lock_active_administrators(session: AsyncSession, organization_id: uuid.UUID) -> list[uuid.UUID]:
+    """The organization's active Administrators, locked until the transaction ends: the
+    last-Administrator rule counts them under that lock.
+
+    A no-op UPDATE takes the lock on both databases (SQLite has no FOR UPDATE and starts its
+    write transaction only at the first write); a concurrent demotion waits for it, and the
+    count that follows sees what committed before.
+    """
+    administrators = (
+        User.organization_id == organization_id,
+        User.is_admin.is_(True),
+        User.is_active.is_(True),
+    )
+    await session.execute(
+        update(User)
+        .where(*administrators)
+        .values(is_admin=User.is_admin, updated_at=User.updated_at)
+        .execution_options(synchronize_session=False)
+    )
+    result = await session.execute(select(User.id).where(*administrators).order_by(User.id))
+    return list(result.scalars())
 
 
 async def sharing_defaults(session: AsyncSession, organization_id: uuid.UUID) -> dict[str, str]:

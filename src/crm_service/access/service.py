@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_service.access import repository
+from crm_service.access import delegation, repository
 from crm_service.access.models import Group, Profile, Role
 from crm_service.access.permissions import BUILTIN, BuiltinProfile, Permissions, Right
 from crm_service.access.schemas import (
@@ -44,6 +44,7 @@ def permissions_of(profile: Profile) -> Permissions:
         modules=Permissions.parse_modules(profile.module_permissions),
         view_sensitive=profile.view_sensitive,
         rights=frozenset(Right(name) for name in json.loads(profile.rights or "[]")),
+        administrator=profile.builtin == BuiltinProfile.ADMINISTRATOR.value,
     )
 
 
@@ -90,13 +91,17 @@ async def create_profile(*, session: AsyncSession, principal: Principal, payload
     profiles = repository.ProfileRepository(session, principal.organization_id)
     if await profiles.name_taken(payload.name):
         raise Conflict("A profile with this name exists.")
+    granted = payload.permissions()
+    delegation.check_grant(
+        principal, granted, reason="grant_beyond_own", target_type="profile", target_id=None
+    )
     profile = Profile(
         id=uuid.uuid4(),
         organization_id=principal.organization_id,
         name=payload.name,
         description=payload.description,
     )
-    _write_permissions(profile, payload.permissions())
+    _write_permissions(profile, granted)
     await profiles.add(profile)
     audit(session, principal, AuditAction.PROFILE_CREATED, target_type="profile", target_id=profile.id)
     return profile
@@ -116,6 +121,12 @@ async def update_profile(
         raise Conflict("A profile with this name exists.")
     current = permissions_of(profile)
     merged = payload.merged_with(current)
+    delegation.check_not_own_profile(principal, profile.id)
+    # Both sides: nobody widens a profile past their own, nor edits one that holds more.
+    for permissions in (current, merged):
+        delegation.check_grant(
+            principal, permissions, reason="grant_beyond_own", target_type="profile", target_id=profile.id
+        )
     for name in ("name", "description"):
         if name in changes:
             setattr(profile, name, changes[name])
@@ -136,6 +147,9 @@ async def delete_profile(*, session: AsyncSession, principal: Principal, profile
     profile = await get_profile(session=session, principal=principal, profile_id=profile_id)
     if profile.builtin is not None:
         raise Conflict("Built-in profiles cannot be deleted.")
+    delegation.check_grant(
+        principal, permissions_of(profile), reason="grant_beyond_own", target_type="profile", target_id=profile.id
+    )
     profiles = repository.ProfileRepository(session, principal.organization_id)
     if await profiles.holders(profile.id):
         raise Conflict("Users hold this profile; give them another one first.")
@@ -152,6 +166,14 @@ async def assign_profile(
         raise _invalid(field, "not_found", "no such profile")
     user.profile_id = profile.id
     user.is_admin = profile.builtin == BuiltinProfile.ADMINISTRATOR.value
+
+
+async def permissions_of_profile_id(
+    session: AsyncSession, organization_id: uuid.UUID, profile_id: uuid.UUID
+) -> Permissions | None:
+    """What the organization's profile `profile_id` grants; None when it has no such profile."""
+    profile = await repository.ProfileRepository(session, organization_id).get(profile_id)
+    return None if profile is None else permissions_of(profile)
 
 
 async def get_profile_of(session: AsyncSession, user: User) -> Profile:
@@ -202,6 +224,9 @@ async def create_role(*, session: AsyncSession, principal: Principal, payload: R
     if await roles.name_taken(payload.name):
         raise Conflict("A role with this name exists.")
     await _check_parent(roles, None, payload.parent_id)
+    await delegation.check_role_change(
+        session, principal, role_id=None, new_parent_id=payload.parent_id, parent_changes=True
+    )
     role = Role(
         id=uuid.uuid4(),
         organization_id=principal.organization_id,
@@ -224,6 +249,13 @@ async def update_role(
         raise Conflict("A role with this name exists.")
     if "parent_id" in changes:
         await _check_parent(roles, role.id, changes["parent_id"])
+    await delegation.check_role_change(
+        session,
+        principal,
+        role_id=role.id,
+        new_parent_id=changes.get("parent_id"),
+        parent_changes="parent_id" in changes,
+    )
     confirmed = changes.pop("confirm_self_lockout", False)
     if "ip_allowlist" in changes:
         changes["ip_allowlist"] = _normalized_allowlist(changes["ip_allowlist"])
@@ -253,6 +285,9 @@ def _normalized_allowlist(cidrs: list[str] | None) -> str | None:
 async def delete_role(*, session: AsyncSession, principal: Principal, role_id: uuid.UUID) -> None:
     role = await get_role(session=session, principal=principal, role_id=role_id)
     roles = repository.RoleRepository(session, principal.organization_id)
+    await delegation.check_role_change(
+        session, principal, role_id=role.id, new_parent_id=None, parent_changes=False
+    )
     if await roles.in_use(role.id):
         raise Conflict("Users or roles still report to this role; move them first.")
     await roles.delete(role)
@@ -298,6 +333,7 @@ async def create_group(
     if await groups.name_taken(payload.name):
         raise Conflict("A group with this name exists.")
     members = await _check_members(session, principal.organization_id, payload.member_ids)
+    await delegation.check_group_change(session, principal, group_id=None, member_ids=members)
     group = Group(id=uuid.uuid4(), organization_id=principal.organization_id, name=payload.name)
     await groups.add(group)
     await groups.set_members(group.id, members)
@@ -309,6 +345,7 @@ async def update_group(
     *, session: AsyncSession, principal: Principal, group_id: uuid.UUID, payload: GroupUpdate
 ) -> tuple[Group, list[uuid.UUID]]:
     group, members = await get_group(session=session, principal=principal, group_id=group_id)
+    await delegation.check_group_change(session, principal, group_id=group.id, member_ids=members)
     groups = repository.GroupRepository(session, principal.organization_id)
     changes = payload.model_dump(exclude_unset=True)
     if "name" in changes:
@@ -324,12 +361,15 @@ async def update_group(
 
 
 async def delete_group(*, session: AsyncSession, principal: Principal, group_id: uuid.UUID) -> None:
-    group, _ = await get_group(session=session, principal=principal, group_id=group_id)
+    group, members = await get_group(session=session, principal=principal, group_id=group_id)
+    await delegation.check_group_change(session, principal, group_id=group.id, member_ids=members)
     await repository.GroupRepository(session, principal.organization_id).delete(group)
     audit(session, principal, AuditAction.GROUP_DELETED, target_type="group", target_id=group_id)
 
 
 # -- sharing --------------------------------------------------------------------------------
+
+_OPENNESS = {SharingLevel.PRIVATE: 0, SharingLevel.READ_ONLY: 1, SharingLevel.READ_WRITE: 2}
 
 
 async def get_sharing(*, session: AsyncSession, principal: Principal) -> SharingDefaults:
@@ -343,11 +383,17 @@ async def set_sharing(
     *, session: AsyncSession, principal: Principal, payload: SharingDefaults
 ) -> SharingDefaults:
     before = await get_sharing(session=session, principal=principal)
-    changed = []
+    changed, opened = [], []
     for module in Module:
         level: SharingLevel = getattr(payload, module.value)
-        if getattr(before, module.value) is not level:
+        was: SharingLevel = getattr(before, module.value)
+        if was is not level:
             changed.append(module.value)
+        if _OPENNESS[level] > _OPENNESS[was]:
+            opened.append(module.value)
+    delegation.check_sharing_opened(principal, opened)
+    for module in Module:
+        level = getattr(payload, module.value)
         await repository.set_sharing_default(session, principal.organization_id, module.value, level.value)
     if changed:
         audit(session, principal, AuditAction.SHARING_CHANGED, target_type="organization", target_id=principal.organization_id, fields=changed)
@@ -376,7 +422,7 @@ async def visibility_for(session: AsyncSession, principal: Principal, module: Mo
     if principal.role_id is not None:
         roles = repository.RoleRepository(session, organization_id)
         parents = await roles.parents()
-        below = _descendants(parents, principal.role_id)
+        below = delegation.descendants(parents, principal.role_id)
         owner_ids |= await roles.users_in(below)
     groups = await repository.GroupRepository(session, organization_id).groups_of(principal.user_id)
     visibility = Visibility(
@@ -388,18 +434,3 @@ async def visibility_for(session: AsyncSession, principal: Principal, module: Mo
     )
     cache[key] = visibility
     return visibility
-
-
-def _descendants(parents: dict[uuid.UUID, uuid.UUID | None], role_id: uuid.UUID) -> set[uuid.UUID]:
-    children: dict[uuid.UUID, list[uuid.UUID]] = {}
-    for child, parent in parents.items():
-        if parent is not None:
-            children.setdefault(parent, []).append(child)
-    found: set[uuid.UUID] = set()
-    stack = list(children.get(role_id, []))
-    while stack:
-        current = stack.pop()
-        if current not in found:
-            found.add(current)
-            stack.extend(children.get(current, []))
-    return found

@@ -45,6 +45,7 @@ class AuditAction(StrEnum):
     GROUP_CREATED = "group.created"
     GROUP_UPDATED = "group.updated"
     GROUP_DELETED = "group.deleted"
+    DELEGATION_REFUSED = "access.delegation_refused"  # a grant beyond the caller's own rights
     # Organization settings
     ORGANIZATION_CREATED = "organization.created"
     FIELDS_CLASSIFIED = "settings.fields_classified"

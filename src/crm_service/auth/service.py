@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_service.access import delegation
 from crm_service.access import service as access
 from crm_service.access.permissions import BuiltinProfile, Permissions
 from crm_service.audit.actions import AuditAction, Outcome
@@ -194,6 +195,7 @@ async def principal_from_token(
         session_id=auth_session.id,
         client_ip=client_ip,
         permissions=permissions,
+        profile_id=user.profile_id,
         role_id=user.role_id,
     )
 
@@ -213,6 +215,21 @@ async def logout(*, session: AsyncSession, principal: Principal) -> None:
 async def create_user(
     *, session: AsyncSession, principal: Principal, payload: UserCreate
 ) -> User:
+    organization_id = principal.organization_id
+    profile_id = payload.profile_id or await access.builtin_profile_id(
+        session,
+        organization_id,
+        BuiltinProfile.ADMINISTRATOR if payload.is_admin else BuiltinProfile.STANDARD,
+    )
+    granted = await access.permissions_of_profile_id(session, organization_id, profile_id)
+    if granted is not None:
+        delegation.check_grant(
+            principal, granted, reason="grant_beyond_own", target_type="user", target_id=None
+        )
+    await access.check_role(session, organization_id, payload.role_id)
+    await delegation.check_role_placement(
+        session, principal, new_role_id=payload.role_id, current_role_id=None, user_id=None
+    )
     user = await add_user(session=session, organization_id=principal.organization_id, payload=payload)
     audit(
         session,
@@ -285,7 +302,8 @@ async def end_my_session(
 async def end_user_sessions(
     *, session: AsyncSession, principal: Principal, user_id: uuid.UUID, now: datetime
 ) -> None:
-    await get_user(session=session, principal=principal, user_id=user_id)
+    user = await get_user(session=session, principal=principal, user_id=user_id)
+    await _check_manages(session, principal, user)
     await repository.SessionRepository(session, principal.organization_id).end_all_for_user(
         user_id, now
     )
@@ -308,6 +326,16 @@ async def change_password(
     await session.flush()
 
 
+async def _check_manages(session: AsyncSession, principal: Principal, user: User) -> None:
+    """Only someone covering a user's profile, and sitting at or above their role, manages
+    them."""
+    held = access.permissions_of(await access.get_profile_of(session, user))
+    delegation.check_manages(principal, held, user_id=user.id)
+    await delegation.check_role_placement(
+        session, principal, new_role_id=user.role_id, current_role_id=user.role_id, user_id=user.id
+    )
+
+
 async def update_user(
     *,
     session: AsyncSession,
@@ -316,32 +344,54 @@ async def update_user(
     payload: UserUpdate,
     now: datetime,
 ) -> User:
+    """Every rule is checked before anything changes: a refusal then keeps nothing but its
+    audit event."""
+    organization_id = principal.organization_id
     user = await get_user(session=session, principal=principal, user_id=user_id)
     changes = payload.model_dump(exclude_unset=True)
     if "is_admin" in changes and "profile_id" not in changes:
         if changes["is_admin"] != user.is_admin:
             builtin = BuiltinProfile.ADMINISTRATOR if changes["is_admin"] else BuiltinProfile.STANDARD
-            changes["profile_id"] = await access.builtin_profile_id(
-                session, principal.organization_id, builtin
-            )
+            changes["profile_id"] = await access.builtin_profile_id(session, organization_id, builtin)
     changes.pop("is_admin", None)
     if "role_id" in changes:
-        await access.check_role(session, principal.organization_id, changes["role_id"])
+        await access.check_role(session, organization_id, changes["role_id"])
     changed = [name for name, value in changes.items() if getattr(user, name) != value]
+    new_permissions = None
     if "profile_id" in changed:
-        await access.assign_profile(session, user, changes["profile_id"])
+        new_permissions = await access.permissions_of_profile_id(
+            session, organization_id, changes["profile_id"]
+        )
+        if new_permissions is None:
+            await access.assign_profile(session, user, changes["profile_id"])  # raises 422
     if user.id == principal.user_id and (
         changes.get("is_active") is False or "profile_id" in changed or "role_id" in changed
     ):
         # Each could lock the administrator out (no rights, or a narrower IP allowlist).
         raise Conflict("You cannot disable yourself or change your own profile or role.")
+    await _check_manages(session, principal, user)
+    if new_permissions is not None:
+        delegation.check_grant(
+            principal, new_permissions, reason="grant_beyond_own", target_type="user", target_id=user.id
+        )
+    if "role_id" in changed:
+        await delegation.check_role_placement(
+            session,
+            principal,
+            new_role_id=changes["role_id"],
+            current_role_id=user.role_id,
+            user_id=user.id,
+        )
+    demoted = new_permissions is not None and not new_permissions.administrator
+    if user.is_admin and user.is_active and (demoted or changes.get("is_active") is False):
+        await delegation.keep_an_administrator(session, principal, user_id=user.id)
+    if "profile_id" in changed:
+        await access.assign_profile(session, user, changes["profile_id"])
     for name in changed:
         if name != "profile_id":
             setattr(user, name, changes[name])
     if changes.get("is_active") is False:
-        await repository.SessionRepository(session, principal.organization_id).end_all_for_user(
-            user.id, now
-        )
+        await repository.SessionRepository(session, organization_id).end_all_for_user(user.id, now)
     if changed:
         audit(session, principal, AuditAction.USER_UPDATED, target_type="user", target_id=user.id, fields=changed)
     await session.flush()

@@ -61,9 +61,14 @@ class CommitOnSuccessRoute(APIRoute):
             try:
                 response = await handler(request)
             except CRMError as error:
-                # A failed sign-in still counts: its throttling state must be kept.
                 session = getattr(request.state, "db_session", None)
-                if error.keeps_changes and session is not None:
+                if session is not None and error.after_rollback is not None:
+                    # A refusal: nothing the request did stays, only its record of refusing.
+                    await rollback(session)
+                    error.after_rollback(session)
+                    await commit(session)
+                elif error.keeps_changes and session is not None:
+                    # A failed sign-in still counts: its throttling state must be kept.
                     await commit(session)
                 raise
             session = getattr(request.state, "db_session", None)

@@ -49,6 +49,7 @@ class Principal:
     client_ip: str | None = field(default=None, compare=False)
     # A user's profile and role; None for a partner client, which scopes alone limit.
     permissions: Permissions | None = field(default=None, compare=False)
+    profile_id: uuid.UUID | None = None
     role_id: uuid.UUID | None = None
 
     def has(self, scope: Scope) -> bool:
