@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     # Sign-in
     session_absolute_ttl_seconds: int = Field(default=12 * 3600, ge=60)
     session_idle_ttl_seconds: int = Field(default=30 * 60, ge=60)
+    # Failed password sign-ins one source address may make in 15 minutes (then 429).
+    sign_in_address_failures: int = Field(default=50, ge=1)
+    # A failed sign-in is answered no sooner than this, whatever failed.
+    sign_in_failure_seconds: float = Field(default=0.25, ge=0, le=5)
 
     # Retention (days): the recycle bin before the worker purges, the audit log.
     recycle_bin_retention_days: int = Field(default=60, ge=1)

@@ -59,6 +59,9 @@ class CRMError(Exception):
     # For refusals that must leave a trace but nothing else: the request's changes are rolled
     # back, then this notes what to keep (an audit event) and that alone is committed.
     after_rollback: Callable[[AsyncSession], None] | None = None
+    # Answered no sooner than this many seconds after the route began (a failed sign-in:
+    # how long the work took must not tell which failure it was).
+    min_seconds: float = 0.0
 
     def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None):
         super().__init__(detail or self.title)

@@ -14,6 +14,7 @@ from crm_service.access.router import router as access_router
 from crm_service.audit.router import router as audit_router
 from crm_service.auth.router import router as auth_router
 from crm_service.auth.sso_router import router as sso_router
+from crm_service.auth.throttle import SignInThrottle
 from crm_service.clock import Clock
 from crm_service.config import Settings, get_settings
 from crm_service.crypto.master import key_provider_from_settings
@@ -71,6 +72,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessionmaker = make_sessionmaker(
             engine,
             info=session_info(app.state.key_provider, phone_region=settings.default_phone_region),
+        )
+        app.state.sign_in_throttle = SignInThrottle(
+            app.state.sessionmaker, address_failures=settings.sign_in_address_failures
         )
         app.state.head_revision = head_revision()
         app.state.redis = Redis.from_url(settings.redis_url) if settings.redis_url else None

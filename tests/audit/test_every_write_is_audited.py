@@ -238,6 +238,12 @@ async def _end_user_sessions(w: World) -> tuple[Call, list[str]]:
     ]
 
 
+async def _unlock_user(w: World) -> tuple[Call, list[str]]:
+    return ("POST", f"/v1/users/{w.colleague_id}/unlock", None, w.org.headers), [
+        "user.sign_in_unlocked"
+    ]
+
+
 async def _classify(w: World) -> tuple[Call, list[str]]:
     body = {"fields": {"title": "personal"}}
     return ("PUT", "/v1/settings/fields/leads", body, w.org.headers), ["settings.fields_classified"]
@@ -295,6 +301,7 @@ CASES: dict[tuple[str, str], Case] = {
     ("POST", "/v1/users"): _create_user,
     ("PATCH", "/v1/users/{user_id}"): _update_user,
     ("DELETE", "/v1/users/{user_id}/sessions"): _end_user_sessions,
+    ("POST", "/v1/users/{user_id}/unlock"): _unlock_user,
     **_record_cases("leads", "lead", {"last_name": "Lovelace", "company": "Engines"}),
     **_record_cases("contacts", "contact", {"last_name": "Lovelace"}),
     **_record_cases("accounts", "account", {"name": "Engines Ltd"}),

@@ -88,8 +88,9 @@ async def test_changing_the_password_ends_the_other_sessions(org: Org) -> None:
         json={"current_password": "not my password", "new_password": "a brand new passphrase"},
         headers=org.headers,
     )
-    assert_problem(wrong, 401)
-    assert await me(org, other) == 200
+    # 403, not 401: a frontend must not read a mistyped password as "signed out".
+    assert assert_problem(wrong, 403)["type"].endswith("/reauthentication-failed")
+    assert await me(org, org.headers) == 200 and await me(org, other) == 200
 
     changed = await org.client.post(
         "/v1/me/password",

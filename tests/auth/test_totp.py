@@ -523,7 +523,8 @@ async def test_disabling_needs_the_password_and_ends_the_other_sessions(
     refused = await org.client.post(
         "/v1/me/mfa/totp/disable", json={"password": "not the password"}, headers=current
     )
-    assert_problem(refused, 401)
+    assert assert_problem(refused, 403)["type"].endswith("/reauthentication-failed")
+    assert (await org.client.get("/v1/me", headers=current)).status_code == 200
     assert (await two_factor_status(org.client, current))["totp_enabled"] is True
     assert (await org.client.get("/v1/me", headers=user.headers)).status_code == 200
 
@@ -556,7 +557,8 @@ async def test_new_recovery_codes_need_the_password_and_replace_the_old_ones(
     refused = await org.client.post(
         "/v1/me/mfa/recovery-codes", json={"password": "not the password"}, headers=user.headers
     )
-    assert_problem(refused, 401)
+    assert assert_problem(refused, 403)["type"].endswith("/reauthentication-failed")
+    assert (await org.client.get("/v1/me", headers=user.headers)).status_code == 200
     assert (await sign_in(org.client, user.email, old[0])).status_code == 200
 
     replaced = await org.client.post(

@@ -31,6 +31,7 @@ class AuditAction(StrEnum):
     USER_UPDATED = "user.updated"
     USER_PASSWORD_CHANGED = "user.password_changed"
     USER_SESSIONS_ENDED = "user.sessions_ended"
+    USER_SIGN_IN_UNLOCKED = "user.sign_in_unlocked"
     USER_MFA_ENROLLED = "user.mfa_enrolled"
     USER_MFA_DISABLED = "user.mfa_disabled"
     USER_RECOVERY_CODES_REPLACED = "user.recovery_codes_replaced"

@@ -22,6 +22,7 @@ from crm_service.audit.service import record as audit
 from crm_service.auth import repository, totp
 from crm_service.auth.models import MfaChallenge, RecoveryCode, TotpCredential, User
 from crm_service.auth.passwords import hash_password, verify_password
+from crm_service.auth.throttle import confirm_password
 from crm_service.auth.tokens import token_digest
 from crm_service.crypto.codec import FieldContext
 from crm_service.crypto.service import open_organization_secret, seal_organization_secret
@@ -278,8 +279,9 @@ async def disable(
 ) -> None:
     """Turn two-factor off (to reset it, enrol again). Needs the password; ends the user's
     other sessions."""
-    if not await verify_password(user.password_hash, password):
-        raise Unauthorized("The password is wrong.")
+    await confirm_password(
+        session, user_id=user.id, password_hash=user.password_hash, password=password, client_ip=client_ip, now=now
+    )
     totps = repository.TotpRepository(session, user.organization_id)
     credential = await totps.for_user(user.id)
     if credential is None:
@@ -296,8 +298,9 @@ async def disable(
 async def new_recovery_codes(
     *, session: AsyncSession, user: User, password: str, now: datetime, client_ip: str | None
 ) -> list[str]:
-    if not await verify_password(user.password_hash, password):
-        raise Unauthorized("The password is wrong.")
+    await confirm_password(
+        session, user_id=user.id, password_hash=user.password_hash, password=password, client_ip=client_ip, now=now
+    )
     enabled, _ = await status(session=session, user=user)
     if not enabled:
         raise NotFound("Two-factor is not on.")

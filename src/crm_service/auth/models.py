@@ -146,3 +146,19 @@ class SsoAttempt(IdMixin, OrganizationScoped, Base):
     user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     handoff_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     handoff_used_at: Mapped[datetime | None]
+
+
+class SignInAttempt(Base):
+    """Counters that slow password guessing, one row per key: a source address
+    (`address:<ip>`), an account at one address (`pair:<user id>:<ip>`) and an account from
+    anywhere (`account:<user id>`). Ids and addresses only, as in the audit log; never an
+    email. In the database rather than in memory so that every instance counts alike."""
+
+    __tablename__ = "sign_in_attempts"
+
+    key: Mapped[str] = mapped_column(String(120), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    # The address counter's fixed window; the pair counter's lock-out.
+    window_started_at: Mapped[datetime | None]
+    locked_until: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(index=True)

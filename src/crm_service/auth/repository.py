@@ -5,7 +5,9 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import case, delete, func, literal, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.auth.models import (
@@ -13,11 +15,13 @@ from crm_service.auth.models import (
     IdentityProvider,
     MfaChallenge,
     RecoveryCode,
+    SignInAttempt,
     SsoAttempt,
     TotpCredential,
     User,
     UserIdentity,
 )
+from crm_service.db.base import UTCDateTime
 from crm_service.db.repository import OrganizationRepository
 
 
@@ -25,6 +29,10 @@ async def find_user_for_login(session: AsyncSession, email: str) -> User | None:
     """Login names no organization, so this one lookup spans them (by unique email)."""
     result = await session.execute(select(User).where(User.email == email))
     return result.scalar_one_or_none()
+
+
+async def find_user_id_for_login(session: AsyncSession, email: str) -> uuid.UUID | None:
+    return await session.scalar(select(User.id).where(User.email == email))
 
 
 async def find_session_by_token_hash(session: AsyncSession, token_hash: str) -> AuthSession | None:
@@ -222,3 +230,122 @@ async def identity_by_subject(session: AsyncSession, issuer: str, subject: str) 
         select(UserIdentity).where(UserIdentity.issuer == issuer, UserIdentity.subject == subject)
     )
     return result.scalar_one_or_none()
+
+
+# -- sign-in throttle -----------------------------------------------------------------------
+# Each function runs inside the throttle's own short transaction (see auth.throttle), so its
+# row locks are held for a few statements, never across a password verification.
+
+
+def _insert_missing(session: AsyncSession, keys: list[str], now: datetime):  # noqa: ANN202
+    rows = [{"key": key, "failures": 0, "window_started_at": now, "updated_at": now} for key in keys]
+    if session.bind.dialect.name == "postgresql":
+        return pg_insert(SignInAttempt).values(rows).on_conflict_do_nothing(index_elements=["key"])
+    return sqlite_insert(SignInAttempt).values(rows).on_conflict_do_nothing(index_elements=["key"])
+
+
+async def ensure_attempt_rows(session: AsyncSession, keys: list[str], now: datetime) -> None:
+    # Sorted, so two transactions always lock the same rows in the same order.
+    await session.execute(_insert_missing(session, sorted(keys), now))
+
+
+async def count_address_failure(
+    session: AsyncSession, key: str, *, now: datetime, window: timedelta, limit: int
+) -> datetime | None:
+    """Count one failure in the address's fixed window; when the window is already full,
+    count nothing and return when it ends."""
+    stamp = literal(now, UTCDateTime())
+    expired = SignInAttempt.window_started_at <= now - window
+    result = await session.execute(
+        update(SignInAttempt)
+        .where(
+            SignInAttempt.key == key,
+            or_(expired, SignInAttempt.failures < limit),
+        )
+        .values(
+            failures=case((expired, 1), else_=SignInAttempt.failures + 1),
+            window_started_at=case((expired, stamp), else_=SignInAttempt.window_started_at),
+            updated_at=stamp,
+        )
+        .returning(SignInAttempt.failures)
+        .execution_options(synchronize_session=False)
+    )
+    if result.first() is not None:
+        return None
+    started = await session.scalar(
+        select(SignInAttempt.window_started_at).where(SignInAttempt.key == key)
+    )
+    return (started or now) + window
+
+
+async def uncount_address_failure(session: AsyncSession, key: str, now: datetime) -> None:
+    await session.execute(
+        update(SignInAttempt)
+        .where(SignInAttempt.key == key, SignInAttempt.failures > 0)
+        .values(failures=SignInAttempt.failures - 1, updated_at=literal(now, UTCDateTime()))
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def count_pair_failure(session: AsyncSession, key: str, *, now: datetime) -> int | None:
+    """Count one attempt of an account at an address unless that pair is locked out; the
+    number of consecutive attempts so far, or None when locked."""
+    result = await session.execute(
+        update(SignInAttempt)
+        .where(
+            SignInAttempt.key == key,
+            or_(SignInAttempt.locked_until.is_(None), SignInAttempt.locked_until <= now),
+        )
+        .values(failures=SignInAttempt.failures + 1, updated_at=literal(now, UTCDateTime()))
+        .returning(SignInAttempt.failures)
+        .execution_options(synchronize_session=False)
+    )
+    row = result.first()
+    return None if row is None else int(row[0])
+
+
+async def lock_pair(session: AsyncSession, key: str, until: datetime) -> None:
+    await session.execute(
+        update(SignInAttempt)
+        .where(SignInAttempt.key == key)
+        .values(locked_until=literal(until, UTCDateTime()))
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def count_account_failure(
+    session: AsyncSession, key: str, *, now: datetime, cap: int, counts: bool
+) -> int | None:
+    """The account's consecutive failures from anywhere, counting this one when `counts`;
+    None when the account reached `cap` and is locked until an administrator unlocks it."""
+    statement = update(SignInAttempt).where(SignInAttempt.key == key, SignInAttempt.failures < cap)
+    increment = SignInAttempt.failures + 1 if counts else SignInAttempt.failures
+    result = await session.execute(
+        statement.values(failures=increment, updated_at=literal(now, UTCDateTime()))
+        .returning(SignInAttempt.failures)
+        .execution_options(synchronize_session=False)
+    )
+    row = result.first()
+    return None if row is None else int(row[0])
+
+
+async def clear_attempts(
+    session: AsyncSession, keys: list[str], *, prefixes: tuple[str, ...] = ()
+) -> None:
+    conditions = [SignInAttempt.key.in_(keys)] if keys else []
+    conditions += [SignInAttempt.key.startswith(prefix, autoescape=True) for prefix in prefixes]
+    if conditions:
+        await session.execute(delete(SignInAttempt).where(or_(*conditions)))
+
+
+async def purge_attempts(session: AsyncSession, *, before: datetime, now: datetime) -> int:
+    """The worker's clean-up: rows untouched since `before` and not locked now. Account rows at
+    the cap are kept: only an administrator lifts that lock."""
+    result = await session.execute(
+        delete(SignInAttempt).where(
+            SignInAttempt.updated_at < before,
+            or_(SignInAttempt.locked_until.is_(None), SignInAttempt.locked_until <= now),
+            ~SignInAttempt.key.startswith("account:"),
+        )
+    )
+    return int(result.rowcount or 0)

@@ -42,7 +42,7 @@ Admin = Annotated[Principal, Depends(require_right(Right.MANAGE_USERS))]
     operation_id="login",
     summary="Sign in with email and password",
     response_model=TokenResponse | MfaRequired,
-    responses=problem_responses(401, 403, 422),
+    responses=problem_responses(401, 403, 422, 429),
 )
 async def login(
     payload: LoginRequest, session: DbSession, request: Request
@@ -53,6 +53,7 @@ async def login(
         settings=request.app.state.settings,
         now=request.app.state.clock.now(),
         client_ip=request.client.host if request.client else None,
+        throttle=request.app.state.sign_in_throttle,
     )
 
 
@@ -172,7 +173,7 @@ async def confirm_totp_enrolment(
     operation_id="disableTotp",
     summary="Turn two-factor off (password needed); ends your other sessions",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=problem_responses(401, 404, 422),
+    responses=problem_responses(401, 403, 404, 422),
 )
 async def disable_totp(
     payload: PasswordConfirm, principal: CurrentPrincipal, session: DbSession, request: Request
@@ -194,7 +195,7 @@ async def disable_totp(
     operation_id="replaceRecoveryCodes",
     summary="Replace your recovery codes (password needed); the old ones stop working",
     response_model=RecoveryCodes,
-    responses=problem_responses(401, 404, 422),
+    responses=problem_responses(401, 403, 404, 422),
 )
 async def replace_recovery_codes(
     payload: PasswordConfirm, principal: CurrentPrincipal, session: DbSession, request: Request
@@ -261,7 +262,7 @@ async def end_my_session(
     operation_id="changeMyPassword",
     summary="Change your password (the current one needed); ends your other sessions",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=problem_responses(401, 422),
+    responses=problem_responses(401, 403, 422),
 )
 async def change_my_password(
     payload: PasswordChange, principal: CurrentPrincipal, session: DbSession, request: Request
@@ -350,4 +351,16 @@ async def end_user_sessions(
     await service.end_user_sessions(
         session=session, principal=principal, user_id=user_id, now=request.app.state.clock.now()
     )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/users/{user_id}/unlock",
+    operation_id="unlockUserSignIn",
+    summary="Lift the password sign-in locks that failed attempts put on a user",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def unlock_user_sign_in(user_id: uuid.UUID, principal: Admin, session: DbSession) -> Response:
+    await service.unlock_sign_in(session=session, principal=principal, user_id=user_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -29,7 +29,9 @@ from crm_service.auth.schemas import (
 from crm_service.auth.tokens import TOKEN_PREFIX, new_access_token, token_digest
 from crm_service.config import Settings
 from crm_service.db.base import utcnow
-from crm_service.errors import Conflict, InvalidToken, NotFound, Unauthorized
+from crm_service.auth.throttle import SignInThrottle, confirm_password, lift_locks
+from crm_service.auth.throttle import succeeded as attempts_succeeded
+from crm_service.errors import Conflict, InvalidToken, NotFound, TooManyRequests, Unauthorized
 from crm_service.orgs.security import check_client_address
 from crm_service.security.principal import Principal
 from crm_service.security.scopes import ALL_SCOPES, STANDARD_USER_SCOPES
@@ -41,9 +43,25 @@ _TOUCH_INTERVAL = timedelta(seconds=60)
 
 
 class LoginFailed(Unauthorized):
-    """A wrong password. Its audit event commits with the 401."""
+    """A wrong password, an unknown email, a disabled or locked account: one answer. Its audit
+    event commits with the 401, which goes out no sooner than `min_seconds` after the request
+    arrived, so that how long the work took tells nothing either."""
 
     keeps_changes = True
+
+    def __init__(self, min_seconds: float) -> None:
+        super().__init__("The email or password is wrong.")
+        self.min_seconds = min_seconds
+
+
+class SignInsThrottled(TooManyRequests):
+    slug, title = "sign-in-throttled", "Too many failed sign-ins"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            "Too many failed sign-ins from this address; try again later.",
+            headers={"Retry-After": str(retry_after)},
+        )
 
 
 def normalize_login_email(email: str) -> str:
@@ -61,28 +79,52 @@ async def login(
     settings: Settings,
     now: datetime,
     client_ip: str | None,
+    throttle: SignInThrottle,
 ) -> TokenResponse | MfaRequired:
     """Check the password; then either a session token, or an mfa_token for the second step."""
-    user = await repository.find_user_for_login(session, normalize_login_email(payload.email))
-    usable = user is not None and user.is_active
-    # Unknown email, disabled user and wrong password all cost one Argon2 verification and
-    # answer alike.
+    email = normalize_login_email(payload.email)
+    # Before the request's session touches the database (see auth.throttle).
+    verdict = await throttle.reserve(email=email, client_ip=client_ip, now=now)
+    if verdict.retry_after is not None:
+        logger.warning("login_throttled")
+        raise SignInsThrottled(verdict.retry_after)
+    user = await repository.find_user_for_login(session, email)
+    usable = user is not None and user.is_active and verdict.allowed
+    # Unknown email, disabled or locked account and wrong password all cost one Argon2
+    # verification and answer alike.
     ok = await verify_password(user.password_hash if usable else None, payload.password)
     if not ok or user is None:
         # The email is personal data: the log names the account only when it exists.
         logger.warning("login_failed", user_id=str(user.id) if user is not None else None)
         if user is not None:
             # An unknown email names no organization, so only the log knows of it.
+            actor = Actor.user(user.organization_id, user.id, client_ip)
+            reason = (
+                "user_disabled"
+                if not user.is_active
+                else "locked_out" if not verdict.allowed else "wrong_password"
+            )
             audit(
                 session,
-                Actor.user(user.organization_id, user.id, client_ip),
+                actor,
                 AuditAction.LOGIN_FAILED,
                 target_type="user",
                 target_id=user.id,
-                outcome=Outcome.FAILURE,
-                reason="wrong_password" if user.is_active else "user_disabled",
+                outcome=Outcome.FAILURE if verdict.allowed else Outcome.DENIED,
+                reason=reason,
             )
-        raise LoginFailed("The email or password is wrong.")
+            if verdict.reached_cap:
+                audit(
+                    session,
+                    actor,
+                    AuditAction.LOCKED_OUT,
+                    target_type="user",
+                    target_id=user.id,
+                    outcome=Outcome.DENIED,
+                    reason="password_failures",
+                )
+        raise LoginFailed(settings.sign_in_failure_seconds)
+    await attempts_succeeded(session, user_id=user.id, client_ip=client_ip, now=now)
     await check_client_address(session, user, client_ip)
     try:
         await sso.check_password_sign_in_allowed(session, user)
@@ -310,14 +352,28 @@ async def end_user_sessions(
     audit(session, principal, AuditAction.USER_SESSIONS_ENDED, target_type="user", target_id=user_id)
 
 
+async def unlock_sign_in(*, session: AsyncSession, principal: Principal, user_id: uuid.UUID) -> None:
+    """After 100 failed passwords an account waits for this (see auth.throttle)."""
+    user = await get_user(session=session, principal=principal, user_id=user_id)
+    await _check_manages(session, principal, user)
+    await lift_locks(session, user.id)
+    audit(session, principal, AuditAction.USER_SIGN_IN_UNLOCKED, target_type="user", target_id=user.id)
+
+
 async def change_password(
     *, session: AsyncSession, principal: Principal, payload: PasswordChange, now: datetime
 ) -> None:
     """Needs the current password; ends every other session of the user."""
     assert principal.user_id is not None
     user = await get_user(session=session, principal=principal, user_id=principal.user_id)
-    if not await verify_password(user.password_hash, payload.current_password):
-        raise Unauthorized("The current password is wrong.")
+    await confirm_password(
+        session,
+        user_id=user.id,
+        password_hash=user.password_hash,
+        password=payload.current_password,
+        client_ip=principal.client_ip,
+        now=now,
+    )
     user.password_hash = await hash_password(payload.new_password)
     await repository.SessionRepository(session, principal.organization_id).end_all_for_user(
         user.id, now, except_session=principal.session_id

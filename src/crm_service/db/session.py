@@ -9,6 +9,8 @@ anywhere means no commit: the dependency's cleanup rolls the whole transaction b
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 
@@ -58,6 +60,7 @@ class CommitOnSuccessRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def commit_on_success(request: Request) -> Response:
+            started = time.monotonic()
             try:
                 response = await handler(request)
             except CRMError as error:
@@ -70,6 +73,8 @@ class CommitOnSuccessRoute(APIRoute):
                 elif error.keeps_changes and session is not None:
                     # A failed sign-in still counts: its throttling state must be kept.
                     await commit(session)
+                if error.min_seconds:
+                    await asyncio.sleep(max(0.0, started + error.min_seconds - time.monotonic()))
                 raise
             session = getattr(request.state, "db_session", None)
             if session is not None and response.status_code < 400:

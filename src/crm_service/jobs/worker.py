@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_service.auth.throttle import forget_old_attempts
 from crm_service.config import Settings
 from crm_service.db.session import commit
 from crm_service.jobs.models import WorkerJob
@@ -47,6 +48,10 @@ async def _purge_audit_log(session: AsyncSession, settings: Settings, now: datet
     return purged
 
 
+async def _forget_sign_in_attempts(session: AsyncSession, settings: Settings, now: datetime) -> int:
+    return await forget_old_attempts(session, now)
+
+
 @dataclass(frozen=True)
 class Job:
     name: str
@@ -59,6 +64,7 @@ class Job:
 JOBS: tuple[Job, ...] = (
     Job("purge_recycle_bin", timedelta(hours=1), _purge_recycle_bin, batch_size=BATCH_SIZE),
     Job("purge_audit_log", timedelta(days=1), _purge_audit_log),
+    Job("forget_sign_in_attempts", timedelta(hours=1), _forget_sign_in_attempts),
 )
 
 
