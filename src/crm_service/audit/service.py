@@ -29,6 +29,7 @@ from crm_service.audit.models import AuditEvent
 from crm_service.audit.schemas import AuditEventQuery
 from crm_service.crypto.service import keyring_for
 from crm_service.db.base import utcnow
+from crm_service.db.session import on_transaction_end
 from crm_service.records.paging import Cursor, RecordSort
 from crm_service.security.principal import Principal
 
@@ -165,6 +166,9 @@ async def write_pending(session: AsyncSession) -> None:
         chain.last_mac = previous
         chain.head_mac = macs.head_mac(key, chain)
         await repository.append(session, rows, chain)
+
+
+on_transaction_end(before_commit=write_pending, on_rollback=discard_pending)
 
 
 @sa_event.listens_for(Session, "before_commit")

@@ -33,7 +33,7 @@ from crm_service.auth.throttle import SignInThrottle, confirm_password, lift_loc
 from crm_service.auth.throttle import succeeded as attempts_succeeded
 from crm_service.errors import Conflict, InvalidToken, NotFound, TooManyRequests, Unauthorized
 from crm_service.orgs.security import check_client_address
-from crm_service.security.principal import Principal
+from crm_service.security.principal import Principal, register_token_resolver
 from crm_service.security.scopes import ALL_SCOPES, STANDARD_USER_SCOPES
 
 logger = structlog.get_logger("crm_service.auth")
@@ -240,6 +240,9 @@ async def principal_from_token(
         profile_id=user.profile_id,
         role_id=user.role_id,
     )
+
+
+register_token_resolver(TOKEN_PREFIX, principal_from_token)
 
 
 async def logout(*, session: AsyncSession, principal: Principal) -> None:

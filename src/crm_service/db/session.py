@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response
@@ -21,19 +21,34 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm_service.errors import CRMError
 
 
-async def commit(session: AsyncSession) -> None:
-    """The one way to commit: audit events noted during the transaction are chained and
-    written first, in the same transaction."""
-    from crm_service.audit.service import write_pending  # audit builds on db
+BeforeCommit = Callable[[AsyncSession], Awaitable[None]]
+OnRollback = Callable[[AsyncSession], None]
 
-    await write_pending(session)
+# What features ask to run at the edges of every transaction (the audit log writes its
+# pending events before the commit and forgets them on a rollback). The core calls them and
+# imports no feature.
+_before_commit: list[BeforeCommit] = []
+_on_rollback: list[OnRollback] = []
+
+
+def on_transaction_end(*, before_commit: BeforeCommit, on_rollback: OnRollback) -> None:
+    """Register a feature's hooks (once, when its module is imported)."""
+    if before_commit not in _before_commit:
+        _before_commit.append(before_commit)
+        _on_rollback.append(on_rollback)
+
+
+async def commit(session: AsyncSession) -> None:
+    """The one way to commit: whatever features noted during the transaction (audit events)
+    is written first, in the same transaction."""
+    for hook in _before_commit:
+        await hook(session)
     await session.commit()
 
 
 async def rollback(session: AsyncSession) -> None:
-    from crm_service.audit.service import discard_pending
-
-    discard_pending(session)
+    for hook in _on_rollback:
+        hook(session)
     await session.rollback()
 
 

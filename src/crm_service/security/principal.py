@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Protocol
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.access.permissions import Permissions, Right
 from crm_service.db.session import DbSession
-from crm_service.errors import Forbidden, Unauthorized
+from crm_service.config import Settings
+from crm_service.errors import Forbidden, InvalidToken, Unauthorized
 from crm_service.security.scopes import Scope
 
 # Routes reachable without a principal. Anything else answers 401 without a valid token.
@@ -62,21 +65,46 @@ class Principal:
 _bearer = HTTPBearer(auto_error=False, description="An access token from /v1/auth/login.")
 
 
+class TokenResolver(Protocol):
+    """Turns a bearer token into the principal it stands for, or raises InvalidToken."""
+
+    async def __call__(
+        self,
+        *,
+        session: AsyncSession,
+        token: str,
+        client_ip: str | None,
+        settings: Settings,
+        now: datetime,
+    ) -> Principal: ...
+
+
+# Token prefix -> the feature that issued such tokens (sign-in sessions; partner access adds
+# its own). Registered by the feature, so this core module imports none.
+_resolvers: dict[str, TokenResolver] = {}
+
+
+def register_token_resolver(prefix: str, resolver: TokenResolver) -> None:
+    _resolvers[prefix] = resolver
+
+
 async def authenticate(
     request: Request,
     session: DbSession,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    # Imported here: auth depends on this module for Principal.
-    from crm_service.auth.service import principal_from_token
-
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Send `Authorization: Bearer <access token>`.")
-    client_ip = request.client.host if request.client else None
-    return await principal_from_token(
+    token = credentials.credentials
+    resolver = next(
+        (resolver for prefix, resolver in _resolvers.items() if token.startswith(prefix)), None
+    )
+    if resolver is None:
+        raise InvalidToken()
+    return await resolver(
         session=session,
-        token=credentials.credentials,
-        client_ip=client_ip,
+        token=token,
+        client_ip=request.client.host if request.client else None,
         settings=request.app.state.settings,
         now=request.app.state.clock.now(),
     )
