@@ -14,7 +14,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -248,6 +249,20 @@ async def _integrity_handler(request: Request, exc: Exception) -> JSONResponse:
     return render(request.url.path, Conflict("The change conflicts with existing data."))
 
 
+async def _database_unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
+    # A dropped connection (the pool discards it; the next request gets a fresh one) or a
+    # pool with no connection free in time: the client may simply try again.
+    if isinstance(exc, DBAPIError) and not exc.connection_invalidated:
+        raise exc
+    logger.warning("database_unavailable", error_type=type(exc).__name__)
+    return render(
+        request.url.path,
+        ServiceUnavailable(
+            "The database is not reachable just now; try again.", headers={"Retry-After": "1"}
+        ),
+    )
+
+
 async def _stale_handler(request: Request, exc: Exception) -> JSONResponse:
     return render(
         request.url.path,
@@ -263,6 +278,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
     app.add_exception_handler(IntegrityError, _integrity_handler)
     app.add_exception_handler(StaleDataError, _stale_handler)
+    app.add_exception_handler(DBAPIError, _database_unavailable_handler)
+    app.add_exception_handler(PoolTimeoutError, _database_unavailable_handler)
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import case, delete, func, literal, or_, select, update
@@ -21,7 +22,9 @@ from crm_service.auth.models import (
     User,
     UserIdentity,
 )
+from crm_service.access.models import Profile, Role
 from crm_service.db.base import UTCDateTime
+from crm_service.orgs.models import IpAllowlist
 from crm_service.db.repository import OrganizationRepository
 
 
@@ -35,12 +38,38 @@ async def find_user_id_for_login(session: AsyncSession, email: str) -> uuid.UUID
     return await session.scalar(select(User.id).where(User.email == email))
 
 
-async def find_session_by_token_hash(session: AsyncSession, token_hash: str) -> AuthSession | None:
-    """Bearer lookup: the token hash is the only key a caller presents."""
-    result = await session.execute(
-        select(AuthSession).where(AuthSession.token_hash == token_hash)
+@dataclass(frozen=True, slots=True)
+class BearerContext:
+    """Everything a request's principal is made of, read in one round trip."""
+
+    auth_session: AuthSession
+    user: User
+    profile: Profile
+    organization_allowlist: str | None  # None when the organization's list is off
+    role_allowlist: str | None
+
+
+async def bearer_context(session: AsyncSession, token_hash: str) -> BearerContext | None:
+    """The session with this token hash, its user, the user's profile and the address lists
+    that apply to them: one statement on the hot path of every authenticated request."""
+    statement = (
+        select(
+            AuthSession,
+            User,
+            Profile,
+            case((IpAllowlist.enabled.is_(True), IpAllowlist.cidrs), else_=None),
+            Role.ip_allowlist,
+        )
+        .join(User, (User.id == AuthSession.user_id) & (User.organization_id == AuthSession.organization_id))
+        .join(Profile, Profile.id == User.profile_id)
+        .outerjoin(IpAllowlist, IpAllowlist.organization_id == User.organization_id)
+        .outerjoin(Role, (Role.id == User.role_id) & (Role.organization_id == User.organization_id))
+        .where(AuthSession.token_hash == token_hash)
     )
-    return result.scalar_one_or_none()
+    row = (await session.execute(statement)).first()
+    if row is None:
+        return None
+    return BearerContext(*row)
 
 
 async def email_taken(session: AsyncSession, email: str) -> bool:

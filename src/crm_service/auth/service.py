@@ -32,7 +32,7 @@ from crm_service.db.base import utcnow
 from crm_service.auth.throttle import SignInThrottle, confirm_password, lift_locks
 from crm_service.auth.throttle import succeeded as attempts_succeeded
 from crm_service.errors import Conflict, InvalidToken, NotFound, TooManyRequests, Unauthorized
-from crm_service.orgs.security import check_client_address
+from crm_service.orgs.security import check_client_address, enforce_allowlists
 from crm_service.security.principal import Principal, register_token_resolver
 from crm_service.security.scopes import ALL_SCOPES, STANDARD_USER_SCOPES
 
@@ -212,24 +212,27 @@ async def principal_from_token(
 ) -> Principal:
     if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
         raise InvalidToken()
-    auth_session = await repository.find_session_by_token_hash(session, token_digest(token))
+    context = await repository.bearer_context(session, token_digest(token))
+    if context is None:
+        raise InvalidToken()
+    auth_session, user = context.auth_session, context.user
     if (
-        auth_session is None
-        or auth_session.ended_at is not None
+        auth_session.ended_at is not None
         or auth_session.expires_at <= now
         or auth_session.last_used_at + timedelta(seconds=settings.session_idle_ttl_seconds) <= now
+        or not user.is_active
     ):
         raise InvalidToken()
-    user = await repository.UserRepository(session, auth_session.organization_id).get(
-        auth_session.user_id
+    enforce_allowlists(
+        session,
+        user,
+        client_ip,
+        organization_list=context.organization_allowlist,
+        role_list=context.role_allowlist,
     )
-    if user is None or not user.is_active:
-        raise InvalidToken()
-    await check_client_address(session, user, client_ip)
     if now - auth_session.last_used_at >= _TOUCH_INTERVAL:
         auth_session.last_used_at = now
-    profile = await access.get_profile_of(session, user)
-    permissions = access.permissions_of(profile)
+    permissions = access.permissions_of(context.profile)
     return Principal(
         organization_id=user.organization_id,
         user_id=user.id,

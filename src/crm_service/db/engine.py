@@ -22,10 +22,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def make_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
-    # hide_parameters keeps bound values (personal data) out of exception messages.
-    options: dict[str, Any] = {"hide_parameters": True, "pool_pre_ping": True}
-    if database_url.startswith("sqlite"):
-        options.pop("pool_pre_ping")
+    # hide_parameters keeps bound values (personal data) out of exception messages. No
+    # pre-ping: it is a round trip on every checkout. A connection the server dropped fails
+    # its request with 503 (errors.py) and is discarded; recycling bounds how stale one gets.
+    options: dict[str, Any] = {"hide_parameters": True}
+    if not database_url.startswith("sqlite"):
+        options["pool_recycle"] = 1800
     options.update(kwargs)
     engine = create_async_engine(database_url, **options)
     if engine.dialect.name == "sqlite":

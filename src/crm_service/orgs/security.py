@@ -28,13 +28,31 @@ logger = structlog.get_logger("crm_service.security")
 async def check_client_address(session: AsyncSession, user: User, client_ip: str | None) -> None:
     """403 when the client is outside the organization's allowlist (when it is on) or the
     narrower list of the user's role."""
+    allowlist = await repository.ip_allowlist(session, user.organization_id)
+    role_list = None
+    if user.role_id is not None:
+        role_list = await repository.role_ip_allowlist(session, user.organization_id, user.role_id)
+    enforce_allowlists(
+        session,
+        user,
+        client_ip,
+        organization_list=allowlist.cidrs if allowlist is not None and allowlist.enabled else None,
+        role_list=role_list,
+    )
+
+
+def enforce_allowlists(
+    session: AsyncSession,
+    user: User,
+    client_ip: str | None,
+    *,
+    organization_list: str | None,
+    role_list: str | None,
+) -> None:
+    """The check itself, on lists already read (a request's principal reads them with its
+    session, in the same round trip)."""
     organization_id, user_id = user.organization_id, user.id
-    allowlist = await repository.ip_allowlist(session, organization_id)
-    lists = [allowlist.cidrs] if allowlist is not None and allowlist.enabled else []
-    if user.role_id is not None:  # most users: no second query on every request
-        role_list = await repository.role_ip_allowlist(session, organization_id, user.role_id)
-        if role_list is not None:
-            lists.append(role_list)
+    lists = [cidrs for cidrs in (organization_list, role_list) if cidrs is not None]
     if not all(is_allowed(parse_networks(cidrs.split()), client_ip) for cidrs in lists):
         # Names the organization and user, not the address (kept out of logs).
         logger.warning("ip_not_allowed", organization_id=str(organization_id), user_id=str(user_id))
