@@ -29,7 +29,7 @@ from crm_service.records.contacts.router import router as contacts_router
 from crm_service.records.leads.router import router as leads_router
 from crm_service.records.recycle_bin import router as recycle_bin_router
 from crm_service.security.body_limit import BodySizeLimitMiddleware
-from crm_service.security.client_ip import resolve_client_ip
+from crm_service.security.client_ip import ClientAddressMiddleware
 
 logger = structlog.get_logger("crm_service")
 
@@ -98,8 +98,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
 
     # Added innermost first: a request passes RequestContext (id, logs, metrics, last-resort
-    # 500), then client-IP resolution, then the body limit, then routing.
+    # 500), then client-address resolution, then the body limit, then routing.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
-    app.add_middleware(resolve_client_ip, trusted_proxies=settings.trusted_proxies)
+    app.add_middleware(ClientAddressMiddleware, trusted_proxies=settings.trusted_proxies)
     app.add_middleware(RequestContextMiddleware)
     return app
