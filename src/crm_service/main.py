@@ -30,6 +30,8 @@ from crm_service.records.leads.router import router as leads_router
 from crm_service.records.recycle_bin import router as recycle_bin_router
 from crm_service.security.body_limit import BodySizeLimitMiddleware
 from crm_service.security.client_ip import ClientAddressMiddleware
+from crm_service.security.cors import CorsMiddleware
+from crm_service.security.headers import SecurityHeadersMiddleware
 
 logger = structlog.get_logger("crm_service")
 
@@ -97,9 +99,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
 
-    # Added innermost first: a request passes RequestContext (id, logs, metrics, last-resort
-    # 500), then client-address resolution, then the body limit, then routing.
+    # Added innermost first. A request passes: security headers (on every response, the
+    # last-resort 500 included), CORS (likewise, so a browser can read errors), the request
+    # context (id, logs, metrics, last-resort 500), client-address resolution, the body
+    # limit, then routing.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(ClientAddressMiddleware, trusted_proxies=settings.trusted_proxies)
     app.add_middleware(RequestContextMiddleware)
+    if settings.cors_origins:
+        app.add_middleware(CorsMiddleware, origins=settings.cors_origins)
+    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.serves_https)
     return app
