@@ -22,6 +22,7 @@ from crm_service.db.engine import make_engine, make_sessionmaker
 from crm_service.db.migrations import ensure_sqlite_directory, head_revision
 from crm_service.errors import install_error_handlers
 from crm_service.health.router import router as health_router
+from crm_service.http_methods import AllowedMethodsMiddleware
 from crm_service.log import RequestContextMiddleware, configure_logging
 from crm_service.orgs.router import router as settings_router
 from crm_service.records.accounts.router import router as accounts_router
@@ -102,7 +103,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added innermost first. A request passes: security headers (on every response, the
     # last-resort 500 included), CORS (likewise, so a browser can read errors), the request
     # context (id, logs, metrics, last-resort 500), client-address resolution, the body
-    # limit, then routing.
+    # limit, the method checks, then routing.
+    app.add_middleware(AllowedMethodsMiddleware, router=app.router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(ClientAddressMiddleware, trusted_proxies=settings.trusted_proxies)
     app.add_middleware(RequestContextMiddleware)
