@@ -1,7 +1,8 @@
 """Deny by default (rule 7): every route needs a principal unless it is on the public list.
 
 Two independent checks: the dependency tree of each route, and an unauthenticated request
-to each route, which must answer 401 with `WWW-Authenticate: Bearer`.
+to each route (with each of its methods, and HEAD beside GET), which must answer 401 with
+`WWW-Authenticate: Bearer`.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ async def test_every_private_route_answers_401_without_a_token(client: httpx.Asy
         path = route.path
         for name in route.param_convertors:
             path = path.replace("{" + name + "}", str(uuid.uuid4()))
-        for method in route.methods:
+        # HEAD answers wherever GET does, so it is as closed.
+        methods = route.methods | ({"HEAD"} if "GET" in route.methods else set())
+        for method in methods:
             for headers in ({}, {"Authorization": "Bearer crm_at_" + "x" * 43}):
                 response = await client.request(method, path, json={}, headers=headers)
                 assert response.status_code == 401, f"{method} {route.path}: {response.status_code}"

@@ -9,6 +9,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -36,6 +37,8 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     smtp_url: str | None = None
     public_base_url: str = "http://127.0.0.1:8000"
+    # Browser origins (`https://app.example.com`) allowed to call the API; none = no CORS.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Region for phone numbers written without a +country code (ISO 3166 alpha-2, e.g. GB).
     default_phone_region: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
     # Read by `crm-service bootstrap` only; stdin is asked when unset.
@@ -60,9 +63,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
-    @field_validator("trusted_proxies", mode="before")
+    @field_validator("trusted_proxies", "cors_origins", mode="before")
     @classmethod
-    def _split_proxies(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
@@ -76,6 +79,11 @@ class Settings(BaseSettings):
             except ValueError as exc:
                 raise ValueError(f"{cidr!r} is not an IP network") from exc
         return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        return [_serialized_origin(origin) for origin in value]
 
     @field_validator("master_key")
     @classmethod
@@ -112,6 +120,10 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def serves_https(self) -> bool:
+        return urlsplit(self.public_base_url).scheme.lower() == "https"
+
+    @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
@@ -119,6 +131,39 @@ class Settings(BaseSettings):
     def is_embedded(self) -> bool:
         """The no-other-process deployment: SQLite, in-memory limits, keys under ./var."""
         return self.is_sqlite
+
+
+def _serialized_origin(text: str) -> str:
+    """An origin as browsers send it in `Origin` (lowercase, no default port, no path), so that
+    `https://App.example.com:443/` matches what arrives.
+
+    `*` is refused rather than served without credentials (tokens travel in `Authorization`,
+    so credentials mode is never needed): with `*`, a page on any site that got hold of a token
+    could use it from inside the victim's browser, and so from inside their organization's IP
+    allowlist. `null` is refused too: sandboxed frames and local files send it, so any page can.
+    """
+    refused = ValueError(
+        f"{text!r} is not an origin: list scheme://host[:port] entries (`*` is not allowed)"
+    )
+    parts = urlsplit(text.strip())
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or out of range
+        raise refused from None
+    if (
+        parts.scheme.lower() not in ("http", "https")
+        or not parts.hostname
+        or parts.username is not None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+    ):
+        raise refused
+    scheme, host = parts.scheme.lower(), parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    default_port = {"http": 80, "https": 443}[scheme]
+    return f"{scheme}://{host}" + (f":{port}" if port not in (None, default_port) else "")
 
 
 @lru_cache

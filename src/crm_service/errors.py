@@ -6,7 +6,7 @@ name the field and the rule that failed, nothing more.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -100,6 +100,15 @@ class NotFound(CRMError):
     status, slug, title = 404, "not-found", "Not found"
 
 
+class MethodNotAllowed(CRMError):
+    status, slug, title = 405, "method-not-allowed", "Method not allowed"
+
+    def __init__(self, allowed: Sequence[str]):
+        # RFC 9110 §15.5.6: a 405 lists every method the path answers.
+        listed = ", ".join(allowed)
+        super().__init__(f"This path answers {listed}.", headers={"Allow": listed})
+
+
 class Conflict(CRMError):
     status, slug, title = 409, "conflict", "Conflict"
 
@@ -143,6 +152,7 @@ _STATUS_ERRORS: dict[int, type[CRMError]] = {
         Unauthorized,
         Forbidden,
         NotFound,
+        MethodNotAllowed,
         Conflict,
         Gone,
         PreconditionFailed,
@@ -227,8 +237,6 @@ async def _http_exception_handler(request: Request, exc: Exception) -> JSONRespo
     error_class = _STATUS_ERRORS.get(exc.status_code)
     if error_class is not None:
         slug, title = error_class.slug, error_class.title
-    elif exc.status_code == 405:
-        slug, title = "method-not-allowed", "Method not allowed"
     else:
         slug, title = "http-error", "HTTP error"
     # Starlette fills `detail` with the status phrase when none is given; only ours are kept.

@@ -23,6 +23,7 @@ from crm_service.db.engine import make_engine, make_sessionmaker
 from crm_service.db.migrations import ensure_sqlite_directory, head_revision
 from crm_service.errors import install_error_handlers
 from crm_service.health.router import router as health_router
+from crm_service.http_methods import AllowedMethodsMiddleware
 from crm_service.log import RequestContextMiddleware, configure_logging
 from crm_service.orgs.router import router as settings_router
 from crm_service.records.accounts.router import router as accounts_router
@@ -30,7 +31,9 @@ from crm_service.records.contacts.router import router as contacts_router
 from crm_service.records.leads.router import router as leads_router
 from crm_service.records.recycle_bin import router as recycle_bin_router
 from crm_service.security.body_limit import BodySizeLimitMiddleware
-from crm_service.security.client_ip import resolve_client_ip
+from crm_service.security.client_ip import ClientAddressMiddleware
+from crm_service.security.cors import CorsMiddleware
+from crm_service.security.headers import SecurityHeadersMiddleware
 
 logger = structlog.get_logger("crm_service")
 
@@ -101,9 +104,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
 
-    # Added innermost first: a request passes RequestContext (id, logs, metrics, last-resort
-    # 500), then client-IP resolution, then the body limit, then routing.
+    # Added innermost first. A request passes: security headers (on every response, the
+    # last-resort 500 included), CORS (likewise, so a browser can read errors), the request
+    # context (id, logs, metrics, last-resort 500), client-address resolution, the body
+    # limit, the method checks, then routing.
+    app.add_middleware(AllowedMethodsMiddleware, router=app.router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
-    app.add_middleware(resolve_client_ip, trusted_proxies=settings.trusted_proxies)
+    app.add_middleware(ClientAddressMiddleware, trusted_proxies=settings.trusted_proxies)
     app.add_middleware(RequestContextMiddleware)
+    if settings.cors_origins:
+        app.add_middleware(CorsMiddleware, origins=settings.cors_origins)
+    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.serves_https)
     return app
