@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test openapi migrate clean
+.PHONY: install run test openapi migrate bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ openapi: install
 
 migrate: install
 	$(BIN)/crm-service migrate
+
+# The request-path benchmark against the bare stack (README, Benchmark): needs PostgreSQL at
+# CRM_BENCH_POSTGRES_URL and wrk; about five minutes. Options go through BENCH_ARGS, e.g.
+# make bench BENCH_ARGS='--only get,post --rounds 2'.
+bench: install
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
