@@ -13,9 +13,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from crm_service.db.diagnosis import missing_table, unreachable_reason
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_PREFIX = "tag:crm-service,2026:problems/"
@@ -67,7 +70,10 @@ class Unauthorized(CRMError):
     status, slug, title = 401, "unauthorized", "Authentication required"
 
     def __init__(self, detail: str | None = None):
-        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="crm-service"'})
+        super().__init__(
+            detail or "Send `Authorization: Bearer <access token>`.",
+            headers={"WWW-Authenticate": 'Bearer realm="crm-service"'},
+        )
 
 
 class InvalidToken(Unauthorized):
@@ -76,7 +82,7 @@ class InvalidToken(Unauthorized):
     def __init__(self, detail: str | None = None):
         CRMError.__init__(
             self,
-            detail,
+            detail or "The access token is unknown, expired or revoked; sign in again.",
             headers={"WWW-Authenticate": 'Bearer realm="crm-service", error="invalid_token"'},
         )
 
@@ -245,6 +251,23 @@ async def _stale_handler(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _database_unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
+    """A database that cannot be reached (or has no schema yet) is a 503 the client may retry,
+    not a 500; the log says why. Any other database error goes on to the last-resort 500."""
+    reason = unreachable_reason(exc)
+    if reason is None and (table := missing_table(exc)) is not None:
+        reason = f"table {table} is missing: run `crm-service migrate`"
+    if reason is None:
+        raise exc
+    logger.error("database_unavailable", reason=reason)
+    return render(
+        request.url.path,
+        ServiceUnavailable(
+            "The database is unavailable; try again shortly.", headers={"Retry-After": "5"}
+        ),
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Domain, validation, HTTP and database errors. Anything else is answered (500, logged
     without its message, never re-raised) by `log.RequestContextMiddleware`."""
@@ -253,6 +276,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
     app.add_exception_handler(IntegrityError, _integrity_handler)
     app.add_exception_handler(StaleDataError, _stale_handler)
+    for unavailable in (DBAPIError, PoolTimeoutError, OSError):
+        app.add_exception_handler(unavailable, _database_unavailable_handler)
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -22,7 +22,7 @@ from crm_service.db.engine import make_engine, make_sessionmaker
 from crm_service.db.migrations import ensure_sqlite_directory, head_revision
 from crm_service.errors import install_error_handlers
 from crm_service.health.router import router as health_router
-from crm_service.log import RequestContextMiddleware, configure_logging
+from crm_service.log import RequestContextMiddleware, configure_logging_for
 from crm_service.orgs.router import router as settings_router
 from crm_service.records.accounts.router import router as accounts_router
 from crm_service.records.contacts.router import router as contacts_router
@@ -60,7 +60,7 @@ ROUTERS = (
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    configure_logging(settings.log_level, json=settings.log_json)
+    configure_logging_for(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
