@@ -5,14 +5,22 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+PIP    := $(BIN)/python -m pip --disable-pip-version-check
+# Exact versions and hashes of everything installed. `make lock` brings both files in line
+# with pyproject.toml, keeping every pin it can (the test lock keeps the runtime pins);
+# `make lock LOCK_ARGS=--upgrade` moves every pin to the newest release allowed.
+COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
+	--no-emit-index-url --no-emit-find-links --no-emit-trusted-host
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test openapi migrate clean
+.PHONY: install run test openapi migrate lock clean
 
-$(STAMP): pyproject.toml
+# Dependencies come from the hash-checked lock, the package itself without them.
+$(STAMP): pyproject.toml requirements-test.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PIP) install --quiet --require-hashes -r requirements-test.lock
+	$(PIP) install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -30,6 +38,13 @@ openapi: install
 
 migrate: install
 	$(BIN)/crm-service migrate
+
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet 'pip-tools>=7.4,<8'
+	$(COMPILE) $(LOCK_ARGS) --output-file requirements.lock pyproject.toml
+	$(COMPILE) $(LOCK_ARGS) --extra test --constraint requirements.lock \
+		--output-file requirements-test.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
