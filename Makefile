@@ -14,7 +14,7 @@ COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-u
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test openapi migrate lock clean
+.PHONY: install run test test-fast openapi migrate lock clean
 
 # Dependencies come from the hash-checked lock, the package itself without them.
 $(STAMP): pyproject.toml requirements-test.lock
@@ -30,8 +30,14 @@ run: install
 
 # Without PostgreSQL/Redis the suite runs on SQLite and lists what it skipped and why
 # (pytest -ra). CI sets CRM_TEST_REQUIRE_SERVICES=1 so those skips become failures.
+# One worker process per core (each builds its own databases); XDIST='-n 0' for one process.
+XDIST ?= -n auto
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
+
+# The edit loop: SQLite only (no PostgreSQL-marked test), same parallel workers.
+test-fast: install
+	$(BIN)/python -m pytest $(XDIST) -m "not postgres" $(PYTEST_ARGS)
 
 openapi: install
 	$(BIN)/crm-service openapi --out openapi/openapi.json
