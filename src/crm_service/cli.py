@@ -11,9 +11,14 @@ import asyncio
 import errno
 import getpass
 import json
+import os
+import shutil
 import socket
 import sys
+import tempfile
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -281,18 +286,43 @@ def serve(
     key_provider_from_settings(settings)
     if settings.is_embedded:
         asyncio.run(_migrate(settings))
-    uvicorn.run(
-        "crm_service.main:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        # Client addresses are resolved in the app from CRM_TRUSTED_PROXIES.
-        proxy_headers=False,
-        access_log=False,
-        log_config=None,
-        server_header=False,
-    )
+    with _metrics_shared_by(workers, settings):
+        uvicorn.run(
+            "crm_service.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            # Client addresses are resolved in the app from CRM_TRUSTED_PROXIES.
+            proxy_headers=False,
+            access_log=False,
+            log_config=None,
+            server_header=False,
+        )
+
+
+@contextmanager
+def _metrics_shared_by(workers: int, settings: Settings) -> Iterator[None]:
+    """Several workers write their metrics to one directory (prometheus-client's
+    multiprocess mode), so whichever answers /metrics reports them all. The directory starts
+    empty: samples of an earlier run would be counted again."""
+    chosen = settings.metrics_multiprocess_directory
+    if chosen is not None:
+        chosen.mkdir(parents=True, exist_ok=True)
+        for stale in chosen.glob("*.db"):
+            stale.unlink()
+        yield
+        return
+    if workers == 1:
+        yield
+        return
+    directory = Path(tempfile.mkdtemp(prefix="crm-metrics-"))
+    # Read by prometheus-client and the settings of each worker process uvicorn starts.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    try:
+        yield
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _read_password(settings: Settings) -> str:
@@ -587,18 +617,38 @@ def worker(
     once: Annotated[
         bool, typer.Option("--once", help="Run the jobs that are due, then exit (for cron).")
     ] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=1,
+            max=65535,
+            help="Serve the job metrics (Prometheus text) on this port.",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option("--metrics-host", help="Address for --metrics-port.")
+    ] = "127.0.0.1",
 ) -> None:
     """Run periodic jobs: purge the recycle bin and expired audit events. Any number of
-    workers may run; on PostgreSQL no job's work is done twice."""
+    workers may run; on PostgreSQL no job's work is done twice. Exits 1 if a job failed
+    (--once)."""
     settings = get_settings()
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
 
-    async def run() -> dict[str, int] | None:
+        _check_port_free(metrics_host, metrics_port)
+        start_http_server(metrics_port, addr=metrics_host)
+
+    async def run() -> dict[str, int | str] | None:
         from crm_service.clock import Clock
+        from crm_service.health.metrics import watch_pool
         from crm_service.jobs.worker import run_due_jobs, run_forever
 
         if settings.is_embedded:
             await _migrate(settings)
         engine, sessionmaker = _database(settings)
+        watch_pool(engine)
         try:
             if once:
                 return await run_due_jobs(sessionmaker, settings, Clock().now())
@@ -613,6 +663,8 @@ def worker(
         return
     if done is not None:
         typer.echo(json.dumps(done))
+        if "failed" in done.values():
+            raise typer.Exit(ExitCode.FAILED)
 
 
 audit = typer.Typer(

@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     # None: JSON unless stderr is a terminal in development (then console lines).
     log_json: bool | None = None
 
+    # prometheus-client's own variable (not CRM_): where every worker process writes its
+    # metrics; `serve --workers N` sets it up for its workers.
+    metrics_multiprocess_directory: Path | None = Field(
+        default=None, validation_alias="PROMETHEUS_MULTIPROC_DIR"
+    )
+
     # CRM_ variables that name no setting (probably mistyped), found when settings load.
     _unknown_variables: list[str] = PrivateAttr(default_factory=list)
     _unknown_reported: bool = PrivateAttr(default=False)
@@ -126,7 +132,11 @@ class Settings(BaseSettings):
         """Mistyped CRM_ variables (CRM_DATABSE_URL), which would otherwise be ignored without
         a word, and what production needs. Every problem is named at once, so an operator
         fixes them in one go."""
-        known = {ENV_PREFIX + name.upper() for name in type(self).model_fields}
+        known = {
+            ENV_PREFIX + name.upper()
+            for name, field in type(self).model_fields.items()
+            if field.validation_alias is None
+        }
         self._unknown_variables = [
             _describe_unknown(name, known)
             for name in sorted(os.environ)

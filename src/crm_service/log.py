@@ -9,6 +9,7 @@ a request body or an exception message: any of those can hold personal data (rul
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
@@ -63,8 +64,15 @@ def configure_logging(
     on_terminal = bool(getattr(stream, "isatty", lambda: False)())
     if json is None:
         json = not (development and on_terminal)
+    process_id = os.getpid()  # each worker configures its own logging, after it started
+
+    def add_process_id(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+        event["pid"] = process_id  # which of `serve --workers N` processes wrote the line
+        return event
+
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        add_process_id,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

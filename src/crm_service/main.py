@@ -21,6 +21,7 @@ from crm_service.crypto.service import session_info
 from crm_service.db.engine import make_engine, make_sessionmaker
 from crm_service.db.migrations import ensure_sqlite_directory, head_revision
 from crm_service.errors import install_error_handlers
+from crm_service.health.metrics import forget_this_process, watch_pool
 from crm_service.health.router import router as health_router
 from crm_service.log import RequestContextMiddleware, configure_logging_for
 from crm_service.orgs.router import router as settings_router
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ensure_sqlite_directory(settings.database_url)
         engine = make_engine(settings.database_url)
+        watch_pool(engine)
         app.state.engine = engine
         app.state.key_provider = key_provider_from_settings(settings)
         app.state.sessionmaker = make_sessionmaker(
@@ -81,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if app.state.redis is not None:
                 await app.state.redis.aclose()
             await engine.dispose()
+            forget_this_process(settings.metrics_multiprocess_directory)
 
     app = FastAPI(
         title="crm-service",
