@@ -14,7 +14,7 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-PIN = re.compile(r"^([A-Za-z0-9_.-]+)==([^ ;\\]+)[^\n]*\\\n((?:\s+--hash=sha256:[0-9a-f]{64}[ \\]*\n)+)", re.M)
+PIN = re.compile(r"^([A-Za-z0-9_.-]+)==([^ ;\\]+)[^\n]*\\\n((?:\s+--hash=sha256:[0-9a-f]{64}[ \\]*\n)+)", re.MULTILINE)
 # A major release of these would break us, so pyproject.toml must bound them.
 BOUNDED = {"fastapi", "starlette", "pydantic", "pydantic-settings", "sqlalchemy", "alembic"}
 
@@ -69,6 +69,6 @@ def test_majors_that_would_break_us_are_bounded() -> None:
 def test_the_image_base_is_an_exact_release() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
 
-    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11\.\d+-slim-\w+$", dockerfile, re.M)
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11\.\d+-slim-\w+$", dockerfile, re.MULTILINE)
     assert "--require-hashes -r requirements.lock" in dockerfile
     assert "--no-deps ." in dockerfile

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.test_cli import CRM_SERVICE, clean_env, run, served  # noqa: F401 - fixture
+from tests.test_cli import CRM_SERVICE, clean_env, free_port, run
+from tests.test_metrics_workers import running, wait_for
 
 ESCAPE = "\x1b["
 
@@ -72,10 +73,12 @@ def test_a_terminal_in_development_gets_console_lines(tmp_path: Path) -> None:
     assert not any(line.startswith("{") for line in text.splitlines())
 
 
-def test_a_served_run_logs_in_one_format(served: str, tmp_path: Path) -> None:
-    httpx.get(f"{served}/healthz")
-    httpx.get(f"{served}/v1/me")
+def test_a_served_run_logs_in_one_format(tmp_path: Path) -> None:
+    base = f"http://127.0.0.1:{free_port()}"
+    with running(tmp_path, "serve", "--port", base.rsplit(":", 1)[1]) as log_path:
+        wait_for(f"{base}/healthz", log_path)
+        httpx.get(f"{base}/v1/me")
 
-    lines = [line for line in (tmp_path / "serve.log").read_text().splitlines() if line]
+    lines = [line for line in log_path.read_text().splitlines() if line]
     events = [json.loads(line) for line in lines]  # the CLI's, uvicorn's and the app's alike
-    assert {"started", "request"} <= {event["event"] for event in events}
+    assert {"started", "request", "Application startup complete."} <= {e["event"] for e in events}

@@ -62,7 +62,7 @@ def answering_pids(log_path: Path, route: str) -> set[int]:
 def sample(metrics: str, name: str, **labels: str) -> float | None:
     wanted = ",".join(f'{key}="{value}"' for key, value in labels.items())
     pattern = re.escape(name + (f"{{{wanted}}}" if labels else "")) + r" ([0-9.e+]+)$"
-    found = re.search(pattern, metrics, re.M)
+    found = re.search(pattern, metrics, re.MULTILINE)
     return float(found.group(1)) if found else None
 
 

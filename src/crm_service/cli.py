@@ -151,6 +151,8 @@ def _explain(exc: Exception) -> tuple[str, ExitCode]:
             f"({__version__}); run that version or newer.",
             ExitCode.NOT_MIGRATED,
         )
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {(exc.strerror or type(exc).__name__).lower()}", ExitCode.FAILED
     # Not the exception's message: a driver's can quote a row's values.
     return (
         f"unexpected {type(exc).__module__}.{type(exc).__qualname__}; run again with --debug "
