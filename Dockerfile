@@ -1,18 +1,24 @@
 # crm-service image: `docker build -t crm-service .`
-# The build stage installs the package (non-editable; the wheel carries the migrations)
-# into a virtualenv; the runtime stage copies only that virtualenv and runs as a non-root user.
+# The build stage installs the locked dependencies (hash-checked) and then the package itself
+# without dependencies (non-editable; the wheel carries the migrations) into a virtualenv; the
+# runtime stage copies only that virtualenv and runs as a non-root user. The base image is
+# pinned to an exact release, so a rebuild gets the same Python and Debian.
 
-FROM python:3.11-slim AS build
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/venv
 WORKDIR /build
+COPY requirements.lock ./
+RUN /opt/venv/bin/pip install --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY src ./src
 COPY migrations ./migrations
-RUN /opt/venv/bin/pip install .
+RUN /opt/venv/bin/pip install --no-deps .
 
-FROM python:3.11-slim
+FROM ${PYTHON_IMAGE}
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1

@@ -5,14 +5,22 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+PIP    := $(BIN)/python -m pip --disable-pip-version-check
+# Exact versions and hashes of everything installed. `make lock` brings both files in line
+# with pyproject.toml, keeping every pin it can (the test lock keeps the runtime pins);
+# `make lock LOCK_ARGS=--upgrade` moves every pin to the newest release allowed.
+COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
+	--no-emit-index-url --no-emit-find-links --no-emit-trusted-host
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test openapi migrate bench clean
+.PHONY: install run test test-fast openapi migrate lock bench clean
 
-$(STAMP): pyproject.toml
+# Dependencies come from the hash-checked lock, the package itself without them.
+$(STAMP): pyproject.toml requirements-test.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PIP) install --quiet --require-hashes -r requirements-test.lock
+	$(PIP) install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,8 +30,14 @@ run: install
 
 # Without PostgreSQL/Redis the suite runs on SQLite and lists what it skipped and why
 # (pytest -ra). CI sets CRM_TEST_REQUIRE_SERVICES=1 so those skips become failures.
+# One worker process per core (each builds its own databases); XDIST='-n 0' for one process.
+XDIST ?= -n auto
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
+
+# The edit loop: SQLite only (no PostgreSQL-marked test), same parallel workers.
+test-fast: install
+	$(BIN)/python -m pytest $(XDIST) -m "not postgres" $(PYTEST_ARGS)
 
 openapi: install
 	$(BIN)/crm-service openapi --out openapi/openapi.json
@@ -36,6 +50,13 @@ migrate: install
 # make bench BENCH_ARGS='--only get,post --rounds 2'.
 bench: install
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet 'pip-tools>=7.4,<8'
+	$(COMPILE) $(LOCK_ARGS) --output-file requirements.lock pyproject.toml
+	$(COMPILE) $(LOCK_ARGS) --extra test --constraint requirements.lock \
+		--output-file requirements-test.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -24,6 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_service.config import Settings
+from crm_service.db.diagnosis import unreachable_reason
 from crm_service.db.engine import make_engine
 from crm_service.db.migrations import upgrade
 from crm_service.main import create_app
@@ -40,12 +41,18 @@ PASSWORD = "correct horse battery staple"
 MASTER_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def service_missing(what: str, reason: str) -> None:
+def service_missing(what: str, reason: str, hint: str | None = None) -> None:
     """Skip (locally) or fail (CI) a test whose backing service is not there."""
-    message = f"{what} not reachable ({reason})"
+    message = f"{what} not usable: {reason}"
     if REQUIRE_SERVICES:
         pytest.fail(f"{message}; CRM_TEST_REQUIRE_SERVICES=1 forbids skipping", pytrace=False)
-    pytest.skip(f"{message}: set {what.split()[0].upper()} up to run these tests")
+    pytest.skip(f"{message}; {hint or f'set {what.split()[0]} up to run these tests'}")
+
+
+POSTGRES_HINT = (
+    "start PostgreSQL and point CRM_TEST_POSTGRES_URL at a login that may create databases "
+    "(.ci/run sets one up)"
+)
 
 
 class TestDatabases:
@@ -53,12 +60,13 @@ class TestDatabases:
 
     __test__ = False  # a helper, not a test class
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, admin_url: str = POSTGRES_ADMIN_URL) -> None:
         self.tmp_path = tmp_path
+        self.admin_url = admin_url
         self.created_pg: list[str] = []
 
     async def _pg_admin(self) -> AsyncEngine:
-        return make_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        return make_engine(self.admin_url, isolation_level="AUTOCOMMIT")
 
     async def new(self, kind: str) -> str:
         if kind == "sqlite":
@@ -69,11 +77,14 @@ class TestDatabases:
             async with admin.connect() as connection:
                 await connection.execute(text(f'CREATE DATABASE "{name}"'))
         except Exception as exc:  # noqa: BLE001 - any failure means: no server to test on
-            service_missing("PostgreSQL server", type(exc).__name__)
+            where = self.admin_url.rsplit("@", 1)[-1]
+            driver_error = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            reason = unreachable_reason(exc) or f"CREATE DATABASE failed: {driver_error}"
+            service_missing(f"PostgreSQL at {where}", reason, POSTGRES_HINT)
         finally:
             await admin.dispose()
         self.created_pg.append(name)
-        return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+        return self.admin_url.rsplit("/", 1)[0] + f"/{name}"
 
     async def drop_all(self) -> None:
         if not self.created_pg:

@@ -48,6 +48,6 @@ async def _drop_and_recover(app: Any, org: Org) -> None:
     # The pooled connection was dropped: the request that meets it answers 503...
     first = await org.client.get("/v1/me", headers=org.headers)
     assert_problem(first, 503)
-    assert first.headers["retry-after"] == "1"
+    assert int(first.headers["retry-after"]) >= 1
     # ...and the pool replaces it.
     assert (await org.client.get("/v1/me", headers=org.headers)).status_code == 200

@@ -76,7 +76,7 @@ async def test_readyz_checks_a_configured_redis(database_url: str) -> None:
         await probe.ping()
         await probe.aclose()
     except Exception as exc:  # noqa: BLE001
-        service_missing("Redis server", type(exc).__name__)
+        service_missing(f"Redis at {REDIS_URL}", str(exc) or type(exc).__name__)
     async with _client_for(database_url, redis_url=REDIS_URL) as client:
         response = await client.get("/readyz")
     assert response.status_code == 200

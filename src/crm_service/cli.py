@@ -1,52 +1,192 @@
-"""The `crm-service` command: serve, migrate, bootstrap, openapi."""
+"""The `crm-service` command: serve, migrate, bootstrap, openapi, worker, keys, audit.
+
+Failures an operator can cause or fix (a setting, the database, the port) end in one line on
+stderr saying what is wrong and what to do, and a documented exit code (`ExitCode`); the
+traceback is shown only with `--debug` or CRM_LOG_LEVEL=DEBUG.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import getpass
 import json
+import os
+import shutil
+import socket
 import sys
+import tempfile
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import IntEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
 
+from crm_service import __version__
 from crm_service.config import Settings, SettingsError, get_settings
+
+
+class ExitCode(IntEnum):
+    """The exit status of every command (the README lists them for operators' scripts)."""
+
+    OK = 0
+    FAILED = 1  # the command ran and refused or failed: that admin exists, a chain is broken
+    USAGE = 2  # a wrong option or argument
+    CONFIG = 3  # a setting is missing or wrong, the master-key file included
+    UNAVAILABLE = 4  # the database cannot be reached, the port is taken
+    NOT_MIGRATED = 5  # the database lacks the schema: run `crm-service migrate`
+
+
+@dataclass
+class _RunOptions:
+    debug: bool = False
+
+
+_run = _RunOptions()
 
 app = typer.Typer(
     name="crm-service",
     help="A security- and privacy-first CRM backend.",
-    no_args_is_help=True,
+    invoke_without_command=True,
     add_completion=False,
+    # Rich's tracebacks print local variables, which can hold passwords and keys.
+    pretty_exceptions_enable=False,
 )
 
 
+def _help_without_command(ctx: typer.Context) -> None:
+    """A command group run bare prints its help (and exits 0)."""
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit()
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"crm-service {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main() -> None:
-    """Commands log to stderr, so stdout carries only their output (JSON for bootstrap)."""
-    from crm_service.log import configure_logging
+def _main(
+    ctx: typer.Context,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback of a failure.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Commands log to stderr as CRM_LOG_LEVEL and CRM_LOG_JSON say, so stdout carries only
+    their output (JSON for bootstrap)."""
+    from crm_service.log import configure_logging, configure_logging_for
 
-    configure_logging("INFO", json=False, stream=sys.stderr)
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"crm-service: {message}", err=True)
-    return typer.Exit(code=1)
-
-
-def _settings() -> Settings:
+    _help_without_command(ctx)
+    _run.debug = debug
     try:
-        return get_settings()
-    except SettingsError as exc:
-        raise _fail(str(exc)) from None
-    except ValidationError as exc:
-        # Name the setting and the rule, never the value (it may be a secret).
-        first = exc.errors()[0]
-        message = first["msg"].removeprefix("Value error, ")
-        if first.get("loc") and not message.startswith("CRM_"):
-            message = f"CRM_{str(first['loc'][0]).upper()}: {message}"
-        raise _fail(message) from None
+        settings = get_settings()
+    except SettingsError:
+        # The command reports the problem; --help and keys init work regardless.
+        configure_logging()
+        return
+    configure_logging_for(settings)
+
+
+def _fail(message: str, code: ExitCode = ExitCode.FAILED) -> typer.Exit:
+    typer.echo(f"crm-service: {message}", err=True)
+    return typer.Exit(code=code)
+
+
+def _database_location() -> str:
+    """Where CRM_DATABASE_URL points, without its password."""
+    from sqlalchemy import make_url
+
+    try:
+        url = make_url(get_settings().database_url)
+    except (SettingsError, ValueError):
+        return "the database"
+    if url.get_backend_name() == "sqlite":
+        return f"the SQLite database {url.database}"
+    return f"the database {url.database} at {url.host or 'localhost'}:{url.port or 5432}"
+
+
+def _explain(exc: Exception) -> tuple[str, ExitCode]:
+    """One line saying what went wrong and what to do, and the exit code for it."""
+    from alembic.util.exc import CommandError
+
+    from crm_service.crypto.master import KeyUnwrapError
+    from crm_service.db.diagnosis import missing_table, unreachable_reason
+
+    if isinstance(exc, SettingsError):
+        return str(exc), ExitCode.CONFIG
+    if isinstance(exc, KeyUnwrapError):
+        return (
+            f"{exc}: CRM_MASTER_KEY / CRM_MASTER_KEY_FILE is not the master key this database's "
+            "data keys were wrapped with",
+            ExitCode.CONFIG,
+        )
+    if (reason := unreachable_reason(exc)) is not None:
+        return (
+            f"cannot use {_database_location()}: {reason}. Check CRM_DATABASE_URL and that "
+            "the server is running.",
+            ExitCode.UNAVAILABLE,
+        )
+    if (table := missing_table(exc)) is not None:
+        return (
+            f"{_database_location()} has no crm-service schema yet (table {table} is "
+            "missing): run `crm-service migrate` first.",
+            ExitCode.NOT_MIGRATED,
+        )
+    if isinstance(exc, CommandError) and "Can't locate revision" in str(exc):
+        return (
+            f"{_database_location()} was migrated by a newer crm-service than this one "
+            f"({__version__}); run that version or newer.",
+            ExitCode.NOT_MIGRATED,
+        )
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {(exc.strerror or type(exc).__name__).lower()}", ExitCode.FAILED
+    # Not the exception's message: a driver's can quote a row's values.
+    return (
+        f"unexpected {type(exc).__module__}.{type(exc).__qualname__}; run again with --debug "
+        "to see the traceback.",
+        ExitCode.FAILED,
+    )
+
+
+def _debug_logging() -> bool:
+    try:
+        return get_settings().log_level == "DEBUG"
+    except SettingsError:
+        return False
+
+
+def main() -> None:
+    """The console script: each failure becomes one line on stderr and an `ExitCode`."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:  # a usage error: wrong option, missing argument
+        ctx = getattr(exc, "ctx", None)
+        command = ctx.command_path if ctx is not None else "crm-service"
+        typer.echo(f"{command}: {exc.format_message()} (see `{command} --help`)", err=True)
+        sys.exit(ExitCode.USAGE)
+    except typer.Abort:
+        typer.echo("crm-service: aborted", err=True)
+        sys.exit(ExitCode.FAILED)
+    except Exception as exc:  # noqa: BLE001 - every failure gets its one line
+        message, code = _explain(exc)
+        if _run.debug or _debug_logging():
+            traceback.print_exception(exc)
+        typer.echo(f"crm-service: {message}", err=True)
+        sys.exit(code)
+    sys.exit(code if isinstance(code, int) else ExitCode.OK)
 
 
 def _database(settings: Settings) -> tuple[Any, Any]:
@@ -104,35 +244,87 @@ async def _start_audit_logs(settings: Settings) -> None:
 @app.command()
 def migrate() -> None:
     """Upgrade the database schema to the newest migration."""
-    settings = _settings()
+    settings = get_settings()
     asyncio.run(_migrate(settings))
     typer.echo("database is at the newest migration", err=True)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail before migrating or starting workers when the address cannot be listened on;
+    uvicorn would log the bind error and exit without saying what to do."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As uvicorn binds: a port left in TIME_WAIT by a previous run is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                message = (
+                    f"port {port} on {host} is already in use: stop the other server or "
+                    "choose another port with --port"
+                )
+            elif exc.errno == errno.EACCES:
+                message = f"not allowed to listen on port {port}: use a port above 1023"
+            else:
+                message = f"cannot listen on {host}:{port} ({exc.strerror}): check --host"
+            raise _fail(message, ExitCode.UNAVAILABLE) from None
 
 
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
 ) -> None:
     """Serve the HTTP API (embedded mode migrates first)."""
     import uvicorn
 
-    settings = _settings()
+    from crm_service.crypto.master import key_provider_from_settings
+
+    settings = get_settings()
+    _check_port_free(host, port)
+    # A broken keyring fails here, once, rather than in every worker's start-up.
+    key_provider_from_settings(settings)
     if settings.is_embedded:
         asyncio.run(_migrate(settings))
-    uvicorn.run(
-        "crm_service.main:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        # Client addresses are resolved in the app from CRM_TRUSTED_PROXIES.
-        proxy_headers=False,
-        access_log=False,
-        log_config=None,
-        server_header=False,
-    )
+    with _metrics_shared_by(workers, settings):
+        uvicorn.run(
+            "crm_service.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            # Client addresses are resolved in the app from CRM_TRUSTED_PROXIES.
+            proxy_headers=False,
+            access_log=False,
+            log_config=None,
+            server_header=False,
+        )
+
+
+@contextmanager
+def _metrics_shared_by(workers: int, settings: Settings) -> Iterator[None]:
+    """Several workers write their metrics to one directory (prometheus-client's
+    multiprocess mode), so whichever answers /metrics reports them all. The directory starts
+    empty: samples of an earlier run would be counted again."""
+    chosen = settings.metrics_multiprocess_directory
+    if chosen is not None:
+        chosen.mkdir(parents=True, exist_ok=True)
+        for stale in chosen.glob("*.db"):
+            stale.unlink()
+        yield
+        return
+    if workers == 1:
+        yield
+        return
+    directory = Path(tempfile.mkdtemp(prefix="crm-metrics-"))
+    # Read by prometheus-client and the settings of each worker process uvicorn starts.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    try:
+        yield
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _read_password(settings: Settings) -> str:
@@ -171,7 +363,7 @@ def bootstrap(
     from crm_service.auth.schemas import UserCreate
     from crm_service.errors import CRMError
 
-    settings = _settings()
+    settings = get_settings()
     password = _read_password(settings)
     org_name = org_name.strip()
     if not org_name or len(org_name) > 200:
@@ -200,7 +392,7 @@ def openapi(
     from crm_service.main import create_app
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_openapi(create_app(_settings())) + "\n")
+    out.write_text(render_openapi(create_app(get_settings())) + "\n")
     typer.echo(f"wrote {out}", err=True)
 
 
@@ -208,8 +400,39 @@ def render_openapi(application: object) -> str:
     return json.dumps(application.openapi(), indent=2, sort_keys=False)  # type: ignore[attr-defined]
 
 
-keys = typer.Typer(help="Data keys and master keys: rotate, re-seal, status.", no_args_is_help=True)
+keys = typer.Typer(
+    help="Master keys and data keys: init, rotate, re-seal, status.",
+    invoke_without_command=True,
+    callback=_help_without_command,
+)
 app.add_typer(keys, name="keys")
+
+
+@keys.command("init")
+def keys_init(
+    file: Annotated[Path, typer.Option("--file", help="Where to write the new keyring.")],
+) -> None:
+    """Write a new master keyring file (one generated key, mode 0600) for CRM_MASTER_KEY_FILE.
+    Never overwrites an existing file."""
+    from crm_service.crypto.master import write_new_keyring
+
+    try:
+        key_id = write_new_keyring(
+            file,
+            comment="crm-service master keyring: one key per line, the last one active.\n"
+            "Losing it loses every encrypted value: back it up apart from the database.",
+        )
+    except FileExistsError:
+        raise _fail(
+            f"{file} already exists; nothing was written (replacing a keyring would lose "
+            "every value its keys wrap)"
+        ) from None
+    except OSError as exc:
+        raise _fail(f"cannot write {file}: {exc.strerror}") from None
+    typer.echo(
+        f"wrote master key {key_id} to {file} (mode 0600); set CRM_MASTER_KEY_FILE={file}",
+        err=True,
+    )
 
 
 def _progress() -> Any:
@@ -284,7 +507,7 @@ def keys_rotate(
     under an older one is re-sealed. --master: a new master key joins the keyring file and
     every data key is re-wrapped. Safe to interrupt and run again; the service keeps serving.
     """
-    settings = _settings()
+    settings = get_settings()
 
     async def run() -> str:
         from crm_service.db.session import commit
@@ -321,10 +544,7 @@ def keys_rotate(
         finally:
             await engine.dispose()
 
-    try:
-        typer.echo(asyncio.run(run()), err=True)
-    except SettingsError as exc:
-        raise _fail(str(exc)) from None
+    typer.echo(asyncio.run(run()), err=True)
 
 
 @keys.command("reseal")
@@ -336,7 +556,7 @@ def keys_reseal(
 ) -> None:
     """Re-seal stored values under the current classification and newest keys (finishes a
     reclassification or rotation that was interrupted)."""
-    settings = _settings()
+    settings = get_settings()
 
     async def run() -> int:
         engine, sessionmaker = _database(settings)
@@ -353,7 +573,7 @@ def keys_reseal(
 @keys.command("status")
 def keys_status() -> None:
     """Print, as JSON, each organization's key generation and its data keys by state."""
-    settings = _settings()
+    settings = get_settings()
 
     async def run() -> dict[str, Any]:
         from sqlalchemy import func, select
@@ -399,18 +619,38 @@ def worker(
     once: Annotated[
         bool, typer.Option("--once", help="Run the jobs that are due, then exit (for cron).")
     ] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=1,
+            max=65535,
+            help="Serve the job metrics (Prometheus text) on this port.",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option("--metrics-host", help="Address for --metrics-port.")
+    ] = "127.0.0.1",
 ) -> None:
     """Run periodic jobs: purge the recycle bin and expired audit events. Any number of
-    workers may run; on PostgreSQL no job's work is done twice."""
-    settings = _settings()
+    workers may run; on PostgreSQL no job's work is done twice. Exits 1 if a job failed
+    (--once)."""
+    settings = get_settings()
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
 
-    async def run() -> dict[str, int] | None:
+        _check_port_free(metrics_host, metrics_port)
+        start_http_server(metrics_port, addr=metrics_host)
+
+    async def run() -> dict[str, int | str] | None:
         from crm_service.clock import Clock
+        from crm_service.health.metrics import watch_pool
         from crm_service.jobs.worker import run_due_jobs, run_forever
 
         if settings.is_embedded:
             await _migrate(settings)
         engine, sessionmaker = _database(settings)
+        watch_pool(engine)
         try:
             if once:
                 return await run_due_jobs(sessionmaker, settings, Clock().now())
@@ -425,9 +665,15 @@ def worker(
         return
     if done is not None:
         typer.echo(json.dumps(done))
+        if "failed" in done.values():
+            raise typer.Exit(ExitCode.FAILED)
 
 
-audit = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+audit = typer.Typer(
+    help="The tamper-evident audit log.",
+    invoke_without_command=True,
+    callback=_help_without_command,
+)
 app.add_typer(audit, name="audit")
 
 
@@ -437,7 +683,7 @@ def audit_verify(
 ) -> None:
     """Walk every audit chain and check each event's MAC and place. Exits 1 naming the first
     bad event of each broken chain (edited, deleted, inserted or reordered events)."""
-    settings = _settings()
+    settings = get_settings()
 
     async def run() -> Any:
         from crm_service.audit.service import Verification, verify_organization
@@ -463,4 +709,4 @@ def audit_verify(
 
 
 if __name__ == "__main__":
-    app()
+    main()

@@ -4,17 +4,33 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import ipaddress
+import os
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+import structlog
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 EMBEDDED_DATABASE_URL = "sqlite+aiosqlite:///./var/crm.db"
+ENV_PREFIX = "CRM_"
+# Variables of the test suite (CRM_TEST_POSTGRES_URL, ...): never settings of the service.
+TEST_ENV_PREFIX = "CRM_TEST_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+logger = structlog.get_logger("crm_service.config")
 
 
 class Environment(StrEnum):
@@ -27,7 +43,7 @@ class SettingsError(ValueError):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CRM_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     env: Environment = Environment.DEVELOPMENT
     database_url: str = EMBEDDED_DATABASE_URL
@@ -61,7 +77,18 @@ class Settings(BaseSettings):
     # Request handling
     max_request_body_bytes: int = Field(default=1_048_576, ge=1024)
     log_level: str = "INFO"
-    log_json: bool = True
+    # None: JSON unless stderr is a terminal in development (then console lines).
+    log_json: bool | None = None
+
+    # prometheus-client's own variable (not CRM_): where every worker process writes its
+    # metrics; `serve --workers N` sets it up for its workers.
+    metrics_multiprocess_directory: Path | None = Field(
+        default=None, validation_alias="PROMETHEUS_MULTIPROC_DIR"
+    )
+
+    # CRM_ variables that name no setting (probably mistyped), found when settings load.
+    _unknown_variables: list[str] = PrivateAttr(default_factory=list)
+    _unknown_reported: bool = PrivateAttr(default=False)
 
     @field_validator("trusted_proxies", "cors_origins", mode="before")
     @classmethod
@@ -97,6 +124,14 @@ class Settings(BaseSettings):
                 raise ValueError("must be base64 of exactly 32 bytes")
         return value
 
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return level
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:
@@ -105,19 +140,45 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _production_needs_explicit_settings(self) -> Settings:
+    def _check_variables(self) -> Settings:
+        """Mistyped CRM_ variables (CRM_DATABSE_URL), which would otherwise be ignored without
+        a word, and what production needs. Every problem is named at once, so an operator
+        fixes them in one go."""
+        known = {
+            ENV_PREFIX + name.upper()
+            for name, field in type(self).model_fields.items()
+            if field.validation_alias is None
+        }
+        self._unknown_variables = [
+            _describe_unknown(name, known)
+            for name in sorted(os.environ)
+            if name.upper().startswith(ENV_PREFIX)
+            and not name.upper().startswith(TEST_ENV_PREFIX)
+            and name.upper() not in known
+        ]
         if self.env is not Environment.PRODUCTION:
             return self
+        missing = []
         if self.master_key is None and self.master_key_file is None:
-            raise SettingsError(
-                "CRM_ENV=production needs CRM_MASTER_KEY or CRM_MASTER_KEY_FILE; "
-                "a generated key is refused in production"
-            )
+            missing.append("CRM_MASTER_KEY or CRM_MASTER_KEY_FILE (a generated key is refused)")
         if "database_url" not in self.model_fields_set:
-            raise SettingsError("CRM_ENV=production needs an explicit CRM_DATABASE_URL")
+            missing.append("an explicit CRM_DATABASE_URL")
         if "public_base_url" not in self.model_fields_set:
-            raise SettingsError("CRM_ENV=production needs CRM_PUBLIC_BASE_URL")
+            missing.append("CRM_PUBLIC_BASE_URL")
+        problems = list(self._unknown_variables)
+        if missing:
+            problems.insert(0, f"CRM_ENV=production needs {', '.join(missing)}")
+        if problems:
+            raise SettingsError("; ".join(problems))
         return self
+
+    def report_unknown_variables(self) -> None:
+        """Warn, once per process, about CRM_ variables that are not settings."""
+        if self._unknown_reported:
+            return
+        self._unknown_reported = True
+        for description in self._unknown_variables:
+            logger.warning("unknown_setting", problem=description)
 
     @property
     def serves_https(self) -> bool:
@@ -166,6 +227,27 @@ def _serialized_origin(text: str) -> str:
     return f"{scheme}://{host}" + (f":{port}" if port not in (None, default_port) else "")
 
 
+def _describe_unknown(name: str, known: set[str]) -> str:
+    closest = difflib.get_close_matches(name.upper(), sorted(known), n=1)
+    hint = f"did you mean {closest[0]}?" if closest else "see the README for every setting"
+    return f"{name} is not a setting ({hint})"
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """Every failing setting and its rule on one line, never the value (it may be a secret)."""
+    problems = []
+    for error in exc.errors():
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error.get("loc"):
+            message = f"{ENV_PREFIX}{str(error['loc'][0]).upper()}: {message}"
+        problems.append(message)
+    return "; ".join(problems)
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    """The settings from the environment; a SettingsError names every problem in one line."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc)) from None

@@ -19,6 +19,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from crm_service.db.diagnosis import missing_table, unreachable_reason
+
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -78,7 +80,10 @@ class Unauthorized(CRMError):
     status, slug, title = 401, "unauthorized", "Authentication required"
 
     def __init__(self, detail: str | None = None):
-        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="crm-service"'})
+        super().__init__(
+            detail or "Send `Authorization: Bearer <access token>`.",
+            headers={"WWW-Authenticate": 'Bearer realm="crm-service"'},
+        )
 
 
 class InvalidToken(Unauthorized):
@@ -87,7 +92,7 @@ class InvalidToken(Unauthorized):
     def __init__(self, detail: str | None = None):
         CRMError.__init__(
             self,
-            detail,
+            detail or "The access token is unknown, expired or revoked; sign in again.",
             headers={"WWW-Authenticate": 'Bearer realm="crm-service", error="invalid_token"'},
         )
 
@@ -257,24 +262,31 @@ async def _integrity_handler(request: Request, exc: Exception) -> JSONResponse:
     return render(request.url.path, Conflict("The change conflicts with existing data."))
 
 
-async def _database_unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
-    # A dropped connection (the pool discards it; the next request gets a fresh one) or a
-    # pool with no connection free in time: the client may simply try again.
-    if isinstance(exc, DBAPIError) and not exc.connection_invalidated:
-        raise exc
-    logger.warning("database_unavailable", error_type=type(exc).__name__)
-    return render(
-        request.url.path,
-        ServiceUnavailable(
-            "The database is not reachable just now; try again.", headers={"Retry-After": "1"}
-        ),
-    )
-
-
 async def _stale_handler(request: Request, exc: Exception) -> JSONResponse:
     return render(
         request.url.path,
         PreconditionFailed("The record was changed by someone else; fetch it and retry."),
+    )
+
+
+async def _database_unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
+    """A database that cannot be reached (or has no schema yet) is a 503 the client may retry,
+    not a 500; the log says why. Any other database error goes on to the last-resort 500."""
+    reason = unreachable_reason(exc)
+    if reason is None and isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        # No pre-ping (a round trip per checkout): a connection the server dropped is found
+        # by the request that meets it; the pool discards it and the next request is served.
+        reason = "the server closed a pooled connection; it was replaced"
+    if reason is None and (table := missing_table(exc)) is not None:
+        reason = f"table {table} is missing: run `crm-service migrate`"
+    if reason is None:
+        raise exc
+    logger.error("database_unavailable", reason=reason)
+    return render(
+        request.url.path,
+        ServiceUnavailable(
+            "The database is unavailable; try again shortly.", headers={"Retry-After": "5"}
+        ),
     )
 
 
@@ -286,8 +298,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
     app.add_exception_handler(IntegrityError, _integrity_handler)
     app.add_exception_handler(StaleDataError, _stale_handler)
-    app.add_exception_handler(DBAPIError, _database_unavailable_handler)
-    app.add_exception_handler(PoolTimeoutError, _database_unavailable_handler)
+    for unavailable in (DBAPIError, PoolTimeoutError, OSError):
+        app.add_exception_handler(unavailable, _database_unavailable_handler)
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

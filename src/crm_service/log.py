@@ -1,12 +1,15 @@
-"""Structured JSON logs, and the outermost middleware that gives each request an id.
+"""Logs, and the outermost middleware that gives each request an id.
 
-Logs name routes by template (`/v1/contacts/{record_id}`) and never carry a query string,
+One format per run, on stderr (stdout stays for a command's output): JSON lines, or
+human-readable console lines when stderr is a terminal in development (CRM_LOG_JSON forces
+either), coloured only on a terminal. Logs name routes by template (`/v1/contacts/{record_id}`) and never carry a query string,
 a request body or an exception message: any of those can hold personal data (rule 4).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
@@ -17,6 +20,7 @@ from typing import Any
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from crm_service.config import Environment, Settings
 from crm_service.errors import CRMError, render
 from crm_service.health.metrics import observe_request
 
@@ -46,23 +50,46 @@ def _exception_without_message(_logger: Any, _name: str, event: dict[str, Any]) 
     return event
 
 
-def configure_logging(level: str = "INFO", *, json: bool = True, stream: Any = None) -> None:
-    """JSON lines on stdout for the service; the CLI passes stderr, keeping stdout for output."""
+def configure_logging(
+    level: str = "INFO",
+    *,
+    json: bool | None = None,
+    development: bool = True,
+    stream: Any = None,
+) -> None:
+    """Route every logger (ours, uvicorn's, libraries') through one handler on `stream`
+    (stderr by default). `json=None` picks console lines for a developer's terminal, JSON for
+    anything else (files, pipes, log collectors)."""
+    stream = stream or sys.stderr
+    on_terminal = bool(getattr(stream, "isatty", lambda: False)())
+    if json is None:
+        json = not (development and on_terminal)
+    process_id = os.getpid()  # each worker configures its own logging, after it started
+
+    def add_process_id(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+        event["pid"] = process_id  # which of `serve --workers N` processes wrote the line
+        return event
+
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        add_process_id,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _exception_without_message,
     ]
-    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=on_terminal)
+    )
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(stream or sys.stdout)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
@@ -81,6 +108,17 @@ def configure_logging(level: str = "INFO", *, json: bool = True, stream: Any = N
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+
+
+def configure_logging_for(settings: Settings, *, stream: Any = None) -> None:
+    """Logging as CRM_LOG_LEVEL and CRM_LOG_JSON say, then the warnings settings left."""
+    configure_logging(
+        settings.log_level,
+        json=settings.log_json,
+        development=settings.env is Environment.DEVELOPMENT,
+        stream=stream,
+    )
+    settings.report_unknown_variables()
 
 
 def route_template(scope: Scope) -> str:

@@ -22,9 +22,10 @@ from crm_service.crypto.service import session_info
 from crm_service.db.engine import make_engine, make_sessionmaker
 from crm_service.db.migrations import ensure_sqlite_directory, head_revision
 from crm_service.errors import install_error_handlers
+from crm_service.health.metrics import forget_this_process, watch_pool
 from crm_service.health.router import router as health_router
 from crm_service.http_methods import AllowedMethodsMiddleware
-from crm_service.log import RequestContextMiddleware, configure_logging
+from crm_service.log import RequestContextMiddleware, configure_logging_for
 from crm_service.orgs.router import router as settings_router
 from crm_service.records.accounts.router import router as accounts_router
 from crm_service.records.contacts.router import router as contacts_router
@@ -64,12 +65,13 @@ ROUTERS = (
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    configure_logging(settings.log_level, json=settings.log_json)
+    configure_logging_for(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ensure_sqlite_directory(settings.database_url)
         engine = make_engine(settings.database_url)
+        watch_pool(engine)
         app.state.engine = engine
         app.state.key_provider = key_provider_from_settings(settings)
         app.state.sessionmaker = make_sessionmaker(
@@ -88,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if app.state.redis is not None:
                 await app.state.redis.aclose()
             await engine.dispose()
+            forget_this_process(settings.metrics_multiprocess_directory)
 
     app = FastAPI(
         title="crm-service",

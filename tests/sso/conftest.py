@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import fcntl
 import hashlib
 import html
 import json
@@ -64,7 +65,18 @@ def _prepare_node() -> tuple[str | None, str]:
 def _install() -> tuple[str | None, str]:
     node, npm = shutil.which("node"), shutil.which("npm")
     if not node or not npm:
-        return None, "node and npm must be on PATH"
+        return None, "node and npm must be on PATH (Debian packages nodejs and npm)"
+    # Parallel test workers (pytest -n) share the provider directory: one installs, the
+    # others wait for it and find node_modules in place.
+    directory = os.open(PROVIDER_DIR, os.O_RDONLY)
+    try:
+        fcntl.flock(directory, fcntl.LOCK_EX)
+        return _npm_ci(node, npm)
+    finally:
+        os.close(directory)
+
+
+def _npm_ci(node: str, npm: str) -> tuple[str | None, str]:
     package = json.loads((PROVIDER_DIR / "package.json").read_text())
     wanted = package["dependencies"]["oidc-provider"]
     installed = PROVIDER_DIR / "node_modules" / "oidc-provider" / "package.json"

@@ -3,8 +3,9 @@
 A local keyring holds one or more 256-bit master keys; the last one wraps new data keys and
 the others still unwrap what they wrapped until `crm-service keys rotate --master` has
 re-wrapped everything. Master keys come from CRM_MASTER_KEY (one key), CRM_MASTER_KEY_FILE
-(a keyring file: one `<id> <base64>` line per key, the last active), or, in the embedded
-development default only, a keyring generated into ./var/master.key.
+(a keyring file: one line per key, `<base64 key>` or `<id> <base64 key>` where the id must be
+`master_key_id(key)`; `#` comments; the last key active), or, in the embedded development
+default only, a keyring generated into ./var/master.key. `crm-service keys init` writes one.
 """
 
 from __future__ import annotations
@@ -125,35 +126,56 @@ class LocalKeyring:
 
 
 def _read_keyring_file(path: Path) -> LocalKeyring:
+    source = f"CRM_MASTER_KEY_FILE {path}" if path != EMBEDDED_KEYRING else str(path)
     try:
-        lines = [line.strip() for line in path.read_text(encoding="ascii").splitlines()]
+        lines = path.read_text(encoding="ascii").splitlines()
     except OSError as exc:
-        raise SettingsError(f"CRM_MASTER_KEY_FILE: cannot read {path} ({exc.strerror})") from None
+        raise SettingsError(f"{source}: cannot read it ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"{source}: not a keyring (it is not ASCII text)") from None
     keys: dict[str, bytes] = {}
-    for number, line in enumerate((line for line in lines if line and not line.startswith("#")), 1):
+    for number, line in enumerate(lines, 1):
         parts = line.split()
-        key = decode_key(parts[-1], f"CRM_MASTER_KEY_FILE line {number}")
+        if not parts or parts[0].startswith("#"):
+            continue
+        where = f"{source} line {number}"
+        if len(parts) > 2:
+            raise SettingsError(f"{where}: expected `<id> <base64 key>` or `<base64 key>`")
+        key = decode_key(parts[-1], where)
         key_id = master_key_id(key)
         if len(parts) == 2 and parts[0] != key_id:
-            raise SettingsError(f"CRM_MASTER_KEY_FILE line {number}: id does not match its key")
+            raise SettingsError(
+                f"{where}: the id is not this key's (it must be {key_id}, or leave the id out)"
+            )
         keys[key_id] = key
     if not keys:
-        raise SettingsError(f"CRM_MASTER_KEY_FILE: {path} holds no key")
+        raise SettingsError(f"{source}: holds no key (`crm-service keys init` writes one)")
     return LocalKeyring(
         keys=keys, active=list(keys)[-1], path=path, loaded_mtime=path.stat().st_mtime_ns
     )
 
 
-def _generate_embedded_keyring(path: Path) -> LocalKeyring:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_new_keyring(path: Path, *, comment: str) -> str:
+    """Write a keyring file holding one new master key (mode 0600); returns the key's id.
+
+    Never overwrites (FileExistsError): replacing a keyring loses every value its keys wrap.
+    """
     key = secrets.token_bytes(32)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w", encoding="ascii") as handle:
-        handle.write(
-            "# crm-service master keyring, generated for development. Losing it loses every\n"
-            "# encrypted value. In production set CRM_MASTER_KEY or CRM_MASTER_KEY_FILE.\n"
-            f"{master_key_id(key)} {base64.b64encode(key).decode()}\n"
-        )
+        for line in comment.splitlines():
+            handle.write(f"# {line}\n")
+        handle.write(f"{master_key_id(key)} {base64.b64encode(key).decode()}\n")
+    return master_key_id(key)
+
+
+def _generate_embedded_keyring(path: Path) -> LocalKeyring:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_new_keyring(
+        path,
+        comment="crm-service master keyring, generated for development. Losing it loses every\n"
+        "encrypted value. In production set CRM_MASTER_KEY or CRM_MASTER_KEY_FILE.",
+    )
     logger.warning(
         "generated_master_key",
         path=str(path),

@@ -7,9 +7,14 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, make_url, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from crm_service.config import SettingsError
+
+# The embedded default keeps its files here (relative to the working directory).
+EMBEDDED_DIRECTORY = Path("var")
 
 
 def migrations_directory() -> Path:
@@ -89,9 +94,21 @@ def applies(revision: str, *, since: str | None) -> bool:
 
 
 def ensure_sqlite_directory(database_url: str) -> None:
-    """Create the directory of an embedded SQLite file (`./var/` by default)."""
-    prefix = "sqlite+aiosqlite:///"
-    if database_url.startswith(prefix):
-        path = database_url[len(prefix) :].split("?", 1)[0]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    """Create the directory of an embedded SQLite file under `./var/` (the default's home).
+
+    Anywhere else a missing directory is a SettingsError: it is more likely a typo in
+    CRM_DATABASE_URL than a wish for a new tree of directories.
+    """
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return
+    directory = Path(url.database).parent.resolve()
+    if directory.is_dir():
+        return
+    if directory.is_relative_to(EMBEDDED_DIRECTORY.resolve()):
+        directory.mkdir(parents=True, exist_ok=True)
+        return
+    raise SettingsError(
+        f"CRM_DATABASE_URL: the directory {directory} does not exist; create it first "
+        f"(only ./{EMBEDDED_DIRECTORY}/ is created automatically)"
+    )

@@ -58,6 +58,7 @@ async def readyz(request: Request) -> JSONResponse:
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
 )
-async def metrics() -> Response:
-    body, content_type = render_metrics()
+async def metrics(request: Request) -> Response:
+    settings = request.app.state.settings
+    body, content_type = render_metrics(settings.metrics_multiprocess_directory)
     return Response(body, media_type=content_type)

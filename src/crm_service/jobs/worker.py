@@ -4,11 +4,15 @@ Each job runs in one transaction that holds its `worker_jobs` row: on PostgreSQL
 claimed with FOR UPDATE SKIP LOCKED, so a second worker skips a job another is running; on
 SQLite the first write takes the database's write lock, and the second worker, once it gets
 it, finds the job no longer due. Either way no job's work is done twice.
+
+A job that fails is logged (its error type, never the message), counted in the job metrics
+and reported as "failed"; the other jobs still run, and so does the worker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from crm_service.auth.throttle import forget_old_attempts
 from crm_service.config import Settings
 from crm_service.db.session import commit
+from crm_service.health.metrics import declare_jobs, observe_job
 from crm_service.jobs.models import WorkerJob
 
 logger = structlog.get_logger("crm_service.worker")
@@ -103,11 +108,12 @@ async def run_due_jobs(
     now: datetime,
     *,
     only: set[str] | None = None,
-) -> dict[str, int]:
-    """Run each due job once; returns what each job that ran did."""
+) -> dict[str, int | str]:
+    """Run each due job once; returns what each job that ran did, or "failed"."""
+    declare_jobs([job.name for job in JOBS])
     async with sessionmaker() as session:
         await _ensure_rows(session)
-    done: dict[str, int] = {}
+    done: dict[str, int | str] = {}
     for job in JOBS:
         if only is not None and job.name not in only:
             continue
@@ -117,15 +123,24 @@ async def run_due_jobs(
                 if row is None or not _due(row, job, now):
                     continue
                 row.last_started_at = now
-                result = await job.run(session, settings, now)
-                row.last_result = result
-                if job.batch_size is None or result < job.batch_size:
-                    row.last_finished_at = now
-                await commit(session)
+                try:
+                    result = await job.run(session, settings, now)
+                    row.last_result = result
+                    if job.batch_size is None or result < job.batch_size:
+                        row.last_finished_at = now
+                    await commit(session)
+                except OperationalError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - one failing job stops no other
+                    observe_job(job.name, succeeded_at=None)
+                    logger.error("job_failed", job=job.name, error_type=type(exc).__name__)
+                    done[job.name] = "failed"
+                    continue
         except OperationalError:
             # SQLite: another worker held the write lock for longer than the busy timeout.
             logger.warning("job_skipped_busy", job=job.name)
             continue
+        observe_job(job.name, succeeded_at=time.time())
         done[job.name] = result
         logger.info("job_done", job=job.name, result=result)
     return done
