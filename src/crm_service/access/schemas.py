@@ -7,35 +7,27 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from crm_service.access.permissions import Operation, Permissions, Right
 from crm_service.access.visibility import ShareAccess, SharingLevel
+from crm_service.kit.schemas import Flag, InputModel, Name, multi_line, single_line
 from crm_service.records.models import Module
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-ModuleOperations = dict[Module, list[Operation]]
+ModuleOperations = dict[Module, Annotated[list[Operation], Field(max_length=len(Operation))]]
+Rights = Annotated[list[Right], Field(max_length=len(Right))]
+ProfileDescription = multi_line(500)
+Cidr = single_line(64)
 
 
-class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ProfileCreate(_Input):
+class ProfileCreate(InputModel):
     name: Name
-    description: str | None = Field(default=None, max_length=500)
+    description: ProfileDescription | None = None
     modules: ModuleOperations = Field(
         default_factory=dict, description="Operations allowed per module; a module left out allows none."
     )
-    view_sensitive: bool = Field(default=False, description="See sensitive fields unmasked (each reveal is audited).")
-    rights: list[Right] = Field(default_factory=list, description="Administration rights.")
+    view_sensitive: Flag = Field(default=False, description="See sensitive fields unmasked (each reveal is audited).")
+    rights: Rights = Field(default_factory=list, description="Administration rights.")
 
     def permissions(self) -> Permissions:
         return Permissions(
@@ -45,12 +37,12 @@ class ProfileCreate(_Input):
         )
 
 
-class ProfileUpdate(_Input):
+class ProfileUpdate(InputModel):
     name: Name | None = None
-    description: str | None = Field(default=None, max_length=500)
+    description: ProfileDescription | None = None
     modules: ModuleOperations | None = Field(default=None, description="Replaces the whole map.")
-    view_sensitive: bool | None = None
-    rights: list[Right] | None = None
+    view_sensitive: Flag | None = None
+    rights: Rights | None = None
 
     @model_validator(mode="after")
     def _no_nulls(self) -> ProfileUpdate:
@@ -109,21 +101,21 @@ IP_ALLOWLIST_DESCRIPTION = (
 CONFIRM_DESCRIPTION = "Save a list that excludes your own address (you would be locked out)."
 
 
-class RoleCreate(_Input):
+class RoleCreate(InputModel):
     name: Name
     parent_id: uuid.UUID | None = Field(default=None, description="The role this one reports to.")
-    ip_allowlist: list[Annotated[str, StringConstraints(max_length=64)]] | None = Field(
+    ip_allowlist: list[Cidr] | None = Field(
         default=None, max_length=200, description=IP_ALLOWLIST_DESCRIPTION
     )
 
 
-class RoleUpdate(_Input):
+class RoleUpdate(InputModel):
     name: Name | None = None
     parent_id: uuid.UUID | None = None
-    ip_allowlist: list[Annotated[str, StringConstraints(max_length=64)]] | None = Field(
+    ip_allowlist: list[Cidr] | None = Field(
         default=None, max_length=200, description=IP_ALLOWLIST_DESCRIPTION
     )
-    confirm_self_lockout: bool = Field(default=False, description=CONFIRM_DESCRIPTION)
+    confirm_self_lockout: Flag = Field(default=False, description=CONFIRM_DESCRIPTION)
 
     @model_validator(mode="after")
     def _name_not_null(self) -> RoleUpdate:
@@ -150,12 +142,12 @@ class RoleList(BaseModel):
     data: list[RoleRead]
 
 
-class GroupCreate(_Input):
+class GroupCreate(InputModel):
     name: Name
     member_ids: list[uuid.UUID] = Field(default_factory=list, max_length=1000)
 
 
-class GroupUpdate(_Input):
+class GroupUpdate(InputModel):
     name: Name | None = None
     member_ids: list[uuid.UUID] | None = Field(default=None, max_length=1000)
 
@@ -177,7 +169,7 @@ class GroupList(BaseModel):
     data: list[GroupRead]
 
 
-class SharingDefaults(_Input):
+class SharingDefaults(InputModel):
     """Organization-wide sharing per module (private: owner and the roles above; read_only:
     everyone reads, the owner's side edits; read_write: everyone reads and edits)."""
 
@@ -186,7 +178,7 @@ class SharingDefaults(_Input):
     accounts: SharingLevel
 
 
-class RecordShareSet(_Input):
+class RecordShareSet(InputModel):
     access: ShareAccess
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from crm_service.audit.actions import AuditAction, Outcome
+from crm_service.kit.schemas import InputModel, Timestamp, query_integer, single_line
 from crm_service.records.paging import DEFAULT_LIMIT, MAX_LIMIT
 
 
@@ -40,26 +41,12 @@ class AuditEventList(BaseModel):
     next_cursor: str | None
 
 
-class AuditEventQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AuditEventQuery(InputModel):
     actor_id: uuid.UUID | None = None
     action: AuditAction | None = None
-    target_type: str | None = Field(default=None, max_length=32)
-    target_id: str | None = Field(default=None, max_length=64)
-    since: datetime | None = Field(default=None, description="Inclusive, ISO 8601 with offset.")
-    until: datetime | None = Field(default=None, description="Exclusive, ISO 8601 with offset.")
-    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
-    cursor: str | None = Field(default=None, max_length=200)
-
-    @field_validator("since", "until")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return value
-        if value.tzinfo is None:
-            raise ValueError("needs a UTC offset, e.g. 2026-11-23T10:00:00Z")
-        try:
-            return value.astimezone(UTC)
-        except OverflowError:
-            raise ValueError("is outside the years 1 to 9999 in UTC") from None
+    target_type: single_line(32) | None = None
+    target_id: single_line(64) | None = None
+    since: Timestamp | None = Field(default=None, description="Inclusive, RFC 3339 with offset.")
+    until: Timestamp | None = Field(default=None, description="Exclusive, RFC 3339 with offset.")
+    limit: query_integer(ge=1, le=MAX_LIMIT) = DEFAULT_LIMIT
+    cursor: single_line(200, min_length=0) | None = None

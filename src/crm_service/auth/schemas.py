@@ -9,14 +9,18 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from crm_service.auth.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
-from crm_service.emails import Email
+from crm_service.kit.schemas import Email, Flag, HttpUrl, InputModel, LongName, single_line
+
+# Passwords are taken exactly as typed: spaces are kept, control characters refused.
+Password = single_line(MAX_PASSWORD_LENGTH, min_length=MIN_PASSWORD_LENGTH, strip=False)
+# What a sign-in compares, so a password set under an older minimum still works.
+GivenPassword = single_line(MAX_PASSWORD_LENGTH, strip=False)
+Token = single_line(128)
 
 
-class LoginRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class LoginRequest(InputModel):
     email: Email
-    password: str = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
+    password: GivenPassword
 
 
 class TokenResponse(BaseModel):
@@ -42,19 +46,15 @@ class MfaRequired(BaseModel):
     )
 
 
-class MfaVerify(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    mfa_token: str = Field(min_length=1, max_length=128)
-    code: str = Field(
-        min_length=6, max_length=20, description="A 6-digit TOTP code or a recovery code."
+class MfaVerify(InputModel):
+    mfa_token: Token
+    code: single_line(20, min_length=6) = Field(
+        description="A 6-digit TOTP code or a recovery code."
     )
 
 
-class MfaEnrolmentStart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    mfa_token: str = Field(min_length=1, max_length=128)
+class MfaEnrolmentStart(InputModel):
+    mfa_token: Token
 
 
 class TotpEnrolment(BaseModel):
@@ -63,16 +63,12 @@ class TotpEnrolment(BaseModel):
     qr_svg: str = Field(description="The otpauth URI as a QR code (SVG data URI).")
 
 
-class TotpConfirm(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    code: str = Field(min_length=6, max_length=6, pattern=r"^[0-9]{6}$")
+class TotpConfirm(InputModel):
+    code: single_line(6, min_length=6, pattern=r"^[0-9]{6}$")
 
 
-class PasswordConfirm(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    password: str = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
+class PasswordConfirm(InputModel):
+    password: GivenPassword
 
 
 class RecoveryCodes(BaseModel):
@@ -84,13 +80,11 @@ class MfaStatus(BaseModel):
     recovery_codes_left: int
 
 
-class UserCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class UserCreate(InputModel):
     email: Email
-    password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)
-    full_name: str | None = Field(default=None, max_length=200)
-    is_admin: bool = Field(
+    password: Password
+    full_name: LongName | None = None
+    is_admin: Flag = Field(
         default=False,
         description="Shorthand for the built-in Administrator profile (else Standard) when "
         "`profile_id` is not given.",
@@ -129,47 +123,37 @@ class SessionList(BaseModel):
     data: list[SessionRead]
 
 
-class PasswordChange(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    current_password: str = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
-    new_password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)
+class PasswordChange(InputModel):
+    current_password: GivenPassword
+    new_password: Password
 
 
-class UserUpdate(BaseModel):
+class UserUpdate(InputModel):
     """Admin changes to a user. Disabling ends all of the user's sessions at once."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    full_name: str | None = Field(default=None, max_length=200)
-    is_admin: bool = None  # type: ignore[assignment]  # omit to keep; null refused
-    is_active: bool = None  # type: ignore[assignment]
+    full_name: LongName | None = None
+    is_admin: Flag = None  # type: ignore[assignment]  # omit to keep; null refused
+    is_active: Flag = None  # type: ignore[assignment]
     profile_id: uuid.UUID = None  # type: ignore[assignment]  # omit to keep; null refused
     role_id: uuid.UUID | None = Field(default=None, description="null removes the role.")
 
 
-class SsoCodeExchange(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    sso_code: str = Field(min_length=1, max_length=128, description="From the `#sso_code=` fragment.")
+class SsoCodeExchange(InputModel):
+    sso_code: Token = Field(description="From the `#sso_code=` fragment.")
 
 
-class IdentityProviderSet(BaseModel):
+class IdentityProviderSet(InputModel):
     """Configure OpenID Connect single sign-on. The issuer is checked by discovery."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    issuer: str = Field(min_length=8, max_length=500, pattern=r"^https?://\S+$")
-    client_id: str = Field(min_length=1, max_length=255)
-    client_secret: str | None = Field(
+    issuer: HttpUrl
+    client_id: single_line(255)
+    client_secret: single_line(500, strip=False) | None = Field(
         default=None,
-        min_length=1,
-        max_length=500,
         description="Write-only; stored encrypted. Required the first time; omit to keep.",
     )
-    frontend_redirect_url: str = Field(min_length=8, max_length=500, pattern=r"^https?://\S+$")
-    allow_jit: bool = Field(default=False, description="Create unknown users at first sign-in.")
-    require_sso: bool = Field(
+    frontend_redirect_url: HttpUrl
+    allow_jit: Flag = Field(default=False, description="Create unknown users at first sign-in.")
+    require_sso: Flag = Field(
         default=False, description="Refuse password sign-in, except for the break-glass admin."
     )
     break_glass_user_id: uuid.UUID | None = None
@@ -189,8 +173,6 @@ class IdentityProviderRead(BaseModel):
     start_url: str = Field(description="Send browsers here to sign in.")
 
 
-class IdentityLink(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class IdentityLink(InputModel):
     user_id: uuid.UUID
-    subject: str = Field(min_length=1, max_length=255, description="The `sub` at the provider.")
+    subject: single_line(255) = Field(description="The `sub` at the provider.")

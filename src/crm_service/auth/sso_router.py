@@ -12,6 +12,7 @@ from crm_service.auth import service, sso
 from crm_service.auth.schemas import SsoCodeExchange, TokenResponse
 from crm_service.db.session import CommitOnSuccessRoute, DbSession
 from crm_service.errors import problem_responses
+from crm_service.kit.schemas import single_line
 
 router = APIRouter(prefix="/v1/auth/sso", tags=["auth"], route_class=CommitOnSuccessRoute)
 
@@ -28,7 +29,7 @@ async def start_single_sign_on(
     organization_id: uuid.UUID,
     session: DbSession,
     request: Request,
-    login_hint: Annotated[str | None, Query(max_length=254)] = None,
+    login_hint: Annotated[single_line(254) | None, Query()] = None,
 ) -> RedirectResponse:
     location = await sso.start(
         session=session,
@@ -51,9 +52,9 @@ async def start_single_sign_on(
 async def finish_single_sign_on(
     session: DbSession,
     request: Request,
-    state: Annotated[str, Query(min_length=1, max_length=128)],
-    code: Annotated[str | None, Query(max_length=2048)] = None,
-    error: Annotated[str | None, Query(max_length=256)] = None,
+    state: Annotated[single_line(128), Query()],
+    code: Annotated[single_line(2048) | None, Query()] = None,
+    error: Annotated[single_line(256) | None, Query()] = None,
 ) -> RedirectResponse:
     result = await sso.callback(
         session=session,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from crm_service.kit.schemas import Flag, InputModel, single_line
 from crm_service.records.fields import Classification
 from crm_service.records.models import Module
 
@@ -26,12 +27,10 @@ class ModuleFields(BaseModel):
     )
 
 
-class ModuleFieldsUpdate(BaseModel):
+class ModuleFieldsUpdate(InputModel):
     """Classifications to change, by field name; fields not named keep theirs."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    fields: dict[str, Classification] = Field(min_length=1, max_length=64)
+    fields: dict[single_line(64), Classification] = Field(min_length=1, max_length=64)
 
 
 class IpAllowlistRead(BaseModel):
@@ -42,20 +41,18 @@ class IpAllowlistRead(BaseModel):
     )
 
 
-class IpAllowlistUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool
-    cidrs: list[str] = Field(max_length=500, description="IPv4/IPv6 addresses or CIDR networks.")
-    confirm_self_lockout: bool = Field(
+class IpAllowlistUpdate(InputModel):
+    enabled: Flag
+    cidrs: list[single_line(64)] = Field(
+        max_length=500, description="IPv4/IPv6 addresses or CIDR networks."
+    )
+    confirm_self_lockout: Flag = Field(
         default=False,
         description="Save even though your own address is outside the list (409 otherwise).",
     )
 
 
-class SecuritySettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    mfa_required: bool = Field(
+class SecuritySettings(InputModel):
+    mfa_required: Flag = Field(
         description="Every user must pass a second factor; those without one enrol at sign-in."
     )

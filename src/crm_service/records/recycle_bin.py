@@ -22,9 +22,9 @@ from crm_service.records.accounts.service import accounts
 from crm_service.records.contacts.service import contacts
 from crm_service.records.leads.service import leads
 from crm_service.records.models import Module
-from crm_service.records.paging import DEFAULT_LIMIT, MAX_LIMIT, Cursor, RecordSort
+from crm_service.records.paging import Cursor, RecordSort
 from crm_service.records.repository import expired_in_bin
-from crm_service.records.schemas import InputModel, RecycleBinEntry, RecycleBinPage
+from crm_service.records.schemas import CursorText, QueryPaging, RecycleBinEntry, RecycleBinPage
 from crm_service.records.service import RecordService, purge_record
 from crm_service.security.principal import Principal, require
 from crm_service.security.scopes import Scope
@@ -49,10 +49,9 @@ def _require_delete_scope(principal: Principal, module: Module) -> None:
         raise Forbidden(f"This needs the scope crm.{module.value}.delete.")
 
 
-class RecycleBinQuery(InputModel):
+class RecycleBinQuery(QueryPaging):
     module: Module | None = Field(default=None, description="Only this module.")
-    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
-    cursor: str | None = Field(default=None, max_length=512)
+    cursor: CursorText | None = None
 
 
 async def list_bin(

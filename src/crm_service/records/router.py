@@ -54,6 +54,7 @@ class RecordModuleSpec:
     read_schema: type[BaseModel]
     list_schema: type[BaseModel]
     query_schema: type[BaseModel]
+    search_schema: type[BaseModel]
     read_scope: Scope
     write_scope: Scope
     delete_scope: Scope
@@ -69,6 +70,7 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
     Deleter = Annotated[Principal, Depends(require(spec.delete_scope))]
     CreateSchema, UpdateSchema = spec.create_schema, spec.update_schema
     ReadSchema, ListSchema, QuerySchema = spec.read_schema, spec.list_schema, spec.query_schema
+    SearchSchema = spec.search_schema
     noun = spec.singular.lower()
 
     def present(record: Any, response: Response | None = None) -> BaseModel:
@@ -115,7 +117,7 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
         response_model=ListSchema,
         responses=problem_responses(401, 403, 422),
     )
-    async def search(query: QuerySchema, principal: Reader, session: DbSession) -> Any:
+    async def search(query: SearchSchema, principal: Reader, session: DbSession) -> Any:
         page = await service.list(session=session, principal=principal, query=query)
         return present_page(page)
 

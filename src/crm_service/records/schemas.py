@@ -4,43 +4,36 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Annotated, Any, Self
+from typing import Any, Self
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from crm_service.db.base import Base
-from crm_service.emails import Email
+from crm_service.kit.schemas import (
+    Date,
+    Email,
+    InputModel,
+    Name,
+    integer,
+    multi_line,
+    query_integer,
+    single_line,
+)
 from crm_service.records.etag import etag_for
 from crm_service.records.models import LegalBasis, PersonColumns, SourceChannel
 from crm_service.records.paging import DEFAULT_LIMIT, MAX_LIMIT, RecordSort
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-LongName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Phone = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=3, max_length=32, pattern=r"^\+?[0-9 ()./-]+$"),
-]
-Website = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=255, pattern=r"^https?://[^\s/$.?#][^\s]*$")
-]
-Street = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=250)]
-PostalCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20)]
-Identifier = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9 ./-]+$")
-]
-Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=32_000)]
-Assessment = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000)]
-
-
-class InputModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+ShortText = single_line(100)
+Phone = single_line(32, min_length=3, pattern=r"^\+?[0-9 ()./-]+$")
+Website = single_line(
+    255, pattern=r"^https?://[^\s/$.?#\u0000-\u001f\u007f-\u009f][^\s\u0000-\u001f\u007f-\u009f]*$"
+)
+Street = single_line(250)
+PostalCode = single_line(20)
+Identifier = single_line(64, pattern=r"^[A-Za-z0-9 ./-]+$")
+Description = multi_line(32_000)
+Assessment = multi_line(10_000, min_length=1)
+CursorText = single_line(512, min_length=0)
 
 
 class PersonInput(InputModel):
@@ -51,7 +44,7 @@ class PersonInput(InputModel):
     phone: Phone | None = None
     mobile: Phone | None = None
     title: ShortText | None = None
-    date_of_birth: date | None = None
+    date_of_birth: Date | None = None
     mailing_street: Street | None = None
     mailing_city: ShortText | None = None
     mailing_state: ShortText | None = None
@@ -181,26 +174,29 @@ class PersonRead(RecordRead):
     legal_basis: LegalBasisRead | None
 
 
-class RecordQuery(InputModel):
-    """Paging and exact-match filters of a list. Unknown parameters are refused (422)."""
+class RecordSearch(InputModel):
+    """Paging and exact-match filters of a list, sent as the JSON body of `POST .../search`.
+    Unknown fields are refused (422)."""
 
-    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
-    cursor: str | None = Field(
-        default=None, max_length=512, description="`next_cursor` of the previous page."
-    )
+    limit: integer(ge=1, le=MAX_LIMIT) = DEFAULT_LIMIT
+    cursor: CursorText | None = Field(default=None, description="`next_cursor` of the previous page.")
     sort: RecordSort = RecordSort.CREATED_DESC
     owner_id: uuid.UUID | None = None
 
 
-class PersonQuery(RecordQuery):
-    email: str | None = Field(
-        default=None, max_length=254, description="Exact match, ignoring case and spaces."
+class PersonSearch(RecordSearch):
+    email: single_line(254) | None = Field(
+        default=None, description="Exact match, ignoring case and spaces."
     )
-    phone: str | None = Field(
-        default=None,
-        max_length=32,
-        description="Matches phone or mobile, however the number is written.",
+    phone: single_line(32) | None = Field(
+        default=None, description="Matches phone or mobile, however the number is written."
     )
+
+
+class QueryPaging(InputModel):
+    """Mixed in first by a list's query-string model: there numbers arrive as text."""
+
+    limit: query_integer(ge=1, le=MAX_LIMIT) = DEFAULT_LIMIT
 
 
 class FieldChange(BaseModel):
@@ -230,9 +226,8 @@ class HistoryPage(BaseModel):
     next_cursor: str | None
 
 
-class HistoryQuery(InputModel):
-    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
-    cursor: str | None = Field(default=None, max_length=512)
+class HistoryQuery(QueryPaging):
+    cursor: CursorText | None = None
 
 
 class RecycleBinEntry(BaseModel):

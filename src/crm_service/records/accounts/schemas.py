@@ -1,4 +1,4 @@
-"""Account bodies: AccountCreate / AccountUpdate / AccountRead, list and query."""
+"""Account bodies: AccountCreate / AccountUpdate / AccountRead, list, search and query."""
 
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ import uuid
 
 from pydantic import BaseModel, Field
 
+from crm_service.kit.schemas import InputModel, LongName, single_line
 from crm_service.records.schemas import (
     Description,
     Identifier,
-    InputModel,
-    LongName,
     Phone,
     PostalCode,
-    RecordQuery,
+    QueryPaging,
     RecordRead,
+    RecordSearch,
     ShortText,
     Street,
     Website,
@@ -62,8 +62,12 @@ class AccountList(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end.")
 
 
-class AccountQuery(RecordQuery):
-    name: str | None = Field(
-        default=None, max_length=200, description="Exact match, ignoring case and spaces."
+class AccountSearch(RecordSearch):
+    name: single_line(200) | None = Field(
+        default=None, description="Exact match, ignoring case and spaces."
     )
-    phone: str | None = Field(default=None, max_length=32)
+    phone: single_line(32) | None = None
+
+
+class AccountQuery(QueryPaging, AccountSearch):
+    """The same filters in the query string."""

@@ -1,4 +1,4 @@
-"""Contact bodies: ContactCreate / ContactUpdate / ContactRead, list and query."""
+"""Contact bodies: ContactCreate / ContactUpdate / ContactRead, list, search and query."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import uuid
 
 from pydantic import BaseModel, Field
 
+from crm_service.kit.schemas import Name
 from crm_service.records.schemas import (
     LegalBasisSet,
-    Name,
     PersonInput,
-    PersonQuery,
     PersonRead,
+    PersonSearch,
+    QueryPaging,
     ShortText,
 )
 
@@ -39,5 +40,9 @@ class ContactList(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end.")
 
 
-class ContactQuery(PersonQuery):
+class ContactSearch(PersonSearch):
     account_id: uuid.UUID | None = None
+
+
+class ContactQuery(QueryPaging, ContactSearch):
+    """The same filters in the query string."""

@@ -16,6 +16,7 @@ from crm_service.records.leads.schemas import (
     LeadList,
     LeadQuery,
     LeadRead,
+    LeadSearch,
     LeadUpdate,
 )
 from crm_service.records.leads.service import leads
@@ -33,6 +34,7 @@ router = build_record_router(
         read_schema=LeadRead,
         list_schema=LeadList,
         query_schema=LeadQuery,
+        search_schema=LeadSearch,
         read_scope=Scope.LEADS_READ,
         write_scope=Scope.LEADS_WRITE,
         delete_scope=Scope.LEADS_DELETE,

@@ -1,4 +1,4 @@
-"""Lead bodies: LeadCreate / LeadUpdate / LeadRead, list, query and conversion."""
+"""Lead bodies: LeadCreate / LeadUpdate / LeadRead, list, search and query, conversion."""
 
 from __future__ import annotations
 
@@ -10,15 +10,14 @@ from pydantic import BaseModel, Field
 
 from crm_service.records.accounts.schemas import AccountRead
 from crm_service.records.contacts.schemas import ContactRead
+from crm_service.kit.schemas import Flag, InputModel, LongName, Name
 from crm_service.records.leads.models import LeadStatus
 from crm_service.records.schemas import (
-    InputModel,
     LegalBasisSet,
-    LongName,
-    Name,
     PersonInput,
-    PersonQuery,
     PersonRead,
+    PersonSearch,
+    QueryPaging,
     ShortText,
     Website,
 )
@@ -65,8 +64,12 @@ class LeadList(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end.")
 
 
-class LeadQuery(PersonQuery):
+class LeadSearch(PersonSearch):
     status: LeadStatus | None = None
+
+
+class LeadQuery(QueryPaging, LeadSearch):
+    """The same filters in the query string."""
 
 
 class LeadConvert(InputModel):
@@ -75,7 +78,7 @@ class LeadConvert(InputModel):
     account_id: uuid.UUID | None = Field(
         default=None, description="Link the new contact to this existing account."
     )
-    create_account: bool = Field(
+    create_account: Flag = Field(
         default=True,
         description="Without `account_id`: create an account named after the lead's company.",
     )
