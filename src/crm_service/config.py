@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     master_key_file: Path | None = None
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     smtp_url: str | None = None
-    public_base_url: str = "http://127.0.0.1:8000"
+    public_base_url: str = Field(default="http://127.0.0.1:8000", max_length=500)
     # Region for phone numbers written without a +country code (ISO 3166 alpha-2, e.g. GB).
     default_phone_region: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
     # Read by `crm-service bootstrap` only; stdin is asked when unset.

@@ -11,13 +11,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from crm_service.access.permissions import Operation, Permissions, Right
 from crm_service.access.visibility import ShareAccess, SharingLevel
-from crm_service.kit.schemas import Flag, InputModel, Name, multi_line, single_line
+from crm_service.kit.schemas import Flag, InputModel, IpNetwork, Name, multi_line, text
 from crm_service.records.models import Module
 
-ModuleOperations = dict[Module, Annotated[list[Operation], Field(max_length=len(Operation))]]
+ModuleOperations = Annotated[
+    dict[Module, Annotated[list[Operation], Field(max_length=len(Operation))]],
+    Field(max_length=len(Module)),
+]
 Rights = Annotated[list[Right], Field(max_length=len(Right))]
 ProfileDescription = multi_line(500)
-Cidr = single_line(64)
 
 
 class ProfileCreate(InputModel):
@@ -38,18 +40,16 @@ class ProfileCreate(InputModel):
 
 
 class ProfileUpdate(InputModel):
-    name: Name | None = None
-    description: ProfileDescription | None = None
-    modules: ModuleOperations | None = Field(default=None, description="Replaces the whole map.")
-    view_sensitive: Flag | None = None
-    rights: Rights | None = None
+    """Omit a field to keep it. Only `description` can be cleared with null; the spec says
+    which fields take null, so the others are typed without it."""
 
-    @model_validator(mode="after")
-    def _no_nulls(self) -> ProfileUpdate:
-        for name in ("name", "modules", "view_sensitive", "rights"):
-            if name in self.model_fields_set and getattr(self, name) is None:
-                raise ValueError(f"{name} cannot be null")
-        return self
+    name: Name = None  # type: ignore[assignment]
+    description: ProfileDescription | None = None
+    modules: ModuleOperations = Field(  # type: ignore[assignment]
+        default=None, description="Replaces the whole map."
+    )
+    view_sensitive: Flag = None  # type: ignore[assignment]
+    rights: Rights = None  # type: ignore[assignment]
 
     def merged_with(self, current: Permissions) -> Permissions:
         return Permissions(
@@ -82,12 +82,14 @@ class ProfileRead(BaseModel):
         }
 
     id: uuid.UUID
-    name: str
-    description: str | None
-    builtin: str | None = Field(description="administrator or standard for the built-in profiles.")
+    name: text(100)
+    description: text(500) | None
+    builtin: text(16) | None = Field(
+        description="administrator or standard for the built-in profiles."
+    )
     modules: ModuleOperations
     view_sensitive: bool
-    rights: list[Right]
+    rights: Rights
 
 
 class ProfileList(BaseModel):
@@ -104,33 +106,29 @@ CONFIRM_DESCRIPTION = "Save a list that excludes your own address (you would be 
 class RoleCreate(InputModel):
     name: Name
     parent_id: uuid.UUID | None = Field(default=None, description="The role this one reports to.")
-    ip_allowlist: list[Cidr] | None = Field(
+    ip_allowlist: list[IpNetwork] | None = Field(
         default=None, max_length=200, description=IP_ALLOWLIST_DESCRIPTION
     )
 
 
 class RoleUpdate(InputModel):
-    name: Name | None = None
+    name: Name = None  # type: ignore[assignment]  # omit to keep; null refused
     parent_id: uuid.UUID | None = None
-    ip_allowlist: list[Cidr] | None = Field(
+    ip_allowlist: list[IpNetwork] | None = Field(
         default=None, max_length=200, description=IP_ALLOWLIST_DESCRIPTION
     )
     confirm_self_lockout: Flag = Field(default=False, description=CONFIRM_DESCRIPTION)
-
-    @model_validator(mode="after")
-    def _name_not_null(self) -> RoleUpdate:
-        if "name" in self.model_fields_set and self.name is None:
-            raise ValueError("name cannot be null")
-        return self
 
 
 class RoleRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: uuid.UUID
-    name: str
+    name: text(100)
     parent_id: uuid.UUID | None
-    ip_allowlist: list[str] | None = Field(description=IP_ALLOWLIST_DESCRIPTION)
+    ip_allowlist: Annotated[list[text(64)], Field(max_length=200)] | None = Field(
+        description=IP_ALLOWLIST_DESCRIPTION
+    )
 
     @field_validator("ip_allowlist", mode="before")
     @classmethod
@@ -148,21 +146,14 @@ class GroupCreate(InputModel):
 
 
 class GroupUpdate(InputModel):
-    name: Name | None = None
-    member_ids: list[uuid.UUID] | None = Field(default=None, max_length=1000)
-
-    @model_validator(mode="after")
-    def _no_nulls(self) -> GroupUpdate:
-        for name in ("name", "member_ids"):
-            if name in self.model_fields_set and getattr(self, name) is None:
-                raise ValueError(f"{name} cannot be null")
-        return self
+    name: Name = None  # type: ignore[assignment]  # omit to keep; null refused
+    member_ids: list[uuid.UUID] = Field(default=None, max_length=1000)  # type: ignore[assignment]
 
 
 class GroupRead(BaseModel):
     id: uuid.UUID
-    name: str
-    member_ids: list[uuid.UUID]
+    name: text(100)
+    member_ids: list[uuid.UUID] = Field(max_length=1000)
 
 
 class GroupList(BaseModel):

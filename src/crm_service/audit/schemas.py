@@ -5,12 +5,19 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from crm_service.audit.actions import AuditAction, Outcome
-from crm_service.kit.schemas import InputModel, Timestamp, query_integer, single_line
+from crm_service.kit.schemas import (
+    FieldNames,
+    InputModel,
+    Timestamp,
+    query_integer,
+    single_line,
+    text,
+)
 from crm_service.records.paging import DEFAULT_LIMIT, MAX_LIMIT
 
 
@@ -19,16 +26,16 @@ class AuditEventRead(BaseModel):
 
     id: uuid.UUID
     occurred_at: datetime
-    actor_type: str = Field(description="user, client (a partner), system (CLI, worker).")
+    actor_type: text(16) = Field(description="user, client (a partner), system (CLI, worker).")
     actor_id: uuid.UUID | None
     action: AuditAction
-    target_type: str | None = Field(description="lead, contact, account, user, ... ")
-    target_id: str | None
-    fields: list[str] = Field(description="Names of the fields involved; never values.")
+    target_type: text(32) | None = Field(description="lead, contact, account, user, ... ")
+    target_id: text(64) | None
+    fields: FieldNames = Field(description="Names of the fields involved; never values.")
     outcome: Outcome
-    reason: str | None = Field(description="A fixed code for a failure or refusal.")
-    client_ip: str | None
-    request_id: str | None
+    reason: text(64) | None = Field(description="A fixed code for a failure or refusal.")
+    client_ip: text(45) | None
+    request_id: text(64) | None
 
     @field_validator("fields", mode="before")
     @classmethod
@@ -37,8 +44,8 @@ class AuditEventRead(BaseModel):
 
 
 class AuditEventList(BaseModel):
-    data: list[AuditEventRead]
-    next_cursor: str | None
+    data: Annotated[list[AuditEventRead], Field(max_length=MAX_LIMIT)]
+    next_cursor: text(200) | None
 
 
 class AuditEventQuery(InputModel):

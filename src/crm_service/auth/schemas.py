@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from crm_service.auth.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
-from crm_service.kit.schemas import Email, Flag, HttpUrl, InputModel, LongName, single_line
+from crm_service.auth.mfa import RECOVERY_CODES
+from crm_service.kit.schemas import Email, Flag, HttpUrl, InputModel, LongName, single_line, text
 
 # Passwords are taken exactly as typed: spaces are kept, control characters refused.
 Password = single_line(MAX_PASSWORD_LENGTH, min_length=MIN_PASSWORD_LENGTH, strip=False)
 # What a sign-in compares, so a password set under an older minimum still works.
 GivenPassword = single_line(MAX_PASSWORD_LENGTH, strip=False)
 Token = single_line(128)
+RecoveryCodeList = Annotated[list[text(16)], Field(max_length=RECOVERY_CODES)]
 
 
 class LoginRequest(InputModel):
@@ -24,10 +26,15 @@ class LoginRequest(InputModel):
 
 
 class TokenResponse(BaseModel):
-    access_token: str
+    access_token: text(64)
     token_type: Literal["Bearer"] = "Bearer"
-    expires_in: int = Field(description="Seconds until the token expires at the latest.")
-    recovery_codes: list[str] | None = Field(
+    expires_in: int = Field(
+        ge=0,
+        le=2**31 - 1,
+        json_schema_extra={"format": "int32"},
+        description="Seconds until the token expires at the latest.",
+    )
+    recovery_codes: RecoveryCodeList | None = Field(
         default=None,
         description="Only when this sign-in confirmed a required two-factor enrolment: the "
         "recovery codes, shown this once.",
@@ -38,7 +45,7 @@ class MfaRequired(BaseModel):
     """The password was right; send `mfa_token` and a code to `POST /v1/auth/mfa`."""
 
     mfa_required: Literal[True] = True
-    mfa_token: str = Field(description="Single-use, valid for 5 minutes.")
+    mfa_token: text(64) = Field(description="Single-use, valid for 5 minutes.")
     enrolment_required: bool = Field(
         default=False,
         description="The organization requires two-factor and this user has none: call "
@@ -58,9 +65,9 @@ class MfaEnrolmentStart(InputModel):
 
 
 class TotpEnrolment(BaseModel):
-    secret: str = Field(description="Base32 TOTP secret, for manual entry.")
-    otpauth_uri: str
-    qr_svg: str = Field(description="The otpauth URI as a QR code (SVG data URI).")
+    secret: text(64) = Field(description="Base32 TOTP secret, for manual entry.")
+    otpauth_uri: text(2048)
+    qr_svg: text(65_536) = Field(description="The otpauth URI as a QR code (SVG data URI).")
 
 
 class TotpConfirm(InputModel):
@@ -72,12 +79,14 @@ class PasswordConfirm(InputModel):
 
 
 class RecoveryCodes(BaseModel):
-    recovery_codes: list[str] = Field(description="Shown this once; each works one time.")
+    recovery_codes: RecoveryCodeList = Field(description="Shown this once; each works one time.")
 
 
 class MfaStatus(BaseModel):
     totp_enabled: bool
-    recovery_codes_left: int
+    recovery_codes_left: int = Field(
+        ge=0, le=RECOVERY_CODES, json_schema_extra={"format": "int32"}
+    )
 
 
 class UserCreate(InputModel):
@@ -98,8 +107,8 @@ class UserRead(BaseModel):
 
     id: uuid.UUID
     organization_id: uuid.UUID
-    email: str
-    full_name: str | None
+    email: text(254)
+    full_name: text(200) | None
     is_admin: bool = Field(description="True when the profile is the built-in Administrator.")
     is_active: bool
     profile_id: uuid.UUID
@@ -162,15 +171,16 @@ class IdentityProviderSet(InputModel):
 class IdentityProviderRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
-    protocol: str
-    issuer: str
-    client_id: str
-    frontend_redirect_url: str
+    protocol: text(16)
+    issuer: text(500)
+    client_id: text(255)
+    frontend_redirect_url: text(500)
     allow_jit: bool
     require_sso: bool
     break_glass_user_id: uuid.UUID | None
-    redirect_uri: str = Field(description="Register this callback URL at the provider.")
-    start_url: str = Field(description="Send browsers here to sign in.")
+    # Both are CRM_PUBLIC_BASE_URL (at most 500 characters) and a path.
+    redirect_uri: text(700) = Field(description="Register this callback URL at the provider.")
+    start_url: text(700) = Field(description="Send browsers here to sign in.")
 
 
 class IdentityLink(InputModel):

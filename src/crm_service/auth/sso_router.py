@@ -31,6 +31,9 @@ async def start_single_sign_on(
     request: Request,
     login_hint: Annotated[single_line(254) | None, Query()] = None,
 ) -> RedirectResponse:
+    """A browser link: redirects to the organization's OpenID provider with a fresh single-use
+    state. 404 when the organization has no single sign-on.
+    """
     location = await sso.start(
         session=session,
         organization_id=organization_id,
@@ -56,6 +59,9 @@ async def finish_single_sign_on(
     code: Annotated[single_line(2048) | None, Query()] = None,
     error: Annotated[single_line(256) | None, Query()] = None,
 ) -> RedirectResponse:
+    """Where the identity provider sends the browser back. Redirects to the app with a one-time
+    `#sso_code=` or an `#sso_error=`; an unknown, used or expired state answers 400.
+    """
     result = await sso.callback(
         session=session,
         code=code,
@@ -78,6 +84,9 @@ async def finish_single_sign_on(
 async def exchange_single_sign_on_code(
     payload: SsoCodeExchange, session: DbSession, request: Request
 ) -> TokenResponse:
+    """The app exchanges the one-time `sso_code` from the redirect for a bearer token; a used or
+    unknown code answers 401.
+    """
     now = request.app.state.clock.now()
     user = await sso.redeem_handoff(session=session, code=payload.sso_code, now=now)
     return await service.open_session(

@@ -1,14 +1,19 @@
 """The one input base class and the types every request schema is built from.
 
 Inputs refuse unknown fields and take JSON as it is typed: a flag is `true` or `false`,
-never "yes" or 1; a number is a JSON number, never "5". Query strings arrive as text, so
+never "yes" or 1; a number is a JSON number, never "5" (JSON Schema counts 5.0 as the
+integer 5, so it is taken as such, while 5.5 is not). Query strings arrive as text, so
 their numbers are written in decimal digits, and nothing else parses.
 
-Text refuses control characters (C0, DEL, C1), line and paragraph separators and lone
-surrogates: PostgreSQL cannot store NUL or a lone surrogate, and no name, address or token
-contains the others. Multi-line fields (descriptions, notes, assessments) also take tab,
-line feed and carriage return. Each text type publishes the rule as a JSON Schema `pattern`,
-so generated clients and fuzzers know it too; the rule is checked from the same expression.
+Text refuses control characters (C0, DEL, C1): PostgreSQL cannot store NUL, and no name,
+address or token contains the others. Multi-line fields (descriptions, notes, assessments)
+take tab, line feed, carriage return and the Unicode line and paragraph separators; single-line
+fields refuse them too. A lone surrogate, which PostgreSQL cannot store either, pydantic
+itself refuses (`string_unicode`). Each text type publishes its rule as a JSON Schema
+`pattern`, so generated clients and fuzzers know it; the rule is checked from that expression.
+
+Responses are bounded too (`text`, `FieldNames`): what a response carries is at most what its
+input allowed or its construction guarantees, and the document says so.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
+from annotated_types import Interval
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -42,7 +48,7 @@ class InputModel(BaseModel):
 
 
 # Character classes in the syntax JSON Schema (ECMA-262) and Python's `re` share.
-_ALWAYS_REFUSED = r"\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\ud800-\udfff"
+_ALWAYS_REFUSED = r"\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f"
 _LINE_BREAKS = r"\u0009\u000a\u000d\u2028\u2029"
 SINGLE_LINE_PATTERN = f"^[^{_ALWAYS_REFUSED}{_LINE_BREAKS}]*$"
 MULTI_LINE_PATTERN = f"^[^{_ALWAYS_REFUSED}]*$"
@@ -50,24 +56,25 @@ MULTI_LINE_PATTERN = f"^[^{_ALWAYS_REFUSED}]*$"
 
 @dataclass(frozen=True, slots=True)
 class _TextRule:
-    """Refuses the characters `pattern` excludes, and publishes `pattern` in the schema.
+    """Refuses text `pattern` does not match (as `rule`), and publishes `pattern`.
 
     A type with a stricter pattern of its own (a phone number, a URL) keeps that one in
-    the schema; it must exclude these characters as well, which a test checks.
+    the schema; it must exclude control characters as well, which a test checks.
     """
 
     pattern: str
     message: str
+    rule: str = "control_character"
 
     def __get_pydantic_core_schema__(
         self, source: Any, handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
         allowed = re.compile(self.pattern)
-        message = self.message
+        message, rule = self.message, self.rule
 
         def check(value: str) -> str:
             if allowed.match(value) is None:
-                raise PydanticCustomError("control_character", message)
+                raise PydanticCustomError(rule, message)
             return value
 
         return core_schema.no_info_after_validator_function(check, handler(source))
@@ -113,21 +120,69 @@ def multi_line(max_length: int, *, min_length: int = 0) -> Any:
 
 Name = single_line(100)
 LongName = single_line(200)
-# Internet and email addresses are at most 254 characters (RFC 5321's path limit).
+# Addresses are at most 254 characters (RFC 5321's path limit) and must be able to receive
+# mail, which no special-use domain can.
 Email = Annotated[
     single_line(254),
     AfterValidator(valid_email),
-    Field(json_schema_extra={"format": "email"}),
+    Field(
+        json_schema_extra={
+            "format": "email",
+            "description": "An address that can receive mail: special-use domains (.test, "
+            ".local, .localhost, .invalid, .onion, .arpa) are refused.",
+        }
+    ),
 ]
 HttpUrl = single_line(500, min_length=8, pattern=r"^https?://[^\s\u0000-\u001f\u007f-\u009f]+$")
+
+_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_IPV4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
+_H16 = "[0-9A-Fa-f]{1,4}"
+_LS32 = f"(?:{_H16}:{_H16}|{_IPV4})"
+# RFC 3986's IPv6address, one alternative per place of the "::".
+_IPV6 = "(?:" + "|".join(
+    [
+        f"(?:{_H16}:){{6}}{_LS32}",
+        f"::(?:{_H16}:){{5}}{_LS32}",
+        f"(?:{_H16})?::(?:{_H16}:){{4}}{_LS32}",
+        f"(?:(?:{_H16}:){{0,1}}{_H16})?::(?:{_H16}:){{3}}{_LS32}",
+        f"(?:(?:{_H16}:){{0,2}}{_H16})?::(?:{_H16}:){{2}}{_LS32}",
+        f"(?:(?:{_H16}:){{0,3}}{_H16})?::{_H16}:{_LS32}",
+        f"(?:(?:{_H16}:){{0,4}}{_H16})?::{_LS32}",
+        f"(?:(?:{_H16}:){{0,5}}{_H16})?::{_H16}",
+        f"(?:(?:{_H16}:){{0,6}}{_H16})?::",
+    ]
+) + ")"
+IP_NETWORK_PATTERN = (
+    f"^(?:{_IPV4}(?:/(?:3[0-2]|[12]?[0-9]))?|{_IPV6}(?:/(?:12[0-8]|1[01][0-9]|[1-9]?[0-9]))?)$"
+)
+# An address (a network of one) or a network in CIDR notation, IPv4 or IPv6.
+IpNetwork = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=64),
+    _TextRule(
+        IP_NETWORK_PATTERN,
+        "must be an IPv4 or IPv6 address or network in CIDR notation",
+        rule="ip_network",
+    ),
+]
 
 # Flags in JSON are true or false; pydantic's lax mode would also take "yes", "on" and 1.
 Flag = Annotated[bool, Strict()]
 
 
+_INT32 = Field(json_schema_extra={"format": "int32"})
+
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def integer(*, ge: int, le: int) -> Any:
-    """A JSON integer within [ge, le]: not "5", not 5.0."""
-    return Annotated[int, Strict(), Field(ge=ge, le=le, json_schema_extra={"format": "int32"})]
+    """A JSON integer within [ge, le]: 5 or 5.0, not "5", 5.5 or true."""
+    return Annotated[int, Strict(), Interval(ge=ge, le=le), _INT32, BeforeValidator(_integral)]
 
 
 def _decimal_digits(value: Any) -> Any:
@@ -140,11 +195,9 @@ def _decimal_digits(value: Any) -> Any:
 
 def query_integer(*, ge: int, le: int) -> Any:
     """An integer in a query string: decimal digits only (`5`, not `5.0` or `true`)."""
+    # The bounds come before the parser so that they reach the schema as minimum/maximum.
     return Annotated[
-        int,
-        BeforeValidator(_decimal_digits),
-        Strict(),
-        Field(ge=ge, le=le, json_schema_extra={"format": "int32"}),
+        int, Strict(), Interval(ge=ge, le=le), _INT32, BeforeValidator(_decimal_digits)
     ]
 
 
@@ -185,3 +238,12 @@ def _in_utc(value: datetime) -> datetime:
 
 
 Timestamp = Annotated[datetime, BeforeValidator(_timestamp_text), AfterValidator(_in_utc)]
+
+
+def text(max_length: int) -> Any:
+    """Text in a response, at most `max_length` characters."""
+    return Annotated[str, StringConstraints(max_length=max_length)]
+
+
+# Names of a record's fields (masked, changed, audited): a module has fewer than 100.
+FieldNames = Annotated[list[text(64)], Field(max_length=100)]

@@ -129,6 +129,9 @@ async def list_recycle_bin(
     session: DbSession,
     request: Request,
 ) -> RecycleBinPage:
+    """Deleted leads, contacts and accounts you may read, with when the worker purges each for
+    good.
+    """
     retention = timedelta(days=request.app.state.settings.recycle_bin_retention_days)
     return await list_bin(session=session, principal=principal, query=query, retention=retention)
 
@@ -143,6 +146,7 @@ async def list_recycle_bin(
 async def restore(
     module: Module, record_id: uuid.UUID, principal: Caller, session: DbSession
 ) -> Response:
+    """Puts a deleted record back where it was; needs the module's write scope."""
     _require_delete_scope(principal, module)
     await SERVICES[module].restore(session=session, principal=principal, record_id=record_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -158,6 +162,7 @@ async def restore(
 async def purge(
     module: Module, record_id: uuid.UUID, principal: Caller, session: DbSession
 ) -> Response:
+    """Deletes a record in the bin for good, with its history; needs the module's delete scope."""
     _require_delete_scope(principal, module)
     await SERVICES[module].purge(session=session, principal=principal, record_id=record_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -64,6 +64,10 @@ async def convert_lead(
     response: Response,
     if_match: IfMatch = None,
 ) -> LeadConversion:
+    """In one transaction: a contact from the lead, and an account linked (`account_id`), created
+    from the lead's company, or none. The lead is marked converted and its legal basis carried
+    over. 409 when already converted.
+    """
     conversion = await leads.convert(
         session=session, principal=principal, lead_id=record_id, payload=payload, if_match=if_match
     )

@@ -5,13 +5,15 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
+from crm_service.kit.schemas import Flag, InputModel, LongName, Name, text
 from crm_service.records.accounts.schemas import AccountRead
 from crm_service.records.contacts.schemas import ContactRead
-from crm_service.kit.schemas import Flag, InputModel, LongName, Name
 from crm_service.records.leads.models import LeadStatus
+from crm_service.records.paging import MAX_LIMIT
 from crm_service.records.schemas import (
     LegalBasisSet,
     PersonInput,
@@ -50,9 +52,9 @@ class LeadUpdate(PersonInput):
 
 
 class LeadRead(PersonRead):
-    company: str | None
-    website: str | None
-    industry: str | None
+    company: text(200) | None
+    website: text(255) | None
+    industry: text(100) | None
     status: LeadStatus
     converted_at: datetime | None
     converted_contact_id: uuid.UUID | None
@@ -60,8 +62,10 @@ class LeadRead(PersonRead):
 
 
 class LeadList(BaseModel):
-    data: list[LeadRead]
-    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end.")
+    data: Annotated[list[LeadRead], Field(max_length=MAX_LIMIT)]
+    next_cursor: text(512) | None = Field(
+        description="Pass as `cursor` for the next page; null at the end."
+    )
 
 
 class LeadSearch(PersonSearch):
