@@ -110,6 +110,9 @@ def test_every_input_is_bounded_and_text_refuses_control_characters() -> None:
                 assert "maxProperties" in node, f"{label}: unbounded map"
             if kind == "integer":
                 assert {"minimum", "maximum", "format"} <= set(node), f"{label}: {node}"
+        for media in operation.get("requestBody", {}).get("content", {}).values():
+            body = _resolve(spec, media["schema"])
+            assert body.get("additionalProperties") is False, f"{label}: unknown fields allowed"
 
 
 def test_parameters_never_claim_null() -> None:
