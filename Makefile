@@ -1,5 +1,6 @@
 # The two commands: `make run` (serve the embedded default) and `make test`.
 # Both set up the virtualenv and install first; nothing else needs to be running.
+# `make contract` gates the published API contract (needs Node.js and npm as well).
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -11,10 +12,12 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check
 # `make lock LOCK_ARGS=--upgrade` moves every pin to the newest release allowed.
 COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
 	--no-emit-index-url --no-emit-find-links --no-emit-trusted-host
+CONTRACT := tools/contract
+NODE_STAMP := $(CONTRACT)/node_modules/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test test-fast openapi migrate lock bench clean
+.PHONY: install run test test-fast contract openapi migrate lock bench clean
 
 # Dependencies come from the hash-checked lock, the package itself without them.
 $(STAMP): pyproject.toml requirements-test.lock
@@ -39,6 +42,20 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest $(XDIST) -m "not postgres" $(PYTEST_ARGS)
 
+# Spectral (OpenAPI and OWASP rules) lints openapi/openapi.json: any error fails. Then
+# Schemathesis fuzzes a throw-away embedded instance from it: any failure fails.
+contract: install $(NODE_STAMP)
+	$(CONTRACT)/node_modules/.bin/spectral lint --fail-severity=error \
+		--ruleset $(CONTRACT)/.spectral.yaml openapi/openapi.json
+	$(BIN)/python $(CONTRACT)/fuzz.py
+
+# The lint tools as package-lock.json pins them; install scripts are not run.
+$(NODE_STAMP): $(CONTRACT)/package-lock.json
+	@command -v node >/dev/null || { echo "contract: Node.js is missing; install the nodejs package (Debian: apt-get install nodejs)" >&2; exit 1; }
+	@command -v npm >/dev/null || { echo "contract: npm is missing; install the npm package (Debian: apt-get install npm)" >&2; exit 1; }
+	cd $(CONTRACT) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
 openapi: install
 	$(BIN)/crm-service openapi --out openapi/openapi.json
 
@@ -59,4 +76,4 @@ lock:
 		--output-file requirements-test.lock pyproject.toml
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var .pytest_cache $(CONTRACT)/node_modules

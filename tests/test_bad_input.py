@@ -231,7 +231,7 @@ async def test_bad_legal_basis_is_refused(
     ("payload", "field", "rule"),
     [
         ({"account_id": SECRET}, "body.account_id", "uuid_parsing"),
-        ({"create_account": SECRET}, "body.create_account", "bool_parsing"),
+        ({"create_account": SECRET}, "body.create_account", "bool_type"),
         ({"contact_name": SECRET}, "body.contact_name", "extra_forbidden"),
     ],
     ids=["account-id", "create-account", "unknown-field"],
@@ -261,7 +261,7 @@ async def test_bad_search_body_is_refused(org: Org) -> None:
     body = assert_problem(response, 422)
     found = {(error["field"], error["rule"]) for error in body["errors"]}
     assert found == {
-        ("body.limit", "int_parsing"),
+        ("body.limit", "int_type"),
         ("body.email", "string_too_long"),
         ("body.nickname", "extra_forbidden"),
     }

@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     master_key_file: Path | None = None
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     smtp_url: str | None = None
-    public_base_url: str = "http://127.0.0.1:8000"
+    public_base_url: str = Field(default="http://127.0.0.1:8000", max_length=500)
     # Browser origins (`https://app.example.com`) allowed to call the API; none = no CORS.
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Region for phone numbers written without a +country code (ISO 3166 alpha-2, e.g. GB).

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, StringConstraints
 from pydantic_core import PydanticCustomError
 
 
@@ -17,7 +14,3 @@ def valid_email(value: str) -> str:
         # email-validator's reasons can quote the offending characters.
         raise PydanticCustomError("email", "must be a valid email address") from None
 
-
-Email = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=254), AfterValidator(valid_email)
-]

@@ -30,24 +30,45 @@ PROBLEM_TYPE_PREFIX = "tag:crm-service,2026:problems/"
 logger = structlog.get_logger("crm_service.errors")
 
 
+# Bounds of what a problem carries, so clients can rely on them (and longer input is cut).
+MAX_FIELD_PROBLEMS = 50
+MAX_LOCATION = 200
+MAX_MESSAGE = 500
+MAX_INSTANCE = 2048
+
+
 class FieldProblem(BaseModel):
     """One failed rule on one input field."""
 
-    field: str = Field(description="Dotted location of the field, e.g. `body.email`.")
-    rule: str = Field(description="Machine-readable rule that failed, e.g. `string_too_long`.")
-    message: str = Field(description="What the rule requires, without the submitted value.")
+    field: str = Field(
+        max_length=MAX_LOCATION, description="Dotted location of the field, e.g. `body.email`."
+    )
+    rule: str = Field(
+        max_length=64, description="Machine-readable rule that failed, e.g. `string_too_long`."
+    )
+    message: str = Field(
+        max_length=MAX_MESSAGE, description="What the rule requires, without the submitted value."
+    )
 
 
 class Problem(BaseModel):
-    """RFC 9457 problem details."""
+    """RFC 9457 problem details. Absent members are left out, never sent as null."""
 
-    type: str = Field(description="URI identifying the problem type.")
-    title: str
-    status: int
-    detail: str | None = None
-    instance: str | None = Field(default=None, description="The request path (no query string).")
+    type: str = Field(max_length=200, description="URI identifying the problem type.")
+    title: str = Field(max_length=100)
+    status: int = Field(ge=400, le=599, json_schema_extra={"format": "int32"})
+    detail: str | None = Field(default=None, max_length=500)
+    instance: str | None = Field(
+        default=None,
+        max_length=MAX_INSTANCE,
+        description="The request path (no query string); left out when longer than "
+        f"{MAX_INSTANCE} characters.",
+    )
     errors: list[FieldProblem] | None = Field(
-        default=None, description="For validation problems: each field and the rule it broke."
+        default=None,
+        max_length=MAX_FIELD_PROBLEMS,
+        description=f"For validation problems: each field and the rule it broke (the first "
+        f"{MAX_FIELD_PROBLEMS}).",
     )
 
 
@@ -184,9 +205,9 @@ def problem_response(
         type=PROBLEM_TYPE_PREFIX + slug,
         title=title,
         status=status,
-        detail=detail,
-        instance=request_path,
-        errors=errors,
+        detail=detail[:500] if detail else detail,
+        instance=request_path if request_path and len(request_path) <= MAX_INSTANCE else None,
+        errors=errors[:MAX_FIELD_PROBLEMS] if errors else errors,
     )
     return JSONResponse(
         body.model_dump(exclude_none=True),
@@ -212,6 +233,9 @@ def _field_problems(raw_errors: list[dict[str, Any]]) -> list[FieldProblem]:
     problems = []
     for err in raw_errors:
         location = ".".join(str(part) for part in err.get("loc", ()))
+        # A location can name an unknown key the client sent; it is cut, never echoed whole.
+        if len(location) > MAX_LOCATION:
+            location = location[: MAX_LOCATION - 1] + "…"
         rule = str(err.get("type", "invalid"))
         # pydantic messages describe the rule ("String should have at most 100 characters");
         # the input itself (`err["input"]`) is dropped. Parsing messages append what they
@@ -219,6 +243,9 @@ def _field_problems(raw_errors: list[dict[str, Any]]) -> list[FieldProblem]:
         message = str(err.get("msg", "invalid value"))
         if rule.endswith("_parsing"):
             message = message.split(",", 1)[0].split(":", 1)[0]
+        # An enum's message lists every allowed value; past the bound it is cut.
+        if len(message) > MAX_MESSAGE:
+            message = message[: MAX_MESSAGE - 1] + "…"
         problems.append(FieldProblem(field=location, rule=rule, message=message))
     return problems
 
@@ -302,27 +329,32 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(unavailable, _database_unavailable_handler)
 
 
+PROBLEM_DESCRIPTIONS: dict[int, str] = {
+    400: "The body could not be decoded as the declared media type",
+    401: "Missing, invalid or expired credentials",
+    403: "Authenticated but not allowed (scope, right, or an IP allowlist)",
+    404: "Not found (or not visible to the caller)",
+    405: "The path does not support this method; `Allow` lists those it does",
+    409: "Conflict with existing data or state",
+    410: "The record's data subject was erased; its values are gone",
+    412: "If-Match did not match the current ETag",
+    413: "Request body too large",
+    422: "Invalid input; `errors` names each field and rule",
+    423: "Record locked for processing",
+    429: "Rate limited",
+    500: "An unexpected error; details are logged under the request id, never answered",
+    503: "A dependency is unavailable",
+}
+
+
+def problem_response_doc(status: int) -> dict[str, Any]:
+    """The OpenAPI response object of a problem+json error (its only media type)."""
+    return {
+        "description": PROBLEM_DESCRIPTIONS[status],
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+
+
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries documenting problem+json errors for a route."""
-    descriptions = {
-        400: "Bad request",
-        401: "Missing, invalid or expired credentials",
-        403: "Authenticated but not allowed",
-        404: "Not found (or not visible to the caller)",
-        409: "Conflict with existing data or state",
-        410: "The record's data subject was erased; its values are gone",
-        412: "If-Match did not match the current ETag",
-        413: "Request body too large",
-        422: "Invalid input; `errors` names each field and rule",
-        423: "Record locked for processing",
-        429: "Rate limited",
-        503: "A dependency is unavailable",
-    }
-    return {
-        status: {
-            "model": Problem,
-            "description": descriptions[status],
-            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-        }
-        for status in statuses
-    }
+    return {status: problem_response_doc(status) for status in statuses}

@@ -26,6 +26,7 @@ from crm_service.health.metrics import forget_this_process, watch_pool
 from crm_service.health.router import router as health_router
 from crm_service.http_methods import AllowedMethodsMiddleware
 from crm_service.log import RequestContextMiddleware, configure_logging_for
+from crm_service.openapi import install_openapi
 from crm_service.orgs.router import router as settings_router
 from crm_service.records.accounts.router import router as accounts_router
 from crm_service.records.contacts.router import router as contacts_router
@@ -35,6 +36,7 @@ from crm_service.security.body_limit import BodySizeLimitMiddleware
 from crm_service.security.client_ip import ClientAddressMiddleware
 from crm_service.security.cors import CorsMiddleware
 from crm_service.security.headers import SecurityHeadersMiddleware
+from crm_service.security.principal import PUBLIC_PATHS
 
 logger = structlog.get_logger("crm_service")
 
@@ -45,7 +47,32 @@ Authenticate with `POST /v1/auth/login` and send `Authorization: Bearer <access_
 Errors are RFC 9457 `application/problem+json`. Lists page with `limit` and the opaque
 `next_cursor`. Single-record responses carry an `ETag`; send it back as `If-Match` on
 `PATCH`/`DELETE` to avoid overwriting someone else's change (412 when it changed).
+Every response carries `X-Request-ID`; a method a path does not support answers 405 with
+`Allow` (see `components.responses.MethodNotAllowed`).
 """
+
+TAGS = [
+    {"name": "operations", "description": "Liveness, readiness and metrics for operators."},
+    {"name": "auth", "description": "Sign-in, two-factor, single sign-on, sessions and users."},
+    {"name": "leads", "description": "Prospects, until they are converted into contacts."},
+    {"name": "contacts", "description": "People the organization deals with."},
+    {"name": "accounts", "description": "Companies and other organizations."},
+    {"name": "recycle bin", "description": "Deleted records, until restored or purged."},
+    {"name": "settings", "description": "Organization settings: fields, IP allowlist, "
+     "two-factor, single sign-on."},
+    {"name": "access", "description": "Profiles, roles, groups and sharing."},
+    {"name": "audit", "description": "The tamper-evident audit log."},
+]
+# The document is served by each deployment itself, so its one server is the one serving it.
+SERVERS = [
+    {
+        "url": "/",
+        "description": "The deployment serving this document: production, staging or a "
+        "local embedded instance.",
+        "x-internal": False,
+    }
+]
+CONTACT = {"name": "crm-service maintainers"}
 
 
 # Mounted as they are (no extra prefix), so each route's path is its public path.
@@ -100,12 +127,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json",
+        openapi_tags=TAGS,
+        servers=SERVERS,
+        contact=CONTACT,
     )
     app.state.settings = settings
     app.state.clock = Clock()
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    install_openapi(app, public_paths=PUBLIC_PATHS)
 
     # Added innermost first. A request passes: security headers (on every response, the
     # last-resort 500 included), CORS (likewise, so a browser can read errors), the request

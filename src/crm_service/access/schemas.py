@@ -7,35 +7,29 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from crm_service.access.permissions import Operation, Permissions, Right
 from crm_service.access.visibility import ShareAccess, SharingLevel
+from crm_service.kit.schemas import Flag, InputModel, IpNetwork, Name, multi_line, text
 from crm_service.records.models import Module
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-ModuleOperations = dict[Module, list[Operation]]
+ModuleOperations = Annotated[
+    dict[Module, Annotated[list[Operation], Field(max_length=len(Operation))]],
+    Field(max_length=len(Module)),
+]
+Rights = Annotated[list[Right], Field(max_length=len(Right))]
+ProfileDescription = multi_line(500)
 
 
-class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ProfileCreate(_Input):
+class ProfileCreate(InputModel):
     name: Name
-    description: str | None = Field(default=None, max_length=500)
+    description: ProfileDescription | None = None
     modules: ModuleOperations = Field(
         default_factory=dict, description="Operations allowed per module; a module left out allows none."
     )
-    view_sensitive: bool = Field(default=False, description="See sensitive fields unmasked (each reveal is audited).")
-    rights: list[Right] = Field(default_factory=list, description="Administration rights.")
+    view_sensitive: Flag = Field(default=False, description="See sensitive fields unmasked (each reveal is audited).")
+    rights: Rights = Field(default_factory=list, description="Administration rights.")
 
     def permissions(self) -> Permissions:
         return Permissions(
@@ -45,19 +39,17 @@ class ProfileCreate(_Input):
         )
 
 
-class ProfileUpdate(_Input):
-    name: Name | None = None
-    description: str | None = Field(default=None, max_length=500)
-    modules: ModuleOperations | None = Field(default=None, description="Replaces the whole map.")
-    view_sensitive: bool | None = None
-    rights: list[Right] | None = None
+class ProfileUpdate(InputModel):
+    """Omit a field to keep it. Only `description` can be cleared with null; the spec says
+    which fields take null, so the others are typed without it."""
 
-    @model_validator(mode="after")
-    def _no_nulls(self) -> ProfileUpdate:
-        for name in ("name", "modules", "view_sensitive", "rights"):
-            if name in self.model_fields_set and getattr(self, name) is None:
-                raise ValueError(f"{name} cannot be null")
-        return self
+    name: Name = None  # type: ignore[assignment]
+    description: ProfileDescription | None = None
+    modules: ModuleOperations = Field(  # type: ignore[assignment]
+        default=None, description="Replaces the whole map."
+    )
+    view_sensitive: Flag = None  # type: ignore[assignment]
+    rights: Rights = None  # type: ignore[assignment]
 
     def merged_with(self, current: Permissions) -> Permissions:
         return Permissions(
@@ -90,12 +82,14 @@ class ProfileRead(BaseModel):
         }
 
     id: uuid.UUID
-    name: str
-    description: str | None
-    builtin: str | None = Field(description="administrator or standard for the built-in profiles.")
+    name: text(100)
+    description: text(500) | None
+    builtin: text(16) | None = Field(
+        description="administrator or standard for the built-in profiles."
+    )
     modules: ModuleOperations
     view_sensitive: bool
-    rights: list[Right]
+    rights: Rights
 
 
 class ProfileList(BaseModel):
@@ -109,36 +103,32 @@ IP_ALLOWLIST_DESCRIPTION = (
 CONFIRM_DESCRIPTION = "Save a list that excludes your own address (you would be locked out)."
 
 
-class RoleCreate(_Input):
+class RoleCreate(InputModel):
     name: Name
     parent_id: uuid.UUID | None = Field(default=None, description="The role this one reports to.")
-    ip_allowlist: list[Annotated[str, StringConstraints(max_length=64)]] | None = Field(
+    ip_allowlist: list[IpNetwork] | None = Field(
         default=None, max_length=200, description=IP_ALLOWLIST_DESCRIPTION
     )
 
 
-class RoleUpdate(_Input):
-    name: Name | None = None
+class RoleUpdate(InputModel):
+    name: Name = None  # type: ignore[assignment]  # omit to keep; null refused
     parent_id: uuid.UUID | None = None
-    ip_allowlist: list[Annotated[str, StringConstraints(max_length=64)]] | None = Field(
+    ip_allowlist: list[IpNetwork] | None = Field(
         default=None, max_length=200, description=IP_ALLOWLIST_DESCRIPTION
     )
-    confirm_self_lockout: bool = Field(default=False, description=CONFIRM_DESCRIPTION)
-
-    @model_validator(mode="after")
-    def _name_not_null(self) -> RoleUpdate:
-        if "name" in self.model_fields_set and self.name is None:
-            raise ValueError("name cannot be null")
-        return self
+    confirm_self_lockout: Flag = Field(default=False, description=CONFIRM_DESCRIPTION)
 
 
 class RoleRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: uuid.UUID
-    name: str
+    name: text(100)
     parent_id: uuid.UUID | None
-    ip_allowlist: list[str] | None = Field(description=IP_ALLOWLIST_DESCRIPTION)
+    ip_allowlist: Annotated[list[text(64)], Field(max_length=200)] | None = Field(
+        description=IP_ALLOWLIST_DESCRIPTION
+    )
 
     @field_validator("ip_allowlist", mode="before")
     @classmethod
@@ -150,34 +140,27 @@ class RoleList(BaseModel):
     data: list[RoleRead]
 
 
-class GroupCreate(_Input):
+class GroupCreate(InputModel):
     name: Name
     member_ids: list[uuid.UUID] = Field(default_factory=list, max_length=1000)
 
 
-class GroupUpdate(_Input):
-    name: Name | None = None
-    member_ids: list[uuid.UUID] | None = Field(default=None, max_length=1000)
-
-    @model_validator(mode="after")
-    def _no_nulls(self) -> GroupUpdate:
-        for name in ("name", "member_ids"):
-            if name in self.model_fields_set and getattr(self, name) is None:
-                raise ValueError(f"{name} cannot be null")
-        return self
+class GroupUpdate(InputModel):
+    name: Name = None  # type: ignore[assignment]  # omit to keep; null refused
+    member_ids: list[uuid.UUID] = Field(default=None, max_length=1000)  # type: ignore[assignment]
 
 
 class GroupRead(BaseModel):
     id: uuid.UUID
-    name: str
-    member_ids: list[uuid.UUID]
+    name: text(100)
+    member_ids: list[uuid.UUID] = Field(max_length=1000)
 
 
 class GroupList(BaseModel):
     data: list[GroupRead]
 
 
-class SharingDefaults(_Input):
+class SharingDefaults(InputModel):
     """Organization-wide sharing per module (private: owner and the roles above; read_only:
     everyone reads, the owner's side edits; read_write: everyone reads and edits)."""
 
@@ -186,7 +169,7 @@ class SharingDefaults(_Input):
     accounts: SharingLevel
 
 
-class RecordShareSet(_Input):
+class RecordShareSet(InputModel):
     access: ShareAccess
 
 

@@ -27,6 +27,9 @@ Auditor = Annotated[Principal, Depends(require_right(Right.VIEW_AUDIT))]
 async def list_audit_events(
     query: Annotated[AuditEventQuery, Query()], principal: Auditor, session: DbSession
 ) -> AuditEventList:
+    """Audit events name records by id and fields by name, never values. Filter by actor, action,
+    target and a time window; page with `cursor`. Needs the right `view_audit_log`.
+    """
     rows, next_cursor = await service.list_events(session=session, principal=principal, query=query)
     return AuditEventList(
         data=[AuditEventRead.model_validate(row) for row in rows], next_cursor=next_cursor

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from crm_service.audit.actions import AuditAction, Outcome
+from crm_service.kit.schemas import (
+    FieldNames,
+    InputModel,
+    Timestamp,
+    query_integer,
+    single_line,
+    text,
+)
 from crm_service.records.paging import DEFAULT_LIMIT, MAX_LIMIT
 
 
@@ -18,16 +26,16 @@ class AuditEventRead(BaseModel):
 
     id: uuid.UUID
     occurred_at: datetime
-    actor_type: str = Field(description="user, client (a partner), system (CLI, worker).")
+    actor_type: text(16) = Field(description="user, client (a partner), system (CLI, worker).")
     actor_id: uuid.UUID | None
     action: AuditAction
-    target_type: str | None = Field(description="lead, contact, account, user, ... ")
-    target_id: str | None
-    fields: list[str] = Field(description="Names of the fields involved; never values.")
+    target_type: text(32) | None = Field(description="lead, contact, account, user, ... ")
+    target_id: text(64) | None
+    fields: FieldNames = Field(description="Names of the fields involved; never values.")
     outcome: Outcome
-    reason: str | None = Field(description="A fixed code for a failure or refusal.")
-    client_ip: str | None
-    request_id: str | None
+    reason: text(64) | None = Field(description="A fixed code for a failure or refusal.")
+    client_ip: text(45) | None
+    request_id: text(64) | None
 
     @field_validator("fields", mode="before")
     @classmethod
@@ -36,30 +44,16 @@ class AuditEventRead(BaseModel):
 
 
 class AuditEventList(BaseModel):
-    data: list[AuditEventRead]
-    next_cursor: str | None
+    data: Annotated[list[AuditEventRead], Field(max_length=MAX_LIMIT)]
+    next_cursor: text(200) | None
 
 
-class AuditEventQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AuditEventQuery(InputModel):
     actor_id: uuid.UUID | None = None
     action: AuditAction | None = None
-    target_type: str | None = Field(default=None, max_length=32)
-    target_id: str | None = Field(default=None, max_length=64)
-    since: datetime | None = Field(default=None, description="Inclusive, ISO 8601 with offset.")
-    until: datetime | None = Field(default=None, description="Exclusive, ISO 8601 with offset.")
-    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
-    cursor: str | None = Field(default=None, max_length=200)
-
-    @field_validator("since", "until")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return value
-        if value.tzinfo is None:
-            raise ValueError("needs a UTC offset, e.g. 2026-11-23T10:00:00Z")
-        try:
-            return value.astimezone(UTC)
-        except OverflowError:
-            raise ValueError("is outside the years 1 to 9999 in UTC") from None
+    target_type: single_line(32) | None = None
+    target_id: single_line(64) | None = None
+    since: Timestamp | None = Field(default=None, description="Inclusive, RFC 3339 with offset.")
+    until: Timestamp | None = Field(default=None, description="Exclusive, RFC 3339 with offset.")
+    limit: query_integer(ge=1, le=MAX_LIMIT) = DEFAULT_LIMIT
+    cursor: single_line(200, min_length=0) | None = None

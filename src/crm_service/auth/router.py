@@ -47,6 +47,9 @@ Admin = Annotated[Principal, Depends(require_right(Right.MANAGE_USERS))]
 async def login(
     payload: LoginRequest, session: DbSession, request: Request
 ) -> TokenResponse | MfaRequired:
+    """Answers a bearer token, or `mfa_required` with an `mfa_token` when a second factor is owed.
+    A wrong email or password answers 401 alike; an address outside the IP allowlist 403.
+    """
     return await service.login(
         session=session,
         payload=payload,
@@ -67,6 +70,9 @@ async def login(
 async def verify_second_factor(
     payload: MfaVerify, session: DbSession, request: Request
 ) -> TokenResponse:
+    """The second sign-in step: the `mfa_token` from `login` and a TOTP or recovery code. Answers
+    the bearer token; a wrong code 401.
+    """
     return await service.complete_second_step(
         session=session,
         payload=payload,
@@ -86,6 +92,9 @@ async def verify_second_factor(
 async def start_required_enrolment(
     payload: MfaEnrolmentStart, session: DbSession, request: Request
 ) -> TotpEnrolment:
+    """When the organization requires two-factor and the user has none: the TOTP secret to enrol,
+    authenticated by the `mfa_token`. Confirm by sending the first code to `POST /v1/auth/mfa`.
+    """
     now = request.app.state.clock.now()
     _, user = await mfa.challenge_user(session=session, mfa_token=payload.mfa_token, now=now)
     enrolment = await mfa.begin_enrolment(session=session, user=user, now=now)
@@ -100,6 +109,7 @@ async def start_required_enrolment(
     responses=problem_responses(401),
 )
 async def logout(principal: CurrentPrincipal, session: DbSession) -> Response:
+    """Ends the session whose token made this request."""
     await service.logout(session=session, principal=principal)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -112,6 +122,7 @@ async def logout(principal: CurrentPrincipal, session: DbSession) -> Response:
     responses=problem_responses(401),
 )
 async def get_me(principal: CurrentPrincipal, session: DbSession) -> UserRead:
+    """The user the token belongs to."""
     assert principal.user_id is not None
     user = await service.get_user(session=session, principal=principal, user_id=principal.user_id)
     return UserRead.model_validate(user)
@@ -125,6 +136,7 @@ async def get_me(principal: CurrentPrincipal, session: DbSession) -> UserRead:
     responses=problem_responses(401),
 )
 async def get_my_two_factor(principal: CurrentPrincipal, session: DbSession) -> MfaStatus:
+    """Your own two-factor state; never the secret."""
     user = await _me(session, principal)
     enabled, left = await mfa.status(session=session, user=user)
     return MfaStatus(totp_enabled=enabled, recovery_codes_left=left)
@@ -140,6 +152,9 @@ async def get_my_two_factor(principal: CurrentPrincipal, session: DbSession) -> 
 async def start_totp_enrolment(
     principal: CurrentPrincipal, session: DbSession, request: Request
 ) -> TotpEnrolment:
+    """Starts (or restarts) TOTP enrolment for your account; two-factor is on only once a code
+    confirms it. 409 when it is already on.
+    """
     user = await _me(session, principal)
     enrolment = await mfa.begin_enrolment(
         session=session, user=user, now=request.app.state.clock.now()
@@ -157,6 +172,9 @@ async def start_totp_enrolment(
 async def confirm_totp_enrolment(
     payload: TotpConfirm, principal: CurrentPrincipal, session: DbSession, request: Request
 ) -> RecoveryCodes:
+    """A first code from the authenticator switches two-factor on and answers the recovery codes,
+    shown this once.
+    """
     user = await _me(session, principal)
     codes = await mfa.confirm_enrolment(
         session=session,
@@ -178,6 +196,7 @@ async def confirm_totp_enrolment(
 async def disable_totp(
     payload: PasswordConfirm, principal: CurrentPrincipal, session: DbSession, request: Request
 ) -> Response:
+    """Needs your password. Your other sessions end."""
     user = await _me(session, principal)
     await mfa.disable(
         session=session,
@@ -200,6 +219,7 @@ async def disable_totp(
 async def replace_recovery_codes(
     payload: PasswordConfirm, principal: CurrentPrincipal, session: DbSession, request: Request
 ) -> RecoveryCodes:
+    """Needs your password; the new codes are shown this once."""
     user = await _me(session, principal)
     codes = await mfa.new_recovery_codes(
         session=session,
@@ -221,6 +241,7 @@ async def replace_recovery_codes(
 async def list_my_sessions(
     principal: CurrentPrincipal, session: DbSession, request: Request
 ) -> SessionList:
+    """Every unexpired session of yours, marking the one this request used."""
     sessions = await service.list_my_sessions(
         session=session, principal=principal, now=request.app.state.clock.now()
     )
@@ -248,6 +269,7 @@ async def list_my_sessions(
 async def end_my_session(
     session_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession, request: Request
 ) -> Response:
+    """Ends one of your sessions; another user's answers 404."""
     await service.end_my_session(
         session=session,
         principal=principal,
@@ -267,6 +289,9 @@ async def end_my_session(
 async def change_my_password(
     payload: PasswordChange, principal: CurrentPrincipal, session: DbSession, request: Request
 ) -> Response:
+    """Needs the current password; the new one must be 12 to 128 characters. Your other sessions
+    end.
+    """
     await service.change_password(
         session=session, principal=principal, payload=payload, now=request.app.state.clock.now()
     )
@@ -289,6 +314,9 @@ async def _me(session: DbSession, principal: Principal) -> User:
 async def create_user(
     payload: UserCreate, principal: Admin, session: DbSession, response: Response
 ) -> UserRead:
+    """A user with a profile (given, or Administrator or Standard by `is_admin`) and optional role.
+    Needs the right `manage_users`; an email already in use answers 409.
+    """
     user = await service.create_user(session=session, principal=principal, payload=payload)
     response.headers["Location"] = f"/v1/users/{user.id}"
     return UserRead.model_validate(user)
@@ -302,6 +330,7 @@ async def create_user(
     responses=problem_responses(401, 403),
 )
 async def list_users(principal: Admin, session: DbSession) -> UserList:
+    """Every user of your organization. Needs the right `manage_users`."""
     users = await service.list_users(session=session, principal=principal)
     return UserList(data=[UserRead.model_validate(user) for user in users])
 
@@ -314,6 +343,7 @@ async def list_users(principal: Admin, session: DbSession) -> UserList:
     responses=problem_responses(401, 403, 404, 422),
 )
 async def get_user(user_id: uuid.UUID, principal: Admin, session: DbSession) -> UserRead:
+    """One user of your organization; 404 for anyone else."""
     user = await service.get_user(session=session, principal=principal, user_id=user_id)
     return UserRead.model_validate(user)
 
@@ -328,6 +358,9 @@ async def get_user(user_id: uuid.UUID, principal: Admin, session: DbSession) -> 
 async def update_user(
     user_id: uuid.UUID, payload: UserUpdate, principal: Admin, session: DbSession, request: Request
 ) -> UserRead:
+    """Change the fields given. Disabling a user ends their sessions at once; you cannot disable
+    yourself or change your own profile or role (409).
+    """
     user = await service.update_user(
         session=session,
         principal=principal,
@@ -348,6 +381,7 @@ async def update_user(
 async def end_user_sessions(
     user_id: uuid.UUID, principal: Admin, session: DbSession, request: Request
 ) -> Response:
+    """Signs a user out everywhere, e.g. after a lost device. Needs the right `manage_users`."""
     await service.end_user_sessions(
         session=session, principal=principal, user_id=user_id, now=request.app.state.clock.now()
     )

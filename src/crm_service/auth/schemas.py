@@ -4,26 +4,37 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from crm_service.auth.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
-from crm_service.emails import Email
+from crm_service.auth.mfa import RECOVERY_CODES
+from crm_service.kit.schemas import Email, Flag, HttpUrl, InputModel, LongName, single_line, text
+
+# Passwords are taken exactly as typed: spaces are kept, control characters refused.
+Password = single_line(MAX_PASSWORD_LENGTH, min_length=MIN_PASSWORD_LENGTH, strip=False)
+# What a sign-in compares, so a password set under an older minimum still works.
+GivenPassword = single_line(MAX_PASSWORD_LENGTH, strip=False)
+Token = single_line(128)
+RecoveryCodeList = Annotated[list[text(16)], Field(max_length=RECOVERY_CODES)]
 
 
-class LoginRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class LoginRequest(InputModel):
     email: Email
-    password: str = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
+    password: GivenPassword
 
 
 class TokenResponse(BaseModel):
-    access_token: str
+    access_token: text(64)
     token_type: Literal["Bearer"] = "Bearer"
-    expires_in: int = Field(description="Seconds until the token expires at the latest.")
-    recovery_codes: list[str] | None = Field(
+    expires_in: int = Field(
+        ge=0,
+        le=2**31 - 1,
+        json_schema_extra={"format": "int32"},
+        description="Seconds until the token expires at the latest.",
+    )
+    recovery_codes: RecoveryCodeList | None = Field(
         default=None,
         description="Only when this sign-in confirmed a required two-factor enrolment: the "
         "recovery codes, shown this once.",
@@ -34,7 +45,7 @@ class MfaRequired(BaseModel):
     """The password was right; send `mfa_token` and a code to `POST /v1/auth/mfa`."""
 
     mfa_required: Literal[True] = True
-    mfa_token: str = Field(description="Single-use, valid for 5 minutes.")
+    mfa_token: text(64) = Field(description="Single-use, valid for 5 minutes.")
     enrolment_required: bool = Field(
         default=False,
         description="The organization requires two-factor and this user has none: call "
@@ -42,55 +53,47 @@ class MfaRequired(BaseModel):
     )
 
 
-class MfaVerify(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    mfa_token: str = Field(min_length=1, max_length=128)
-    code: str = Field(
-        min_length=6, max_length=20, description="A 6-digit TOTP code or a recovery code."
+class MfaVerify(InputModel):
+    mfa_token: Token
+    code: single_line(20, min_length=6) = Field(
+        description="A 6-digit TOTP code or a recovery code."
     )
 
 
-class MfaEnrolmentStart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    mfa_token: str = Field(min_length=1, max_length=128)
+class MfaEnrolmentStart(InputModel):
+    mfa_token: Token
 
 
 class TotpEnrolment(BaseModel):
-    secret: str = Field(description="Base32 TOTP secret, for manual entry.")
-    otpauth_uri: str
-    qr_svg: str = Field(description="The otpauth URI as a QR code (SVG data URI).")
+    secret: text(64) = Field(description="Base32 TOTP secret, for manual entry.")
+    otpauth_uri: text(2048)
+    qr_svg: text(65_536) = Field(description="The otpauth URI as a QR code (SVG data URI).")
 
 
-class TotpConfirm(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    code: str = Field(min_length=6, max_length=6, pattern=r"^[0-9]{6}$")
+class TotpConfirm(InputModel):
+    code: single_line(6, min_length=6, pattern=r"^[0-9]{6}$")
 
 
-class PasswordConfirm(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    password: str = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
+class PasswordConfirm(InputModel):
+    password: GivenPassword
 
 
 class RecoveryCodes(BaseModel):
-    recovery_codes: list[str] = Field(description="Shown this once; each works one time.")
+    recovery_codes: RecoveryCodeList = Field(description="Shown this once; each works one time.")
 
 
 class MfaStatus(BaseModel):
     totp_enabled: bool
-    recovery_codes_left: int
+    recovery_codes_left: int = Field(
+        ge=0, le=RECOVERY_CODES, json_schema_extra={"format": "int32"}
+    )
 
 
-class UserCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class UserCreate(InputModel):
     email: Email
-    password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)
-    full_name: str | None = Field(default=None, max_length=200)
-    is_admin: bool = Field(
+    password: Password
+    full_name: LongName | None = None
+    is_admin: Flag = Field(
         default=False,
         description="Shorthand for the built-in Administrator profile (else Standard) when "
         "`profile_id` is not given.",
@@ -104,8 +107,8 @@ class UserRead(BaseModel):
 
     id: uuid.UUID
     organization_id: uuid.UUID
-    email: str
-    full_name: str | None
+    email: text(254)
+    full_name: text(200) | None
     is_admin: bool = Field(description="True when the profile is the built-in Administrator.")
     is_active: bool
     profile_id: uuid.UUID
@@ -129,47 +132,37 @@ class SessionList(BaseModel):
     data: list[SessionRead]
 
 
-class PasswordChange(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    current_password: str = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
-    new_password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)
+class PasswordChange(InputModel):
+    current_password: GivenPassword
+    new_password: Password
 
 
-class UserUpdate(BaseModel):
+class UserUpdate(InputModel):
     """Admin changes to a user. Disabling ends all of the user's sessions at once."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    full_name: str | None = Field(default=None, max_length=200)
-    is_admin: bool = None  # type: ignore[assignment]  # omit to keep; null refused
-    is_active: bool = None  # type: ignore[assignment]
+    full_name: LongName | None = None
+    is_admin: Flag = None  # type: ignore[assignment]  # omit to keep; null refused
+    is_active: Flag = None  # type: ignore[assignment]
     profile_id: uuid.UUID = None  # type: ignore[assignment]  # omit to keep; null refused
     role_id: uuid.UUID | None = Field(default=None, description="null removes the role.")
 
 
-class SsoCodeExchange(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    sso_code: str = Field(min_length=1, max_length=128, description="From the `#sso_code=` fragment.")
+class SsoCodeExchange(InputModel):
+    sso_code: Token = Field(description="From the `#sso_code=` fragment.")
 
 
-class IdentityProviderSet(BaseModel):
+class IdentityProviderSet(InputModel):
     """Configure OpenID Connect single sign-on. The issuer is checked by discovery."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    issuer: str = Field(min_length=8, max_length=500, pattern=r"^https?://\S+$")
-    client_id: str = Field(min_length=1, max_length=255)
-    client_secret: str | None = Field(
+    issuer: HttpUrl
+    client_id: single_line(255)
+    client_secret: single_line(500, strip=False) | None = Field(
         default=None,
-        min_length=1,
-        max_length=500,
         description="Write-only; stored encrypted. Required the first time; omit to keep.",
     )
-    frontend_redirect_url: str = Field(min_length=8, max_length=500, pattern=r"^https?://\S+$")
-    allow_jit: bool = Field(default=False, description="Create unknown users at first sign-in.")
-    require_sso: bool = Field(
+    frontend_redirect_url: HttpUrl
+    allow_jit: Flag = Field(default=False, description="Create unknown users at first sign-in.")
+    require_sso: Flag = Field(
         default=False, description="Refuse password sign-in, except for the break-glass admin."
     )
     break_glass_user_id: uuid.UUID | None = None
@@ -178,19 +171,18 @@ class IdentityProviderSet(BaseModel):
 class IdentityProviderRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
-    protocol: str
-    issuer: str
-    client_id: str
-    frontend_redirect_url: str
+    protocol: text(16)
+    issuer: text(500)
+    client_id: text(255)
+    frontend_redirect_url: text(500)
     allow_jit: bool
     require_sso: bool
     break_glass_user_id: uuid.UUID | None
-    redirect_uri: str = Field(description="Register this callback URL at the provider.")
-    start_url: str = Field(description="Send browsers here to sign in.")
+    # Both are CRM_PUBLIC_BASE_URL (at most 500 characters) and a path.
+    redirect_uri: text(700) = Field(description="Register this callback URL at the provider.")
+    start_url: text(700) = Field(description="Send browsers here to sign in.")
 
 
-class IdentityLink(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class IdentityLink(InputModel):
     user_id: uuid.UUID
-    subject: str = Field(min_length=1, max_length=255, description="The `sub` at the provider.")
+    subject: single_line(255) = Field(description="The `sub` at the provider.")

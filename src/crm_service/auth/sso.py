@@ -47,10 +47,10 @@ from crm_service.crypto.codec import FieldContext
 from crm_service.crypto.service import open_organization_secret, seal_organization_secret
 from crm_service.errors import (
     BadRequest,
-    CRMError,
     FieldProblem,
     Forbidden,
     NotFound,
+    Unauthorized,
     ValidationFailed,
 )
 from crm_service.security.principal import Principal
@@ -65,8 +65,9 @@ CALLBACK_PATH = "/v1/auth/sso/callback"
 HTTP_TIMEOUT = httpx.Timeout(10.0)
 
 
-class SsoRefused(CRMError):
-    """Why a sign-in through the provider was refused, as a short machine-readable reason."""
+class SsoRefused(Unauthorized):
+    """Why a sign-in through the provider was refused, as a short machine-readable reason.
+    A 401, so it carries the `WWW-Authenticate` challenge like every other."""
 
     status, slug, title = 401, "sso-refused", "Single sign-on refused"
 

@@ -12,6 +12,7 @@ from crm_service.auth import service, sso
 from crm_service.auth.schemas import SsoCodeExchange, TokenResponse
 from crm_service.db.session import CommitOnSuccessRoute, DbSession
 from crm_service.errors import problem_responses
+from crm_service.kit.schemas import single_line
 
 router = APIRouter(prefix="/v1/auth/sso", tags=["auth"], route_class=CommitOnSuccessRoute)
 
@@ -28,8 +29,11 @@ async def start_single_sign_on(
     organization_id: uuid.UUID,
     session: DbSession,
     request: Request,
-    login_hint: Annotated[str | None, Query(max_length=254)] = None,
+    login_hint: Annotated[single_line(254) | None, Query()] = None,
 ) -> RedirectResponse:
+    """A browser link: redirects to the organization's OpenID provider with a fresh single-use
+    state. 404 when the organization has no single sign-on.
+    """
     location = await sso.start(
         session=session,
         organization_id=organization_id,
@@ -51,10 +55,13 @@ async def start_single_sign_on(
 async def finish_single_sign_on(
     session: DbSession,
     request: Request,
-    state: Annotated[str, Query(min_length=1, max_length=128)],
-    code: Annotated[str | None, Query(max_length=2048)] = None,
-    error: Annotated[str | None, Query(max_length=256)] = None,
+    state: Annotated[single_line(128), Query()],
+    code: Annotated[single_line(2048) | None, Query()] = None,
+    error: Annotated[single_line(256) | None, Query()] = None,
 ) -> RedirectResponse:
+    """Where the identity provider sends the browser back. Redirects to the app with a one-time
+    `#sso_code=` or an `#sso_error=`; an unknown, used or expired state answers 400.
+    """
     result = await sso.callback(
         session=session,
         code=code,
@@ -77,6 +84,9 @@ async def finish_single_sign_on(
 async def exchange_single_sign_on_code(
     payload: SsoCodeExchange, session: DbSession, request: Request
 ) -> TokenResponse:
+    """The app exchanges the one-time `sso_code` from the redirect for a bearer token; a used or
+    unknown code answers 401.
+    """
     now = request.app.state.clock.now()
     user = await sso.redeem_handoff(session=session, code=payload.sso_code, now=now)
     return await service.open_session(

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from crm_service.health.metrics import render_metrics
 from crm_service.health.service import readiness
+from crm_service.kit.schemas import text
 
 router = APIRouter(tags=["operations"])
 
@@ -19,9 +20,9 @@ class Health(BaseModel):
 
 
 class ReadinessChecks(BaseModel):
-    database: str
-    redis: str
-    migrations: str
+    database: text(32)
+    redis: text(32)
+    migrations: text(32)
 
 
 class Readiness(BaseModel):
@@ -31,6 +32,7 @@ class Readiness(BaseModel):
 
 @router.get("/healthz", operation_id="getHealth", summary="Liveness: the process answers")
 async def healthz() -> Health:
+    """Answers 200 while the process serves requests; checks nothing else."""
     return Health()
 
 
@@ -42,6 +44,9 @@ async def healthz() -> Health:
     responses={503: {"model": Readiness, "description": "A dependency is not ready"}},
 )
 async def readyz(request: Request) -> JSONResponse:
+    """200 when the database answers, migrations are at head and Redis (when configured) answers;
+    503 with each check's state otherwise.
+    """
     state = request.app.state
     checks = await readiness(
         engine=state.engine, head_revision=state.head_revision, redis=state.redis
@@ -59,6 +64,8 @@ async def readyz(request: Request) -> JSONResponse:
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
 )
 async def metrics(request: Request) -> Response:
+    """Prometheus text exposition: request counts and latencies by route template, never by value.
+    """
     settings = request.app.state.settings
     body, content_type = render_metrics(settings.metrics_multiprocess_directory)
     return Response(body, media_type=content_type)

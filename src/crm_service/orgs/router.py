@@ -36,6 +36,9 @@ Admin = Annotated[Principal, Depends(require_right(Right.MANAGE_SETTINGS))]
     responses=problem_responses(401, 403, 422),
 )
 async def get_fields(module: Module, principal: Admin, session: DbSession) -> ModuleFields:
+    """Each field of the module with its classification and default. Needs the right
+    `manage_settings`.
+    """
     return await org_settings.module_fields(session=session, principal=principal, module=module)
 
 
@@ -54,6 +57,9 @@ async def classify_fields(
     request: Request,
     background: BackgroundTasks,
 ) -> ModuleFields:
+    """Change the classification of the fields named; the module's stored values are re-sealed in
+    the background while reads stay correct. Audited.
+    """
     change = await org_settings.classify_fields(
         session=session, principal=principal, module=module, payload=payload
     )
@@ -78,6 +84,7 @@ async def classify_fields(
     responses=problem_responses(401, 403),
 )
 async def get_ip_allowlist(principal: Admin, session: DbSession) -> IpAllowlistRead:
+    """Whether the allowlist is on, its networks, and the address this request came from."""
     return await org_security.get_ip_allowlist(session=session, principal=principal)
 
 
@@ -91,6 +98,9 @@ async def get_ip_allowlist(principal: Admin, session: DbSession) -> IpAllowlistR
 async def set_ip_allowlist(
     payload: IpAllowlistUpdate, principal: Admin, session: DbSession
 ) -> IpAllowlistRead:
+    """Replace the organization's allowlist. A list that excludes your own address is refused with
+    409 unless `confirm_self_lockout` is true. Audited.
+    """
     return await org_security.set_ip_allowlist(session=session, principal=principal, payload=payload)
 
 
@@ -102,6 +112,7 @@ async def set_ip_allowlist(
     responses=problem_responses(401, 403),
 )
 async def get_security(principal: Admin, session: DbSession) -> SecuritySettings:
+    """Whether two-factor is mandatory for every user."""
     return await org_security.get_security(session=session, principal=principal)
 
 
@@ -115,6 +126,9 @@ async def get_security(principal: Admin, session: DbSession) -> SecuritySettings
 async def set_security(
     payload: SecuritySettings, principal: Admin, session: DbSession
 ) -> SecuritySettings:
+    """Make two-factor mandatory (users without one enrol at their next sign-in) or optional.
+    Audited.
+    """
     return await org_security.set_security(session=session, principal=principal, payload=payload)
 
 
@@ -128,6 +142,9 @@ async def set_security(
 async def get_single_sign_on(
     principal: Admin, session: DbSession, request: Request
 ) -> IdentityProviderRead:
+    """The provider's settings and the URLs to register there; the client secret is never answered.
+    404 when none is configured.
+    """
     return await org_security.get_identity_provider(
         session=session,
         principal=principal,
@@ -145,6 +162,9 @@ async def get_single_sign_on(
 async def set_single_sign_on(
     payload: IdentityProviderSet, principal: Admin, session: DbSession, request: Request
 ) -> IdentityProviderRead:
+    """Configure the OpenID provider; the issuer is checked by discovery before anything is saved.
+    The client secret is stored encrypted.
+    """
     return await org_security.set_identity_provider(
         session=session,
         principal=principal,
@@ -161,6 +181,7 @@ async def set_single_sign_on(
     responses=problem_responses(401, 403, 404),
 )
 async def remove_single_sign_on(principal: Admin, session: DbSession) -> Response:
+    """Users of the organization sign in with their passwords again."""
     await org_security.remove_identity_provider(session=session, principal=principal)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -175,6 +196,9 @@ async def remove_single_sign_on(principal: Admin, session: DbSession) -> Respons
 async def link_identity(
     payload: IdentityLink, principal: Admin, session: DbSession, request: Request
 ) -> Response:
+    """Connect a user of the organization to their `sub` at the provider, so their first single
+    sign-on finds them. A subject or user already linked answers 409.
+    """
     await sso.link_identity(
         session=session,
         principal=principal,

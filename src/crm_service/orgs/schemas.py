@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated, Any
 
-from crm_service.records.fields import Classification
+from pydantic import BaseModel, Field
+
+from crm_service.kit.schemas import Flag, InputModel, IpNetwork, single_line, text
+from crm_service.records.fields import Classification, field_names
 from crm_service.records.models import Module
+
+# Which names a module has depends on the path's module, so the schema lists every module's.
+_FIELD_NAMES = sorted({name for module in Module for name in field_names(module)})
+
+
+def _field_map_schema(schema: dict[str, Any]) -> None:
+    schema.pop("patternProperties", None)
+    schema["propertyNames"] = {"enum": _FIELD_NAMES}
+    schema["additionalProperties"] = {"$ref": "#/components/schemas/Classification"}
 
 
 class FieldClassificationRead(BaseModel):
-    name: str
-    label: str
+    name: text(64)
+    label: text(100)
     classification: Classification
     default: Classification
     searchable: bool = Field(description="Exact-match filter through a blind index.")
@@ -18,7 +30,7 @@ class FieldClassificationRead(BaseModel):
 
 class ModuleFields(BaseModel):
     module: Module
-    fields: list[FieldClassificationRead]
+    fields: Annotated[list[FieldClassificationRead], Field(max_length=100)]
     resealing: bool = Field(
         default=False,
         description="True when this change started re-sealing the module's stored values "
@@ -26,36 +38,34 @@ class ModuleFields(BaseModel):
     )
 
 
-class ModuleFieldsUpdate(BaseModel):
+class ModuleFieldsUpdate(InputModel):
     """Classifications to change, by field name; fields not named keep theirs."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    fields: dict[str, Classification] = Field(min_length=1, max_length=64)
+    fields: dict[single_line(64), Classification] = Field(
+        min_length=1, max_length=64, json_schema_extra=_field_map_schema
+    )
 
 
 class IpAllowlistRead(BaseModel):
     enabled: bool
-    cidrs: list[str] = Field(description="Normalized IPv4/IPv6 networks.")
-    your_address: str | None = Field(
+    cidrs: list[text(64)] = Field(max_length=500, description="Normalized IPv4/IPv6 networks.")
+    your_address: text(45) | None = Field(
         description="The address this request came from, as the service resolved it."
     )
 
 
-class IpAllowlistUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool
-    cidrs: list[str] = Field(max_length=500, description="IPv4/IPv6 addresses or CIDR networks.")
-    confirm_self_lockout: bool = Field(
+class IpAllowlistUpdate(InputModel):
+    enabled: Flag
+    cidrs: list[IpNetwork] = Field(
+        max_length=500, description="IPv4/IPv6 addresses or CIDR networks."
+    )
+    confirm_self_lockout: Flag = Field(
         default=False,
         description="Save even though your own address is outside the list (409 otherwise).",
     )
 
 
-class SecuritySettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    mfa_required: bool = Field(
+class SecuritySettings(InputModel):
+    mfa_required: Flag = Field(
         description="Every user must pass a second factor; those without one enrol at sign-in."
     )

@@ -22,9 +22,9 @@ from crm_service.records.accounts.service import accounts
 from crm_service.records.contacts.service import contacts
 from crm_service.records.leads.service import leads
 from crm_service.records.models import Module
-from crm_service.records.paging import DEFAULT_LIMIT, MAX_LIMIT, Cursor, RecordSort
+from crm_service.records.paging import Cursor, RecordSort
 from crm_service.records.repository import expired_in_bin
-from crm_service.records.schemas import InputModel, RecycleBinEntry, RecycleBinPage
+from crm_service.records.schemas import CursorText, QueryPaging, RecycleBinEntry, RecycleBinPage
 from crm_service.records.service import RecordService, purge_record
 from crm_service.security.principal import Principal, require
 from crm_service.security.scopes import Scope
@@ -49,10 +49,9 @@ def _require_delete_scope(principal: Principal, module: Module) -> None:
         raise Forbidden(f"This needs the scope crm.{module.value}.delete.")
 
 
-class RecycleBinQuery(InputModel):
+class RecycleBinQuery(QueryPaging):
     module: Module | None = Field(default=None, description="Only this module.")
-    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
-    cursor: str | None = Field(default=None, max_length=512)
+    cursor: CursorText | None = None
 
 
 async def list_bin(
@@ -130,6 +129,9 @@ async def list_recycle_bin(
     session: DbSession,
     request: Request,
 ) -> RecycleBinPage:
+    """Deleted leads, contacts and accounts you may read, with when the worker purges each for
+    good.
+    """
     retention = timedelta(days=request.app.state.settings.recycle_bin_retention_days)
     return await list_bin(session=session, principal=principal, query=query, retention=retention)
 
@@ -144,6 +146,7 @@ async def list_recycle_bin(
 async def restore(
     module: Module, record_id: uuid.UUID, principal: Caller, session: DbSession
 ) -> Response:
+    """Puts a deleted record back where it was; needs the module's write scope."""
     _require_delete_scope(principal, module)
     await SERVICES[module].restore(session=session, principal=principal, record_id=record_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -159,6 +162,7 @@ async def restore(
 async def purge(
     module: Module, record_id: uuid.UUID, principal: Caller, session: DbSession
 ) -> Response:
+    """Deletes a record in the bin for good, with its history; needs the module's delete scope."""
     _require_delete_scope(principal, module)
     await SERVICES[module].purge(session=session, principal=principal, record_id=record_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -20,6 +20,8 @@ from pydantic import BaseModel
 from crm_service.access.schemas import RecordShareList, RecordShareRead, RecordShareSet
 from crm_service.db.session import CommitOnSuccessRoute, DbSession
 from crm_service.errors import problem_responses
+from crm_service.kit.openapi import headers
+from crm_service.kit.schemas import single_line
 from crm_service.records.etag import etag_for
 from crm_service.records.schemas import (
     FieldChange,
@@ -35,10 +37,9 @@ from crm_service.security.principal import Principal, require
 from crm_service.security.scopes import Scope
 
 IfMatch = Annotated[
-    str | None,
+    single_line(256) | None,
     Header(
         alias="If-Match",
-        max_length=256,
         description="The `ETag` you read; the write is refused with 412 if the record changed.",
     ),
 ]
@@ -54,6 +55,7 @@ class RecordModuleSpec:
     read_schema: type[BaseModel]
     list_schema: type[BaseModel]
     query_schema: type[BaseModel]
+    search_schema: type[BaseModel]
     read_scope: Scope
     write_scope: Scope
     delete_scope: Scope
@@ -69,6 +71,7 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
     Deleter = Annotated[Principal, Depends(require(spec.delete_scope))]
     CreateSchema, UpdateSchema = spec.create_schema, spec.update_schema
     ReadSchema, ListSchema, QuerySchema = spec.read_schema, spec.list_schema, spec.query_schema
+    SearchSchema = spec.search_schema
     noun = spec.singular.lower()
 
     def present(record: Any, response: Response | None = None) -> BaseModel:
@@ -86,9 +89,12 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
         "",
         operation_id=f"create{spec.singular}",
         summary=f"Create a {noun}",
+        description=f"Needs `{spec.write_scope.value}` and the profile's create operation. "
+        "Personal and sensitive fields are stored encrypted. Answers the new "
+        f"{noun} with its `ETag` and `Location`.",
         status_code=status.HTTP_201_CREATED,
         response_model=ReadSchema,
-        responses=problem_responses(401, 403, 413, 422),
+        responses={201: headers("ETag"), **problem_responses(401, 403, 413, 422)},
     )
     async def create(
         payload: CreateSchema, principal: Writer, session: DbSession, response: Response
@@ -101,6 +107,9 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
         "",
         operation_id=f"list{spec.plural}",
         summary=f"List {module}, newest first by default, with exact-match filters",
+        description=f"The {module} you may see (sharing rules apply), `limit` at a time; pass "
+        "`next_cursor` back as `cursor` for the next page. Filters match exactly; sensitive "
+        "values you may not see are answered as null and named in `masked_fields`.",
         response_model=ListSchema,
         responses=problem_responses(401, 403, 422),
     )
@@ -112,10 +121,12 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
         "/search",
         operation_id=f"search{spec.plural}",
         summary=f"List {module} by filters sent in the body (keeps them out of URLs)",
+        description=f"The same list as `GET /v1/{module}`, its filters in a JSON body, so an "
+        "email or phone never appears in a URL or an access log.",
         response_model=ListSchema,
         responses=problem_responses(401, 403, 422),
     )
-    async def search(query: QuerySchema, principal: Reader, session: DbSession) -> Any:
+    async def search(query: SearchSchema, principal: Reader, session: DbSession) -> Any:
         page = await service.list(session=session, principal=principal, query=query)
         return present_page(page)
 
@@ -123,8 +134,10 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
         "/{record_id}",
         operation_id=f"get{spec.singular}",
         summary=f"Get a {noun}",
+        description=f"One {noun} you may see, with its `ETag`; 404 for one you may not know "
+        "exists. Revealing sensitive values is audited.",
         response_model=ReadSchema,
-        responses=problem_responses(401, 403, 404, 422),
+        responses={200: headers("ETag"), **problem_responses(401, 403, 404, 422)},
     )
     async def get(
         record_id: uuid.UUID, principal: Reader, session: DbSession, response: Response
@@ -136,8 +149,10 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
         "/{record_id}",
         operation_id=f"update{spec.singular}",
         summary=f"Change some fields of a {noun}",
+        description=f"Fields left out keep their value; null clears an optional one. With "
+        f"`If-Match`, a {noun} changed since you read it answers 412 and is not touched.",
         response_model=ReadSchema,
-        responses=problem_responses(401, 403, 404, 412, 413, 422),
+        responses={200: headers("ETag"), **problem_responses(401, 403, 404, 412, 413, 422)},
     )
     async def update(
         record_id: uuid.UUID,
@@ -160,6 +175,8 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
         "/{record_id}",
         operation_id=f"delete{spec.singular}",
         summary=f"Delete a {noun}",
+        description=f"Moves the {noun} to the recycle bin, from which it can be restored until "
+        f"the worker purges it. Needs `{spec.delete_scope.value}`.",
         status_code=status.HTTP_204_NO_CONTENT,
         responses=problem_responses(401, 403, 404, 412, 422),
     )
@@ -175,6 +192,8 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
         "/{record_id}/history",
         operation_id=f"get{spec.singular}History",
         summary=f"Each change of the {noun}: who, when, which fields, old and new values",
+        description="Newest first, paged like lists. Old and new values are sealed under the "
+        "data subject's key; after an erasure the entries remain without them.",
         response_model=HistoryPage,
         responses=problem_responses(401, 403, 404, 422),
     )
@@ -215,6 +234,7 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
         "/{record_id}/shares",
         operation_id=f"list{spec.singular}Shares",
         summary=f"The groups this {noun} is shared with",
+        description="Each group and whether it reads or also writes.",
         response_model=RecordShareList,
         responses=problem_responses(401, 403, 404, 422),
     )
@@ -226,6 +246,8 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
         "/{record_id}/shares/{group_id}",
         operation_id=f"share{spec.singular}",
         summary=f"Share this {noun} with a group (read_only or read_write)",
+        description="Creates or changes the share; the group's members see the record on their "
+        "next request. Audited.",
         response_model=RecordShareRead,
         responses=problem_responses(401, 403, 404, 422),
     )
@@ -251,6 +273,7 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
         "/{record_id}/shares/{group_id}",
         operation_id=f"unshare{spec.singular}",
         summary=f"Stop sharing this {noun} with a group",
+        description="The group's members keep whatever else lets them see the record.",
         status_code=status.HTTP_204_NO_CONTENT,
         responses=problem_responses(401, 403, 404, 422),
     )
@@ -268,6 +291,7 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
             "/{record_id}/legal-basis",
             operation_id=f"get{spec.singular}LegalBasis",
             summary=f"The {noun}'s legal basis of processing and every earlier setting",
+            description="The current basis and the history of every setting, newest first.",
             response_model=LegalBasisHistory,
             responses=problem_responses(401, 403, 404, 422),
         )
@@ -284,6 +308,8 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
             "/{record_id}/legal-basis",
             operation_id=f"set{spec.singular}LegalBasis",
             summary=f"Set the {noun}'s legal basis of processing (the old one is kept)",
+            description="`legitimate_interests` needs the assessment text. The previous basis "
+            "stays in the history. Audited.",
             response_model=LegalBasisEntryRead,
             responses=problem_responses(401, 403, 404, 422),
         )

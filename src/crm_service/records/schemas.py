@@ -6,41 +6,36 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated, Any, Self
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from crm_service.db.base import Base
-from crm_service.emails import Email
+from crm_service.kit.schemas import (
+    Date,
+    Email,
+    FieldNames,
+    InputModel,
+    Name,
+    integer,
+    multi_line,
+    query_integer,
+    single_line,
+    text,
+)
 from crm_service.records.etag import etag_for
 from crm_service.records.models import LegalBasis, PersonColumns, SourceChannel
 from crm_service.records.paging import DEFAULT_LIMIT, MAX_LIMIT, RecordSort
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-LongName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Phone = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=3, max_length=32, pattern=r"^\+?[0-9 ()./-]+$"),
-]
-Website = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=255, pattern=r"^https?://[^\s/$.?#][^\s]*$")
-]
-Street = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=250)]
-PostalCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20)]
-Identifier = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9 ./-]+$")
-]
-Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=32_000)]
-Assessment = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000)]
-
-
-class InputModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+ShortText = single_line(100)
+Phone = single_line(32, min_length=3, pattern=r"^\+?[0-9 ()./-]+$")
+Website = single_line(
+    255, pattern=r"^https?://[^\s/$.?#\u0000-\u001f\u007f-\u009f][^\s\u0000-\u001f\u007f-\u009f]*$"
+)
+Street = single_line(250)
+PostalCode = single_line(20)
+Identifier = single_line(64, pattern=r"^[A-Za-z0-9 ./-]+$")
+Description = multi_line(32_000)
+Assessment = multi_line(10_000, min_length=1)
+CursorText = single_line(512, min_length=0)
 
 
 class PersonInput(InputModel):
@@ -51,7 +46,7 @@ class PersonInput(InputModel):
     phone: Phone | None = None
     mobile: Phone | None = None
     title: ShortText | None = None
-    date_of_birth: date | None = None
+    date_of_birth: Date | None = None
     mailing_street: Street | None = None
     mailing_city: ShortText | None = None
     mailing_state: ShortText | None = None
@@ -70,14 +65,25 @@ class SourceRead(BaseModel):
     """Where the record came from. Set by the server when the record is created."""
 
     channel: SourceChannel
-    client_id: str | None = Field(default=None, description="OAuth client, for `api`.")
+    client_id: text(100) | None = Field(default=None, description="OAuth client, for `api`.")
     batch_id: uuid.UUID | None = Field(default=None, description="Import batch, for `import`.")
-    form: str | None = Field(default=None, description="Web form name, for `webform`.")
-    ip: str | None = Field(default=None, description="Submitter's IP address, for `webform`.")
+    form: text(200) | None = Field(default=None, description="Web form name, for `webform`.")
+    ip: text(45) | None = Field(default=None, description="Submitter's IP address, for `webform`.")
 
 
 class LegalBasisSet(InputModel):
     """Set the legal basis of processing; the previous one is kept in the history."""
+
+    # The assessment rule below, in the schema's words.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"basis": {"const": LegalBasis.LEGITIMATE_INTERESTS.value}}},
+            "then": {
+                "required": ["assessment"],
+                "properties": {"assessment": {"not": {"type": "null"}}},
+            },
+        }
+    )
 
     basis: LegalBasis
     assessment: Assessment | None = Field(
@@ -103,10 +109,10 @@ class LegalBasisEntryRead(BaseModel):
 
     id: uuid.UUID
     basis: LegalBasis
-    assessment: str | None
+    assessment: text(10_000) | None
     set_at: datetime
     set_by_id: uuid.UUID | None
-    set_by_client_id: str | None
+    set_by_client_id: text(100) | None
     carried_from_lead_id: uuid.UUID | None
 
 
@@ -155,52 +161,55 @@ class RecordRead(BaseModel):
     created_by_id: uuid.UUID | None
     created_at: datetime
     updated_at: datetime
-    etag: str = Field(description="Send as `If-Match` to update only this version.")
-    masked_fields: list[str] = Field(
+    etag: text(24) = Field(description="Send as `If-Match` to update only this version.")
+    masked_fields: FieldNames = Field(
         default_factory=list,
         description="Sensitive fields answered as null because your profile may not see them.",
     )
 
 
 class PersonRead(RecordRead):
-    first_name: str | None
-    last_name: str | None
-    email: str | None
-    phone: str | None
-    mobile: str | None
-    title: str | None
+    first_name: text(100) | None
+    last_name: text(100) | None
+    email: text(254) | None
+    phone: text(32) | None
+    mobile: text(32) | None
+    title: text(100) | None
     date_of_birth: date | None
-    mailing_street: str | None
-    mailing_city: str | None
-    mailing_state: str | None
-    mailing_postal_code: str | None
-    mailing_country: str | None
-    description: str | None
-    national_id: str | None
+    mailing_street: text(250) | None
+    mailing_city: text(100) | None
+    mailing_state: text(100) | None
+    mailing_postal_code: text(20) | None
+    mailing_country: text(100) | None
+    description: text(32_000) | None
+    national_id: text(64) | None
     source: SourceRead
     legal_basis: LegalBasisRead | None
 
 
-class RecordQuery(InputModel):
-    """Paging and exact-match filters of a list. Unknown parameters are refused (422)."""
+class RecordSearch(InputModel):
+    """Paging and exact-match filters of a list, sent as the JSON body of `POST .../search`.
+    Unknown fields are refused (422)."""
 
-    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
-    cursor: str | None = Field(
-        default=None, max_length=512, description="`next_cursor` of the previous page."
-    )
+    limit: integer(ge=1, le=MAX_LIMIT) = DEFAULT_LIMIT
+    cursor: CursorText | None = Field(default=None, description="`next_cursor` of the previous page.")
     sort: RecordSort = RecordSort.CREATED_DESC
     owner_id: uuid.UUID | None = None
 
 
-class PersonQuery(RecordQuery):
-    email: str | None = Field(
-        default=None, max_length=254, description="Exact match, ignoring case and spaces."
+class PersonSearch(RecordSearch):
+    email: single_line(254) | None = Field(
+        default=None, description="Exact match, ignoring case and spaces."
     )
-    phone: str | None = Field(
-        default=None,
-        max_length=32,
-        description="Matches phone or mobile, however the number is written.",
+    phone: single_line(32) | None = Field(
+        default=None, description="Matches phone or mobile, however the number is written."
     )
+
+
+class QueryPaging(InputModel):
+    """Mixed in first by a list's query-string model: there numbers arrive as text."""
+
+    limit: query_integer(ge=1, le=MAX_LIMIT) = DEFAULT_LIMIT
 
 
 class FieldChange(BaseModel):
@@ -211,11 +220,11 @@ class FieldChange(BaseModel):
 class HistoryEntryRead(BaseModel):
     id: uuid.UUID
     occurred_at: datetime
-    actor_type: str
+    actor_type: text(16)
     actor_id: uuid.UUID | None
-    action: str = Field(description="created, updated, deleted, restored or converted.")
-    fields: list[str] = Field(description="The fields changed.")
-    changes: dict[str, FieldChange] | None = Field(
+    action: text(32) = Field(description="created, updated, deleted, restored or converted.")
+    fields: FieldNames = Field(description="The fields changed.")
+    changes: Annotated[dict[text(64), FieldChange], Field(max_length=100)] | None = Field(
         description="Old and new value per field; null when the change carries no values or "
         "the data subject was erased."
     )
@@ -223,20 +232,19 @@ class HistoryEntryRead(BaseModel):
 
 
 class HistoryPage(BaseModel):
-    data: list[HistoryEntryRead]
-    masked_fields: list[str] = Field(
+    data: Annotated[list[HistoryEntryRead], Field(max_length=MAX_LIMIT)]
+    masked_fields: FieldNames = Field(
         description="Sensitive fields whose values are answered as null for you."
     )
-    next_cursor: str | None
+    next_cursor: text(512) | None
 
 
-class HistoryQuery(InputModel):
-    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
-    cursor: str | None = Field(default=None, max_length=512)
+class HistoryQuery(QueryPaging):
+    cursor: CursorText | None = None
 
 
 class RecycleBinEntry(BaseModel):
-    module: str
+    module: text(16)
     id: uuid.UUID
     owner_id: uuid.UUID | None
     deleted_at: datetime
@@ -245,5 +253,5 @@ class RecycleBinEntry(BaseModel):
 
 
 class RecycleBinPage(BaseModel):
-    data: list[RecycleBinEntry]
-    next_cursor: str | None
+    data: Annotated[list[RecycleBinEntry], Field(max_length=MAX_LIMIT)]
+    next_cursor: text(512) | None

@@ -7,6 +7,7 @@ from crm_service.records.accounts.schemas import (
     AccountList,
     AccountQuery,
     AccountRead,
+    AccountSearch,
     AccountUpdate,
 )
 from crm_service.records.accounts.service import accounts
@@ -23,6 +24,7 @@ router = build_record_router(
         read_schema=AccountRead,
         list_schema=AccountList,
         query_schema=AccountQuery,
+        search_schema=AccountSearch,
         read_scope=Scope.ACCOUNTS_READ,
         write_scope=Scope.ACCOUNTS_WRITE,
         delete_scope=Scope.ACCOUNTS_DELETE,

@@ -1,20 +1,22 @@
-"""Account bodies: AccountCreate / AccountUpdate / AccountRead, list and query."""
+"""Account bodies: AccountCreate / AccountUpdate / AccountRead, list, search and query."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
+from crm_service.kit.schemas import InputModel, LongName, single_line, text
+from crm_service.records.paging import MAX_LIMIT
 from crm_service.records.schemas import (
     Description,
     Identifier,
-    InputModel,
-    LongName,
     Phone,
     PostalCode,
-    RecordQuery,
+    QueryPaging,
     RecordRead,
+    RecordSearch,
     ShortText,
     Street,
     Website,
@@ -44,26 +46,32 @@ class AccountUpdate(AccountInput):
 
 
 class AccountRead(RecordRead):
-    name: str | None
-    website: str | None
-    industry: str | None
-    phone: str | None
-    billing_street: str | None
-    billing_city: str | None
-    billing_state: str | None
-    billing_postal_code: str | None
-    billing_country: str | None
-    description: str | None
-    tax_id: str | None
+    name: text(200) | None
+    website: text(255) | None
+    industry: text(100) | None
+    phone: text(32) | None
+    billing_street: text(250) | None
+    billing_city: text(100) | None
+    billing_state: text(100) | None
+    billing_postal_code: text(20) | None
+    billing_country: text(100) | None
+    description: text(32_000) | None
+    tax_id: text(64) | None
 
 
 class AccountList(BaseModel):
-    data: list[AccountRead]
-    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end.")
-
-
-class AccountQuery(RecordQuery):
-    name: str | None = Field(
-        default=None, max_length=200, description="Exact match, ignoring case and spaces."
+    data: Annotated[list[AccountRead], Field(max_length=MAX_LIMIT)]
+    next_cursor: text(512) | None = Field(
+        description="Pass as `cursor` for the next page; null at the end."
     )
-    phone: str | None = Field(default=None, max_length=32)
+
+
+class AccountSearch(RecordSearch):
+    name: single_line(200) | None = Field(
+        default=None, description="Exact match, ignoring case and spaces."
+    )
+    phone: single_line(32) | None = None
+
+
+class AccountQuery(QueryPaging, AccountSearch):
+    """The same filters in the query string."""

@@ -7,6 +7,7 @@ from crm_service.records.contacts.schemas import (
     ContactList,
     ContactQuery,
     ContactRead,
+    ContactSearch,
     ContactUpdate,
 )
 from crm_service.records.contacts.service import contacts
@@ -23,6 +24,7 @@ router = build_record_router(
         read_schema=ContactRead,
         list_schema=ContactList,
         query_schema=ContactQuery,
+        search_schema=ContactSearch,
         read_scope=Scope.CONTACTS_READ,
         write_scope=Scope.CONTACTS_WRITE,
         delete_scope=Scope.CONTACTS_DELETE,

@@ -1,17 +1,20 @@
-"""Contact bodies: ContactCreate / ContactUpdate / ContactRead, list and query."""
+"""Contact bodies: ContactCreate / ContactUpdate / ContactRead, list, search and query."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
+from crm_service.kit.schemas import Name, text
+from crm_service.records.paging import MAX_LIMIT
 from crm_service.records.schemas import (
     LegalBasisSet,
-    Name,
     PersonInput,
-    PersonQuery,
     PersonRead,
+    PersonSearch,
+    QueryPaging,
     ShortText,
 )
 
@@ -30,14 +33,20 @@ class ContactUpdate(PersonInput):
 
 
 class ContactRead(PersonRead):
-    department: str | None
+    department: text(100) | None
     account_id: uuid.UUID | None
 
 
 class ContactList(BaseModel):
-    data: list[ContactRead]
-    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end.")
+    data: Annotated[list[ContactRead], Field(max_length=MAX_LIMIT)]
+    next_cursor: text(512) | None = Field(
+        description="Pass as `cursor` for the next page; null at the end."
+    )
 
 
-class ContactQuery(PersonQuery):
+class ContactSearch(PersonSearch):
     account_id: uuid.UUID | None = None
+
+
+class ContactQuery(QueryPaging, ContactSearch):
+    """The same filters in the query string."""

@@ -16,6 +16,7 @@ from crm_service.records.leads.schemas import (
     LeadList,
     LeadQuery,
     LeadRead,
+    LeadSearch,
     LeadUpdate,
 )
 from crm_service.records.leads.service import leads
@@ -33,6 +34,7 @@ router = build_record_router(
         read_schema=LeadRead,
         list_schema=LeadList,
         query_schema=LeadQuery,
+        search_schema=LeadSearch,
         read_scope=Scope.LEADS_READ,
         write_scope=Scope.LEADS_WRITE,
         delete_scope=Scope.LEADS_DELETE,
@@ -62,6 +64,10 @@ async def convert_lead(
     response: Response,
     if_match: IfMatch = None,
 ) -> LeadConversion:
+    """In one transaction: a contact from the lead, and an account linked (`account_id`), created
+    from the lead's company, or none. The lead is marked converted and its legal basis carried
+    over. 409 when already converted.
+    """
     conversion = await leads.convert(
         session=session, principal=principal, lead_id=record_id, payload=payload, if_match=if_match
     )

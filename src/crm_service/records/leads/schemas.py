@@ -1,24 +1,25 @@
-"""Lead bodies: LeadCreate / LeadUpdate / LeadRead, list, query and conversion."""
+"""Lead bodies: LeadCreate / LeadUpdate / LeadRead, list, search and query, conversion."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
+from crm_service.kit.schemas import Flag, InputModel, LongName, Name, text
 from crm_service.records.accounts.schemas import AccountRead
 from crm_service.records.contacts.schemas import ContactRead
 from crm_service.records.leads.models import LeadStatus
+from crm_service.records.paging import MAX_LIMIT
 from crm_service.records.schemas import (
-    InputModel,
     LegalBasisSet,
-    LongName,
-    Name,
     PersonInput,
-    PersonQuery,
     PersonRead,
+    PersonSearch,
+    QueryPaging,
     ShortText,
     Website,
 )
@@ -51,9 +52,9 @@ class LeadUpdate(PersonInput):
 
 
 class LeadRead(PersonRead):
-    company: str | None
-    website: str | None
-    industry: str | None
+    company: text(200) | None
+    website: text(255) | None
+    industry: text(100) | None
     status: LeadStatus
     converted_at: datetime | None
     converted_contact_id: uuid.UUID | None
@@ -61,12 +62,18 @@ class LeadRead(PersonRead):
 
 
 class LeadList(BaseModel):
-    data: list[LeadRead]
-    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end.")
+    data: Annotated[list[LeadRead], Field(max_length=MAX_LIMIT)]
+    next_cursor: text(512) | None = Field(
+        description="Pass as `cursor` for the next page; null at the end."
+    )
 
 
-class LeadQuery(PersonQuery):
+class LeadSearch(PersonSearch):
     status: LeadStatus | None = None
+
+
+class LeadQuery(QueryPaging, LeadSearch):
+    """The same filters in the query string."""
 
 
 class LeadConvert(InputModel):
@@ -75,7 +82,7 @@ class LeadConvert(InputModel):
     account_id: uuid.UUID | None = Field(
         default=None, description="Link the new contact to this existing account."
     )
-    create_account: bool = Field(
+    create_account: Flag = Field(
         default=True,
         description="Without `account_id`: create an account named after the lead's company.",
     )
