@@ -4,6 +4,7 @@ is served over https; CORS only for the origins listed in CRM_CORS_ORIGINS."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -96,8 +97,12 @@ async def test_without_https_there_is_no_hsts_and_without_origins_no_cors(org: O
 
 
 async def test_an_unhandled_failure_still_carries_them(tmp_path: Path) -> None:
-    """A database without its schema (migrate never ran): the last-resort 500."""
-    unmigrated = f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+    """A database whose `users` table is not this service's (a missing schema would be a 503
+    naming `crm-service migrate`): the query fails unforeseen, the last-resort 500."""
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as connection:
+        connection.execute("CREATE TABLE users (id TEXT)")
+    unmigrated = f"sqlite+aiosqlite:///{foreign}"
     application = create_app(
         make_settings(
             unmigrated, public_base_url="https://crm.example.com", cors_origins=APP_ORIGIN

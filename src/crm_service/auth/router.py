@@ -396,5 +396,7 @@ async def end_user_sessions(
     responses=problem_responses(401, 403, 404, 422),
 )
 async def unlock_user_sign_in(user_id: uuid.UUID, principal: Admin, session: DbSession) -> Response:
+    """After 100 consecutive failed passwords an account accepts none until this; it also
+    lifts the shorter lock-outs of single addresses."""
     await service.unlock_sign_in(session=session, principal=principal, user_id=user_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
