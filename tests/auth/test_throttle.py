@@ -19,6 +19,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from crm_service.clock import FixedClock
+from crm_service.jobs.worker import run_due_jobs
 from crm_service.main import create_app
 from tests.conftest import PASSWORD, Org, assert_problem, make_settings, new_org, unique_email
 
@@ -260,3 +261,33 @@ async def test_a_stolen_session_cannot_guess_the_password_unthrottled(database_u
             assert (await thief.get("/v1/me", headers=org.headers)).status_code == 200
         async with client_at(app, fresh_address()) as owner:
             assert (await sign_in(owner, org.admin_email, PASSWORD)).status_code == 200
+
+
+async def test_the_worker_forgets_old_counters_but_not_an_account_at_the_cap(
+    database_url: str,
+) -> None:
+    async with service(database_url) as app:
+        async with client_at(app, fresh_address()) as owner:
+            org = await new_org(app, owner)
+            victim = await owner.post(
+                "/v1/users",
+                json={"email": unique_email("capped"), "password": PASSWORD},
+                headers=org.headers,
+            )
+            email = victim.json()["email"]
+            for _ in range(10):
+                async with client_at(app, fresh_address()) as attacker:
+                    for _ in range(10):
+                        await sign_in(attacker, email, WRONG)
+                        app.state.clock.advance(hours=1, seconds=1)
+            app.state.clock.advance(days=2)
+            done = await run_due_jobs(
+                app.state.sessionmaker,
+                app.state.settings,
+                app.state.clock.now(),
+                only={"forget_sign_in_attempts"},
+            )
+            # Every address and pair counter went; the account at the cap stays locked.
+            assert done["forget_sign_in_attempts"] >= 20
+            async with client_at(app, fresh_address()) as elsewhere:
+                assert (await sign_in(elsewhere, email, PASSWORD)).status_code == 401

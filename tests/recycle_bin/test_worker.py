@@ -186,7 +186,11 @@ async def test_worker_once_purges_what_outstayed_the_retention(
         live = await org.client.post("/v1/contacts", json=body("contacts"), headers=org.headers)
         assert live.status_code == 201
 
-    assert worker_once(tmp_path, database) == {"purge_recycle_bin": 3, "purge_audit_log": 0}
+    assert worker_once(tmp_path, database) == {
+        "purge_recycle_bin": 3,
+        "purge_audit_log": 0,
+        "forget_sign_in_attempts": 0,
+    }
 
     async with running(database) as (app, http):
         org = await reopened(org, app, http)
