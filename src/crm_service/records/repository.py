@@ -6,13 +6,13 @@ from __future__ import annotations
 import uuid
 from typing import Any, ClassVar, TypeVar
 
-from sqlalchemy import ColumnElement, Select, or_, select
+from sqlalchemy import ColumnElement, Select, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.access.visibility import Visibility
-from crm_service.db.base import Base
+from crm_service.db.base import Base, utcnow
 from crm_service.db.repository import OrganizationRepository
-from crm_service.records.models import Module
+from crm_service.records.models import LegalBasisEntry, Module
 from crm_service.records.paging import (
     Page,
     PageRequest,
@@ -128,6 +128,64 @@ class RecordRepository(OrganizationRepository[ModelT]):
         await self.storage.seal(instance, force=reseal)
         await self.session.flush()
         return instance
+
+
+class LegalBasisRepository(OrganizationRepository[LegalBasisEntry]):
+    """Every setting of a lead's or contact's legal basis, appended, never changed."""
+
+    model = LegalBasisEntry
+
+    async def append(
+        self,
+        record: Any,
+        subject_type: Module,
+        *,
+        basis: str,
+        assessment: str | None,
+        set_by_id: uuid.UUID | None,
+        set_by_client_id: str | None,
+        carried_from_lead_id: uuid.UUID | None = None,
+    ) -> LegalBasisEntry:
+        """Append a setting and make it the record's current basis, which the record's row
+        keeps for listing (the record is written with its own save)."""
+        now = utcnow()
+        entry = LegalBasisEntry(
+            organization_id=self.organization_id,
+            subject_type=subject_type.value,
+            subject_id=record.id,
+            basis=basis,
+            assessment=assessment,
+            set_by_id=set_by_id,
+            set_by_client_id=set_by_client_id,
+            set_at=now,
+            carried_from_lead_id=carried_from_lead_id,
+        )
+        await self.add(entry)
+        record.legal_basis = basis
+        record.legal_basis_set_at = now
+        record.legal_basis_set_by_id = set_by_id
+        return entry
+
+    async def history(self, subject_type: Module, subject_id: uuid.UUID) -> list[LegalBasisEntry]:
+        result = await self.session.execute(
+            self.scoped()
+            .where(
+                LegalBasisEntry.subject_type == subject_type.value,
+                LegalBasisEntry.subject_id == subject_id,
+            )
+            .order_by(LegalBasisEntry.set_at.desc(), LegalBasisEntry.id.desc())
+        )
+        return list(result.scalars())
+
+    async def delete_for(self, subject_type: Module, subject_id: uuid.UUID) -> None:
+        """A purged record takes its legal-basis history along (the assessment is plain text)."""
+        await self.session.execute(
+            delete(LegalBasisEntry).where(
+                LegalBasisEntry.organization_id == self.organization_id,
+                LegalBasisEntry.subject_type == subject_type.value,
+                LegalBasisEntry.subject_id == subject_id,
+            )
+        )
 
 
 async def expired_in_bin(

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from crm_service.access.schemas import RecordShareList, RecordShareRead, RecordShareSet
 from crm_service.db.session import CommitOnSuccessRoute, DbSession
 from crm_service.errors import problem_responses
+from crm_service.records import legal_basis, sharing
 from crm_service.records.etag import etag_for
 from crm_service.records.schemas import (
     FieldChange,
@@ -219,7 +220,9 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
         responses=problem_responses(401, 403, 404, 422),
     )
     async def list_shares(record_id: uuid.UUID, principal: Reader, session: DbSession) -> Any:
-        shares = await service.shares(session=session, principal=principal, record_id=record_id)
+        shares = await sharing.shares(
+            service=service, session=session, principal=principal, record_id=record_id
+        )
         return RecordShareList(data=[RecordShareRead.model_validate(s) for s in shares])
 
     @router.put(
@@ -237,7 +240,8 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
         session: DbSession,
         request: Request,
     ) -> Any:
-        created = await service.share(
+        created = await sharing.share(
+            service=service,
             session=session,
             principal=principal,
             record_id=record_id,
@@ -257,8 +261,12 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
     async def unshare(
         record_id: uuid.UUID, group_id: uuid.UUID, principal: Writer, session: DbSession
     ) -> Response:
-        await service.unshare(
-            session=session, principal=principal, record_id=record_id, group_id=group_id
+        await sharing.unshare(
+            service=service,
+            session=session,
+            principal=principal,
+            record_id=record_id,
+            group_id=group_id,
         )
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -274,8 +282,8 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
         async def get_legal_basis(
             record_id: uuid.UUID, principal: Reader, session: DbSession
         ) -> Any:
-            history = await service.legal_basis_history(
-                session=session, principal=principal, record_id=record_id
+            history = await legal_basis.legal_basis_history(
+                service=service, session=session, principal=principal, record_id=record_id
             )
             entries = [LegalBasisEntryRead.model_validate(entry) for entry in history]
             return LegalBasisHistory(current=entries[0] if entries else None, history=entries)
@@ -290,8 +298,12 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
         async def set_legal_basis(
             record_id: uuid.UUID, payload: LegalBasisSet, principal: Writer, session: DbSession
         ) -> Any:
-            entry = await service.set_legal_basis(
-                session=session, principal=principal, record_id=record_id, payload=payload
+            entry = await legal_basis.set_legal_basis(
+                service=service,
+                session=session,
+                principal=principal,
+                record_id=record_id,
+                payload=payload,
             )
             return LegalBasisEntryRead.model_validate(entry)
 

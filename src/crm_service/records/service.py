@@ -1,7 +1,9 @@
-"""Rules every record module shares: create, read, update with If-Match, delete, list.
+"""Rules every record module shares: create, read, update with If-Match, delete, list, history.
 
 A module subclasses :class:`RecordService` to name its model and repository and to check the
-references its payload carries (owner, account). Services flush and never commit.
+references its payload carries (owner, account). Services flush and never commit. What builds
+on these rules lives beside them: sharing (`sharing.py`), the legal basis (`legal_basis.py`)
+and the recycle bin (`recycle_bin.py`).
 
 Access control happens here and in the repository: the caller's profile must allow the
 operation on the module (403), the record must be visible under the sharing rules (404
@@ -14,36 +16,25 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_service.access.models import RecordShare
 from crm_service.access.permissions import Operation
-from crm_service.access.repository import GroupRepository, RecordShareRepository
 from crm_service.access.service import visibility_for
-from crm_service.access.visibility import ShareAccess
 from crm_service.audit.actions import AuditAction
 from crm_service.audit.history import HistoryAction, HistoryItem, note_change, read_history
-from crm_service.audit.repository import delete_history
 from crm_service.audit.service import Actor
 from crm_service.audit.service import record as audit
 from crm_service.auth.repository import UserRepository
-from crm_service.crypto.service import keyring_for
 from crm_service.db.base import Base, utcnow
 from crm_service.errors import FieldProblem, Forbidden, Gone, NotFound, ValidationFailed
 from crm_service.records.etag import check_if_match
 from crm_service.records.fields import Classification
-from crm_service.records.legal_basis import (
-    LegalBasisRepository,
-    legal_basis_history,
-    set_legal_basis,
-)
-from crm_service.records.models import LegalBasisEntry, Module, PersonColumns, SourceChannel
+from crm_service.records.models import Module, PersonColumns, SourceChannel
 from crm_service.records.paging import Cursor, Page, PageRequest, RecordSort
-from crm_service.records.repository import RecordRepository
+from crm_service.records.repository import LegalBasisRepository, RecordRepository
 from crm_service.records.schemas import LegalBasisSet
 from crm_service.security.principal import Principal
 
@@ -69,39 +60,6 @@ def require_operation(principal: Principal, module: Module, operation: Operation
 
 def sees_sensitive(principal: Principal) -> bool:
     return principal.permissions is not None and principal.permissions.view_sensitive
-
-
-async def purge_record(
-    session: AsyncSession,
-    actor: Actor,
-    repository: RecordRepository[Any],
-    record: Any,
-    *,
-    noun: str,
-) -> None:
-    """Delete a binned record for good: its row, shares and history; and, when no other
-    record is the same data subject, the subject's keys, so no copy anywhere stays readable."""
-    module = repository.module.value
-    await RecordShareRepository(session, record.organization_id).delete_for_record(module, record.id)
-    await delete_history(session, record.organization_id, module, record.id)
-    await LegalBasisRepository(session, record.organization_id).delete_for(
-        repository.module, record.id
-    )
-    subject_id = getattr(record, "subject_id", None)
-    await session.delete(record)
-    await session.flush()
-    if subject_id is not None:
-        # A lead and the contact it became are one data subject.
-        from crm_service.records.contacts.repository import ContactRepository
-        from crm_service.records.leads.repository import LeadRepository
-
-        still_used = [
-            await other(session, record.organization_id).subject_in_use(subject_id, except_id=record.id)
-            for other in (LeadRepository, ContactRepository)
-        ]
-        if not any(still_used):
-            await keyring_for(session, record.organization_id).destroy_subject_keys(subject_id)
-    audit(session, actor, AuditAction.RECORD_PURGED, target_type=noun, target_id=record.id)
 
 
 class RecordService(Generic[ModelT]):
@@ -227,12 +185,13 @@ class RecordService(Generic[ModelT]):
         legal_basis: LegalBasisSet | None = getattr(payload, "legal_basis", None)
         if legal_basis is not None:
             # Before the insert, so the record is written once, at version 1.
-            await set_legal_basis(
-                session=session,
-                principal=principal,
-                subject_type=self.module,
-                record=record,
-                payload=legal_basis,
+            await LegalBasisRepository(session, principal.organization_id).append(
+                record,
+                self.module,
+                basis=legal_basis.basis.value,
+                assessment=legal_basis.assessment,
+                set_by_id=principal.user_id,
+                set_by_client_id=principal.client_id,
             )
         created = await repository.add(record)
         self.audit_created(session, principal, created, provided)
@@ -280,9 +239,10 @@ class RecordService(Generic[ModelT]):
             fields=[name for name, value in values.items() if value is not None],
         )
 
-    async def _visible(
+    async def visible(
         self, repository: RecordRepository[Any], record_id: uuid.UUID
     ) -> ModelT:
+        """A live record the caller may see (else 404) whose subject was not erased (else 410)."""
         record = await repository.get(record_id)
         if record is None:
             raise NotFound(f"No such {self.noun}.")
@@ -297,7 +257,7 @@ class RecordService(Generic[ModelT]):
         mask what they show."""
         require_operation(principal, self.module, operation)
         repository = await self.repository(session, principal)
-        record = await self._visible(repository, record_id)
+        record = await self.visible(repository, record_id)
         if not await repository.writable(record_id):
             raise Forbidden(f"The sharing rules do not let you change this {self.noun}.")
         return record, repository
@@ -307,7 +267,7 @@ class RecordService(Generic[ModelT]):
     ) -> ModelT:
         require_operation(principal, self.module, Operation.READ)
         repository = await self.repository(session, principal)
-        record = await self._visible(repository, record_id)
+        record = await self.visible(repository, record_id)
         await self.show(session, principal, repository, [record])
         return record
 
@@ -371,35 +331,6 @@ class RecordService(Generic[ModelT]):
         await repository.save(record)
         await self.note(session, principal, repository, record, HistoryAction.DELETED, {})
         audit(session, principal, AuditAction.RECORD_DELETED, target_type=self.noun, target_id=record_id)
-
-    async def _binned_for_change(
-        self, session: AsyncSession, principal: Principal, record_id: uuid.UUID
-    ) -> tuple[Any, RecordRepository[ModelT]]:
-        require_operation(principal, self.module, Operation.DELETE)
-        repository = await self.repository(session, principal)
-        record = await repository.get(record_id, binned=True)
-        if record is None:
-            raise NotFound(f"No such {self.noun} in the recycle bin.")
-        if not await repository.writable(record_id):
-            raise Forbidden(f"The sharing rules do not let you change this {self.noun}.")
-        return record, repository
-
-    async def restore(
-        self, *, session: AsyncSession, principal: Principal, record_id: uuid.UUID
-    ) -> ModelT:
-        record, repository = await self._binned_for_change(session, principal, record_id)
-        record.deleted_at = None
-        record.deleted_by_id = None
-        await repository.save(record)
-        await self.note(session, principal, repository, record, HistoryAction.RESTORED, {})
-        audit(session, principal, AuditAction.RECORD_RESTORED, target_type=self.noun, target_id=record_id)
-        return record
-
-    async def purge(
-        self, *, session: AsyncSession, principal: Principal, record_id: uuid.UUID
-    ) -> None:
-        record, repository = await self._binned_for_change(session, principal, record_id)
-        await purge_record(session, Actor.of(principal), repository, record, noun=self.noun)
 
     async def history(
         self,
@@ -483,114 +414,3 @@ class RecordService(Generic[ModelT]):
         page = await repository.page(filters=filters, request=request)
         await self.show(session, principal, repository, page.items)
         return page
-
-    async def set_legal_basis(
-        self,
-        *,
-        session: AsyncSession,
-        principal: Principal,
-        record_id: uuid.UUID,
-        payload: LegalBasisSet,
-    ) -> LegalBasisEntry:
-        record, _ = await self.get_for_change(
-            session=session, principal=principal, record_id=record_id, operation=Operation.UPDATE
-        )
-        before = record.legal_basis
-        entry = await set_legal_basis(
-            session=session,
-            principal=principal,
-            subject_type=self.module,
-            record=record,
-            payload=payload,
-        )
-        await self.note(
-            session,
-            principal,
-            await self.repository(session, principal),
-            record,
-            HistoryAction.UPDATED,
-            {"legal_basis": (before, payload.basis.value)},
-        )
-        audit(
-            session,
-            principal,
-            AuditAction.RECORD_UPDATED,
-            target_type=self.noun,
-            target_id=record_id,
-            fields=["legal_basis"],
-        )
-        return entry
-
-    async def shares(
-        self, *, session: AsyncSession, principal: Principal, record_id: uuid.UUID
-    ) -> list[RecordShare]:
-        require_operation(principal, self.module, Operation.READ)
-        await self._visible(await self.repository(session, principal), record_id)
-        return await RecordShareRepository(session, principal.organization_id).of_record(
-            self.module.value, record_id
-        )
-
-    async def share(
-        self,
-        *,
-        session: AsyncSession,
-        principal: Principal,
-        record_id: uuid.UUID,
-        group_id: uuid.UUID,
-        access: ShareAccess,
-        now: datetime,
-    ) -> RecordShare:
-        """Share the record with a group; whoever may change the record may share it."""
-        await self.get_for_change(
-            session=session, principal=principal, record_id=record_id, operation=Operation.UPDATE
-        )
-        if await GroupRepository(session, principal.organization_id).get(group_id) is None:
-            raise NotFound("No such group.")
-        shares = RecordShareRepository(session, principal.organization_id)
-        share = await shares.find(self.module.value, record_id, group_id)
-        if share is None:
-            share = await shares.add(
-                RecordShare(
-                    organization_id=principal.organization_id,
-                    module=self.module.value,
-                    record_id=record_id,
-                    group_id=group_id,
-                    access=access.value,
-                    created_at=now,
-                    created_by_id=principal.user_id,
-                )
-            )
-        else:
-            share.access = access.value
-        audit(
-            session,
-            principal,
-            AuditAction.RECORD_SHARED,
-            target_type=self.noun,
-            target_id=record_id,
-            reason=access.value,
-        )
-        await session.flush()
-        return share
-
-    async def unshare(
-        self, *, session: AsyncSession, principal: Principal, record_id: uuid.UUID, group_id: uuid.UUID
-    ) -> None:
-        await self.get_for_change(
-            session=session, principal=principal, record_id=record_id, operation=Operation.UPDATE
-        )
-        shares = RecordShareRepository(session, principal.organization_id)
-        share = await shares.find(self.module.value, record_id, group_id)
-        if share is None:
-            raise NotFound("The record is not shared with this group.")
-        await shares.delete(share)
-        audit(session, principal, AuditAction.RECORD_UNSHARED, target_type=self.noun, target_id=record_id)
-
-    async def legal_basis_history(
-        self, *, session: AsyncSession, principal: Principal, record_id: uuid.UUID
-    ) -> list[LegalBasisEntry]:
-        require_operation(principal, self.module, Operation.READ)
-        await self._visible(await self.repository(session, principal), record_id)
-        return await legal_basis_history(
-            session=session, principal=principal, subject_type=self.module, subject_id=record_id
-        )

@@ -24,9 +24,8 @@ from crm_service.records.fields import CATALOG
 from crm_service.records.leads.models import Lead, LeadStatus
 from crm_service.records.leads.repository import LeadRepository
 from crm_service.records.leads.schemas import LeadConvert
-from crm_service.records.legal_basis import set_legal_basis
-from crm_service.records.models import LegalBasis, Module
-from crm_service.records.schemas import LegalBasisSet
+from crm_service.records.models import Module
+from crm_service.records.repository import LegalBasisRepository
 from crm_service.records.service import RecordService, require_operation, unknown_reference
 from crm_service.security.principal import Principal
 
@@ -117,16 +116,15 @@ class LeadService(RecordService[Lead]):
             )
         )
         if lead.legal_basis is not None:
-            history = await self.legal_basis_history(
-                session=session, principal=principal, record_id=lead.id
-            )
-            current = history[0]
-            await set_legal_basis(
-                session=session,
-                principal=principal,
-                subject_type=Module.CONTACTS,
-                record=contact,
-                payload=LegalBasisSet(basis=LegalBasis(current.basis), assessment=current.assessment),
+            legal_bases = LegalBasisRepository(session, principal.organization_id)
+            current = (await legal_bases.history(Module.LEADS, lead.id))[0]
+            await legal_bases.append(
+                contact,
+                Module.CONTACTS,
+                basis=current.basis,
+                assessment=current.assessment,
+                set_by_id=principal.user_id,
+                set_by_client_id=principal.client_id,
                 carried_from_lead_id=lead.id,
             )
 
