@@ -22,16 +22,26 @@ class AuditEventRead(BaseModel):
     actor_id: uuid.UUID | None
     action: AuditAction
     target_type: str | None = Field(description="lead, contact, account, user, ... ")
-    target_id: str | None
+    target_id: str | None = Field(
+        description="The one record (or user, ...) the event is about; null when it is about "
+        "several, listed in `target_ids`."
+    )
+    target_ids: list[str] = Field(
+        description="Every record an event about records shown together names (the sensitive "
+        "values one response revealed), even when it is one; empty for other events. "
+        "Filtering on `target_id` finds the events that list it here too."
+    )
     fields: list[str] = Field(description="Names of the fields involved; never values.")
     outcome: Outcome
     reason: str | None = Field(description="A fixed code for a failure or refusal.")
     client_ip: str | None
     request_id: str | None
 
-    @field_validator("fields", mode="before")
+    @field_validator("fields", "target_ids", mode="before")
     @classmethod
     def _decode(cls, value: Any) -> Any:
+        if value is None:
+            return []
         return json.loads(value) if isinstance(value, str) else value
 
 

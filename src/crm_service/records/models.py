@@ -25,6 +25,11 @@ class Module(StrEnum):
     CONTACTS = "contacts"
     ACCOUNTS = "accounts"
 
+    @property
+    def noun(self) -> str:
+        """One record of the module, as audit events name its type: lead, contact, account."""
+        return self.value.removesuffix("s")
+
 
 class SourceChannel(StrEnum):
     """How a lead or contact entered the CRM. Set by the server, never by the client."""

@@ -185,7 +185,7 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
         principal: Reader,
         session: DbSession,
     ) -> Any:
-        items, masked, next_cursor = await service.history(
+        items, disclosure, next_cursor = await service.history(
             session=session,
             principal=principal,
             record_id=record_id,
@@ -208,7 +208,8 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
                 )
                 for item in items
             ],
-            masked_fields=masked,
+            masked_fields=list(disclosure.masked),
+            withheld_fields=list(disclosure.withheld),
             next_cursor=next_cursor,
         )
 

@@ -7,15 +7,13 @@ and the recycle bin (`recycle_bin.py`).
 
 Access control happens here and in the repository: the caller's profile must allow the
 operation on the module (403), the record must be visible under the sharing rules (404
-otherwise) and, for changes, editable (403). Sensitive fields are masked for a caller whose
-profile lacks `view_sensitive`, who may not set or filter on them either; for one who has
-it, every response that shows a stored sensitive value is audited as a reveal.
+otherwise) and, for changes, editable (403). What each response shows of a record, and what
+the caller may set or filter on, the disclosure policy decides (`disclosure.py`).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
@@ -30,8 +28,8 @@ from crm_service.audit.service import record as audit
 from crm_service.auth.repository import UserRepository
 from crm_service.db.base import Base, utcnow
 from crm_service.errors import FieldProblem, Forbidden, Gone, NotFound, ValidationFailed
+from crm_service.records.disclosure import DisclosurePolicy, FieldDisclosure, Shown, View
 from crm_service.records.etag import check_if_match
-from crm_service.records.fields import Classification
 from crm_service.records.models import Module, PersonColumns, SourceChannel
 from crm_service.records.paging import Cursor, Page, PageRequest, RecordSort
 from crm_service.records.repository import LegalBasisRepository, RecordRepository
@@ -58,15 +56,14 @@ def require_operation(principal: Principal, module: Module, operation: Operation
         raise Forbidden(f"Your profile does not allow {operation.value} on {module.value}.")
 
 
-def sees_sensitive(principal: Principal) -> bool:
-    return principal.permissions is not None and principal.permissions.view_sensitive
-
-
 class RecordService(Generic[ModelT]):
     module: ClassVar[Module]
     model: ClassVar[type[Any]]
     repository_class: ClassVar[type[RecordRepository[Any]]]
-    noun: ClassVar[str]
+
+    @property
+    def noun(self) -> str:
+        return self.module.noun
 
     async def repository(
         self, session: AsyncSession, principal: Principal, module: Module | None = None
@@ -76,60 +73,6 @@ class RecordService(Generic[ModelT]):
         return self.repository_class(session, principal.organization_id, visibility)
 
     # -- access checks ------------------------------------------------------------------
-
-    async def sensitive_fields(self, repository: RecordRepository[Any]) -> list[str]:
-        classification = await repository.storage.classification()
-        return sorted(name for name, c in classification.items() if c is Classification.SENSITIVE)
-
-    async def check_sensitive_input(
-        self,
-        principal: Principal,
-        repository: RecordRepository[Any],
-        names: Iterable[str],
-    ) -> None:
-        """A caller who may not see sensitive fields may not set or filter on them either."""
-        if sees_sensitive(principal):
-            return
-        touched = sorted(set(names) & set(await self.sensitive_fields(repository)))
-        if touched:
-            raise Forbidden(
-                f"Your profile does not allow setting or filtering on the sensitive field(s) "
-                f"{', '.join(touched)}."
-            )
-
-    async def show(
-        self,
-        session: AsyncSession,
-        principal: Principal,
-        repository: RecordRepository[Any],
-        records: Sequence[Any],
-        *,
-        audit_reveals: bool = True,
-    ) -> None:
-        """Mask sensitive fields for a caller without `view_sensitive`; audit the reveal of
-        stored sensitive values to one with it."""
-        sensitive = await self.sensitive_fields(repository)
-        if not sensitive:
-            return
-        if not sees_sensitive(principal):
-            for record in records:
-                record.mask(sensitive)
-            return
-        if not audit_reveals:
-            return
-        for record in records:
-            if record.erased:
-                continue
-            revealed = [name for name in sensitive if getattr(record, name) is not None]
-            if revealed:
-                audit(
-                    session,
-                    principal,
-                    AuditAction.RECORD_SENSITIVE_REVEALED,
-                    target_type=self.noun,
-                    target_id=record.id,
-                    fields=revealed,
-                )
 
     async def check_references(
         self, *, session: AsyncSession, principal: Principal, values: dict[str, Any]
@@ -162,9 +105,10 @@ class RecordService(Generic[ModelT]):
     ) -> ModelT:
         require_operation(principal, self.module, Operation.CREATE)
         repository = await self.repository(session, principal)
+        policy = DisclosurePolicy(session, principal)
         values = payload.model_dump(exclude={"legal_basis"})
-        await self.check_sensitive_input(
-            principal, repository, [name for name, value in values.items() if value is not None]
+        await policy.refuse_hidden_input(
+            repository.storage, [name for name, value in values.items() if value is not None]
         )
         await self.check_references(session=session, principal=principal, values=values)
         if values.get("owner_id") is None:
@@ -204,7 +148,7 @@ class RecordService(Generic[ModelT]):
             {name: (None, value) for name, value in provided.items()},
         )
         # The caller just sent these values: showing them back is no reveal.
-        await self.show(session, principal, repository, [created], audit_reveals=False)
+        await policy.show(View.RECORD, Shown(repository, [created], sent=frozenset(values)))
         return created
 
     async def note(
@@ -268,7 +212,7 @@ class RecordService(Generic[ModelT]):
         require_operation(principal, self.module, Operation.READ)
         repository = await self.repository(session, principal)
         record = await self.visible(repository, record_id)
-        await self.show(session, principal, repository, [record])
+        await DisclosurePolicy(session, principal).show(View.RECORD, Shown(repository, [record]))
         return record
 
     async def update(
@@ -286,7 +230,8 @@ class RecordService(Generic[ModelT]):
         check_if_match(if_match, record.version)  # type: ignore[attr-defined]
         changes = payload.model_dump(exclude_unset=True)
         self.check_editable(record)
-        await self.check_sensitive_input(principal, repository, changes)
+        policy = DisclosurePolicy(session, principal)
+        await policy.refuse_hidden_input(repository.storage, changes)
         await self.check_references(session=session, principal=principal, values=changes)
         before = {name: getattr(record, name) for name in changes}
         changed = [name for name, value in changes.items() if before[name] != value]
@@ -311,7 +256,7 @@ class RecordService(Generic[ModelT]):
                 target_id=record.id,
                 fields=changed,
             )
-        await self.show(session, principal, repository, [saved])
+        await policy.show(View.RECORD, Shown(repository, [saved], sent=frozenset(changes)))
         return saved
 
     async def delete(
@@ -340,9 +285,9 @@ class RecordService(Generic[ModelT]):
         record_id: uuid.UUID,
         limit: int,
         cursor: str | None,
-    ) -> tuple[list[HistoryItem], list[str], str | None]:
-        """The record's changes, newest first; the sensitive fields masked for this caller;
-        the next cursor. Showing stored sensitive values is audited as a reveal."""
+    ) -> tuple[list[HistoryItem], FieldDisclosure, str | None]:
+        """The record's changes, newest first, as the disclosure policy lets the caller see
+        them; what it masked and withheld; the next cursor."""
         require_operation(principal, self.module, Operation.READ)
         repository = await self.repository(session, principal)
         # An erased subject's record still shows that its history existed (values erased).
@@ -366,36 +311,10 @@ class RecordService(Generic[ModelT]):
             items = items[:limit]
             last = items[-1].entry
             next_cursor = Cursor(RecordSort.CREATED_DESC, last.occurred_at, last.id).encode()
-        sensitive = await self.sensitive_fields(repository)
-        masked: list[str] = []
-        if not sees_sensitive(principal):
-            masked = sensitive
-            for item in items:
-                if item.changes is not None:
-                    for name in masked:
-                        if name in item.changes:
-                            item.changes[name] = (None, None)
-        else:
-            revealed = sorted(
-                {
-                    name
-                    for item in items
-                    if item.changes is not None
-                    for name in sensitive
-                    if name in item.changes and item.changes[name] != (None, None)
-                }
-            )
-            if revealed:
-                audit(
-                    session,
-                    principal,
-                    AuditAction.RECORD_SENSITIVE_REVEALED,
-                    target_type=self.noun,
-                    target_id=record_id,
-                    fields=revealed,
-                    reason="history",
-                )
-        return items, masked, next_cursor
+        disclosure = await DisclosurePolicy(session, principal).show_history(
+            repository, record_id, items
+        )
+        return items, disclosure, next_cursor
 
     async def list(
         self, *, session: AsyncSession, principal: Principal, query: BaseModel
@@ -406,11 +325,11 @@ class RecordService(Generic[ModelT]):
         request = PageRequest(limit=values["limit"], cursor=values["cursor"], sort=values["sort"])
         filters = {key: value for key, value in values.items() if key not in PAGING_KEYS}
         used = [name for name, value in filters.items() if value is not None]
-        await self.check_sensitive_input(
-            principal,
-            repository,
+        policy = DisclosurePolicy(session, principal)
+        await policy.refuse_hidden_input(
+            repository.storage,
             [field for name in used for field in repository.filter_aliases.get(name, (name,))],
         )
         page = await repository.page(filters=filters, request=request)
-        await self.show(session, principal, repository, page.items)
+        await policy.show(View.LIST, Shown(repository, page.items))
         return page

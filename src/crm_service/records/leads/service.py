@@ -16,9 +16,9 @@ from crm_service.db.base import utcnow
 from crm_service.errors import Conflict
 from crm_service.records.accounts.models import Account
 from crm_service.records.accounts.repository import AccountRepository
-from crm_service.records.accounts.service import accounts as account_service
 from crm_service.records.contacts.models import Contact
 from crm_service.records.contacts.service import contacts as contact_service
+from crm_service.records.disclosure import DisclosurePolicy, Shown, View
 from crm_service.records.etag import check_if_match
 from crm_service.records.fields import CATALOG
 from crm_service.records.leads.models import Lead, LeadStatus
@@ -48,7 +48,6 @@ class LeadService(RecordService[Lead]):
     module = Module.LEADS
     model = Lead
     repository_class = LeadRepository
-    noun = "lead"
 
     def check_editable(self, record: Lead) -> None:
         if record.status == LeadStatus.CONVERTED or record.converted_contact_id is not None:
@@ -158,11 +157,13 @@ class LeadService(RecordService[Lead]):
             audit(session, principal, AuditAction.RECORD_CREATED, target_type="account", target_id=account.id, fields=["name", "website", "industry", "owner_id"])
         audit(session, principal, AuditAction.RECORD_CREATED, target_type="contact", target_id=contact.id, fields=[*PERSON_FIELDS, "owner_id", "account_id"])
         audit(session, principal, AuditAction.RECORD_CONVERTED, target_type="lead", target_id=lead.id, fields=["status", "converted_contact_id", "converted_account_id"])
-        # The response shows all three: masked, or audited as a reveal, like any other read.
-        await self.show(session, principal, leads, [lead])
-        await contact_service.show(session, principal, contact_repository, [contact])
-        if account is not None:
-            await account_service.show(session, principal, accounts, [account])
+        # The response shows all three, as one response: one reveal event names them all.
+        await DisclosurePolicy(session, principal).show(
+            View.CONVERSION,
+            Shown(leads, [lead]),
+            Shown(contact_repository, [contact]),
+            *([Shown(accounts, [account])] if account is not None else []),
+        )
         return Conversion(lead=lead, contact=contact, account=account)
 
 
