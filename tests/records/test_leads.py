@@ -268,6 +268,34 @@ async def test_converted_lead_stays_converted_once(org: Org) -> None:
     assert (await get_lead(org, lead["id"]))["converted_contact_id"] == first_contact_id
 
 
+async def test_a_converted_lead_is_closed_on_every_path_but_can_be_shared_and_deleted(
+    org: Org,
+) -> None:
+    lead = await create_lead(org, legal_basis={"basis": "consent"})
+    assert (await convert(org, lead["id"])).status_code == 201
+    converted = await get_lead(org, lead["id"])
+    path = f"/v1/leads/{lead['id']}"
+
+    refused = [
+        await org.client.patch(path, json={"title": "Engineer"}, headers=org.headers),
+        await org.client.put(f"{path}/legal-basis", json={"basis": "contract"}, headers=org.headers),
+        await convert(org, lead["id"]),
+    ]
+
+    for response in refused:
+        assert_problem(response, 409)
+    assert await get_lead(org, lead["id"]) == converted
+    basis = await org.client.get(f"{path}/legal-basis", headers=org.headers)
+    assert [entry["basis"] for entry in basis.json()["history"]] == ["consent"]
+    # Sharing and deleting change nothing about the person, whom the contact carries on.
+    group = await org.client.post("/v1/groups", json={"name": "Sales"}, headers=org.headers)
+    shared = await org.client.put(
+        f"{path}/shares/{group.json()['id']}", json={"access": "read_only"}, headers=org.headers
+    )
+    assert shared.status_code == 200, shared.text
+    assert (await org.client.delete(path, headers=org.headers)).status_code == 204
+
+
 async def test_convert_with_stale_if_match_is_refused(org: Org) -> None:
     lead = await create_lead(org, company="Stale Ltd")
     changed = await org.client.patch(

@@ -18,6 +18,7 @@ from crm_service.audit.actions import AuditAction
 from crm_service.audit.history import HistoryAction
 from crm_service.audit.service import record as audit
 from crm_service.records.models import LegalBasisEntry
+from crm_service.records.processing import Change
 from crm_service.records.repository import LegalBasisRepository
 from crm_service.records.schemas import LegalBasisSet
 from crm_service.records.service import RecordService, require_operation
@@ -33,7 +34,7 @@ async def set_legal_basis(
     payload: LegalBasisSet,
 ) -> LegalBasisEntry:
     record, repository = await service.get_for_change(
-        session=session, principal=principal, record_id=record_id, operation=Operation.UPDATE
+        session=session, principal=principal, record_id=record_id, change=Change.LEGAL_BASIS
     )
     before = record.legal_basis  # type: ignore[attr-defined]
     entry = await LegalBasisRepository(session, principal.organization_id).append(

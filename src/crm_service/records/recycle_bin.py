@@ -33,6 +33,7 @@ from crm_service.records.leads.repository import LeadRepository
 from crm_service.records.leads.service import leads
 from crm_service.records.models import Module
 from crm_service.records.paging import DEFAULT_LIMIT, MAX_LIMIT, Cursor, RecordSort
+from crm_service.records.processing import Change
 from crm_service.records.repository import LegalBasisRepository, RecordRepository, expired_in_bin
 from crm_service.records.schemas import InputModel, RecycleBinEntry, RecycleBinPage
 from crm_service.records.service import RecordService, require_operation
@@ -108,24 +109,27 @@ async def list_bin(
 
 
 async def _binned_for_change(
-    session: AsyncSession, principal: Principal, module: Module, record_id: uuid.UUID
+    session: AsyncSession, principal: Principal, module: Module, record_id: uuid.UUID, change: Change
 ) -> tuple[RecordService[Any], Any, RecordRepository[Any]]:
     _require_delete_scope(principal, module)
     service = SERVICES[module]
-    require_operation(principal, module, Operation.DELETE)
+    require_operation(principal, module, change.operation)
     repository = await service.repository(session, principal)
     record = await repository.get(record_id, binned=True)
     if record is None:
         raise NotFound(f"No such {service.noun} in the recycle bin.")
     if not await repository.writable(record_id):
         raise Forbidden(f"The sharing rules do not let you change this {service.noun}.")
+    await service.check_change(session, record, change)
     return service, record, repository
 
 
 async def restore(
     *, session: AsyncSession, principal: Principal, module: Module, record_id: uuid.UUID
 ) -> None:
-    service, record, repository = await _binned_for_change(session, principal, module, record_id)
+    service, record, repository = await _binned_for_change(
+        session, principal, module, record_id, Change.RESTORE
+    )
     record.deleted_at = None
     record.deleted_by_id = None
     await repository.save(record)
@@ -138,7 +142,9 @@ async def restore(
 async def purge(
     *, session: AsyncSession, principal: Principal, module: Module, record_id: uuid.UUID
 ) -> None:
-    service, record, repository = await _binned_for_change(session, principal, module, record_id)
+    service, record, repository = await _binned_for_change(
+        session, principal, module, record_id, Change.PURGE
+    )
     await purge_record(session, Actor.of(principal), repository, record, noun=service.noun)
 
 
@@ -214,7 +220,7 @@ async def list_recycle_bin(
     operation_id="restoreFromRecycleBin",
     summary="Restore a deleted record",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(401, 403, 404, 422, 423),
 )
 async def restore_from_recycle_bin(
     module: Module, record_id: uuid.UUID, principal: Caller, session: DbSession
@@ -228,7 +234,7 @@ async def restore_from_recycle_bin(
     operation_id="purgeFromRecycleBin",
     summary="Purge a deleted record for good",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(401, 403, 404, 422, 423),
 )
 async def purge_from_recycle_bin(
     module: Module, record_id: uuid.UUID, principal: Caller, session: DbSession

@@ -138,7 +138,7 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
         operation_id=f"update{spec.singular}",
         summary=f"Change some fields of a {noun}",
         response_model=ReadSchema,
-        responses=problem_responses(401, 403, 404, 412, 413, 422),
+        responses=problem_responses(401, 403, 404, 409, 412, 413, 422, 423),
     )
     async def update(
         record_id: uuid.UUID,
@@ -162,7 +162,7 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
         operation_id=f"delete{spec.singular}",
         summary=f"Delete a {noun}",
         status_code=status.HTTP_204_NO_CONTENT,
-        responses=problem_responses(401, 403, 404, 412, 422),
+        responses=problem_responses(401, 403, 404, 412, 422, 423),
     )
     async def delete(
         record_id: uuid.UUID, principal: Deleter, session: DbSession, if_match: IfMatch = None
@@ -231,7 +231,7 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
         operation_id=f"share{spec.singular}",
         summary=f"Share this {noun} with a group (read_only or read_write)",
         response_model=RecordShareRead,
-        responses=problem_responses(401, 403, 404, 422),
+        responses=problem_responses(401, 403, 404, 422, 423),
     )
     async def share(
         record_id: uuid.UUID,
@@ -257,7 +257,7 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
         operation_id=f"unshare{spec.singular}",
         summary=f"Stop sharing this {noun} with a group",
         status_code=status.HTTP_204_NO_CONTENT,
-        responses=problem_responses(401, 403, 404, 422),
+        responses=problem_responses(401, 403, 404, 422, 423),
     )
     async def unshare(
         record_id: uuid.UUID, group_id: uuid.UUID, principal: Writer, session: DbSession
@@ -294,7 +294,7 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
             operation_id=f"set{spec.singular}LegalBasis",
             summary=f"Set the {noun}'s legal basis of processing (the old one is kept)",
             response_model=LegalBasisEntryRead,
-            responses=problem_responses(401, 403, 404, 422),
+            responses=problem_responses(401, 403, 404, 409, 422, 423),
         )
         async def set_legal_basis(
             record_id: uuid.UUID, payload: LegalBasisSet, principal: Writer, session: DbSession

@@ -7,8 +7,11 @@ and the recycle bin (`recycle_bin.py`).
 
 Access control happens here and in the repository: the caller's profile must allow the
 operation on the module (403), the record must be visible under the sharing rules (404
-otherwise) and, for changes, editable (403). What each response shows of a record, and what
-the caller may set or filter on, the disclosure policy decides (`disclosure.py`).
+otherwise) and, for changes, editable (403). Every change then passes one check,
+:meth:`RecordService.check_change`: the data subject's processing lock (423,
+`processing.py`) and the module's own rule (a converted lead is closed, 409). What each
+response shows of a record, and what the caller may set or filter on, the disclosure policy
+decides (`disclosure.py`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from crm_service.records.disclosure import DisclosurePolicy, FieldDisclosure, Sh
 from crm_service.records.etag import check_if_match
 from crm_service.records.models import Module, PersonColumns, SourceChannel
 from crm_service.records.paging import Cursor, Page, PageRequest, RecordSort
+from crm_service.records.processing import Change, check_processable
 from crm_service.records.repository import LegalBasisRepository, RecordRepository
 from crm_service.records.schemas import LegalBasisSet
 from crm_service.security.principal import Principal
@@ -84,8 +88,14 @@ class RecordService(Generic[ModelT]):
             if owner is None or not owner.is_active:
                 raise unknown_reference("owner_id", "active user")
 
-    def check_editable(self, record: Any) -> None:
-        """Raise when the record's state forbids changes (a converted lead, say)."""
+    def check_state(self, record: Any, change: Change) -> None:
+        """Raise when the record's own state forbids `change` (a converted lead, say)."""
+
+    async def check_change(self, session: AsyncSession, record: Any, change: Change) -> None:
+        """The one check every change of a record passes, whatever path it takes: the data
+        subject's processing lock, then the module's rule for the record's state."""
+        await check_processable(session, record, noun=self.noun)
+        self.check_state(record, change)
 
     def source_of(self, principal: Principal) -> dict[str, Any]:
         """Where a record created through the API by `principal` came from."""
@@ -195,15 +205,16 @@ class RecordService(Generic[ModelT]):
         return record
 
     async def get_for_change(
-        self, *, session: AsyncSession, principal: Principal, record_id: uuid.UUID, operation: Operation
+        self, *, session: AsyncSession, principal: Principal, record_id: uuid.UUID, change: Change
     ) -> tuple[ModelT, RecordRepository[ModelT]]:
-        """A record the caller may see (else 404) and change (else 403), unmasked: callers
-        mask what they show."""
-        require_operation(principal, self.module, operation)
+        """A record the caller may see (else 404) and change (else 403) that `change` may
+        change (see `check_change`); undisclosed: callers disclose what they show."""
+        require_operation(principal, self.module, change.operation)
         repository = await self.repository(session, principal)
         record = await self.visible(repository, record_id)
         if not await repository.writable(record_id):
             raise Forbidden(f"The sharing rules do not let you change this {self.noun}.")
+        await self.check_change(session, record, change)
         return record, repository
 
     async def get(
@@ -225,11 +236,10 @@ class RecordService(Generic[ModelT]):
         if_match: str | None,
     ) -> ModelT:
         record, repository = await self.get_for_change(
-            session=session, principal=principal, record_id=record_id, operation=Operation.UPDATE
+            session=session, principal=principal, record_id=record_id, change=Change.UPDATE
         )
         check_if_match(if_match, record.version)  # type: ignore[attr-defined]
         changes = payload.model_dump(exclude_unset=True)
-        self.check_editable(record)
         policy = DisclosurePolicy(session, principal)
         await policy.refuse_hidden_input(repository.storage, changes)
         await self.check_references(session=session, principal=principal, values=changes)
@@ -268,7 +278,7 @@ class RecordService(Generic[ModelT]):
         if_match: str | None,
     ) -> None:
         record, repository = await self.get_for_change(
-            session=session, principal=principal, record_id=record_id, operation=Operation.DELETE
+            session=session, principal=principal, record_id=record_id, change=Change.DELETE
         )
         check_if_match(if_match, record.version)  # type: ignore[attr-defined]
         record.deleted_at = utcnow()  # type: ignore[attr-defined]

@@ -19,6 +19,7 @@ from crm_service.access.visibility import ShareAccess
 from crm_service.audit.actions import AuditAction
 from crm_service.audit.service import record as audit
 from crm_service.errors import NotFound
+from crm_service.records.processing import Change
 from crm_service.records.service import RecordService, require_operation
 from crm_service.security.principal import Principal
 
@@ -49,7 +50,7 @@ async def share(
 ) -> RecordShare:
     """Share the record with a group, or change the access of its share."""
     await service.get_for_change(
-        session=session, principal=principal, record_id=record_id, operation=Operation.UPDATE
+        session=session, principal=principal, record_id=record_id, change=Change.SHARE
     )
     if await GroupRepository(session, principal.organization_id).get(group_id) is None:
         raise NotFound("No such group.")
@@ -90,7 +91,7 @@ async def unshare(
     group_id: uuid.UUID,
 ) -> None:
     await service.get_for_change(
-        session=session, principal=principal, record_id=record_id, operation=Operation.UPDATE
+        session=session, principal=principal, record_id=record_id, change=Change.UNSHARE
     )
     repository = RecordShareRepository(session, principal.organization_id)
     found = await repository.find(service.module.value, record_id, group_id)

@@ -25,6 +25,7 @@ from crm_service.records.leads.models import Lead, LeadStatus
 from crm_service.records.leads.repository import LeadRepository
 from crm_service.records.leads.schemas import LeadConvert
 from crm_service.records.models import Module
+from crm_service.records.processing import Change
 from crm_service.records.repository import LegalBasisRepository
 from crm_service.records.service import RecordService, require_operation, unknown_reference
 from crm_service.security.principal import Principal
@@ -49,8 +50,14 @@ class LeadService(RecordService[Lead]):
     model = Lead
     repository_class = LeadRepository
 
-    def check_editable(self, record: Lead) -> None:
-        if record.status == LeadStatus.CONVERTED or record.converted_contact_id is not None:
+    def check_state(self, record: Lead, change: Change) -> None:
+        """A converted lead is closed: its contact carries the person on. It can still be
+        shared, and deleted (the contact stays the same data subject)."""
+        if record.status != LeadStatus.CONVERTED and record.converted_contact_id is None:
+            return
+        if change is Change.CONVERT:
+            raise Conflict("This lead is already converted.")
+        if change in (Change.UPDATE, Change.LEGAL_BASIS):
             raise Conflict("This lead is converted and closed; change the contact instead.")
 
     async def convert(
@@ -67,12 +74,10 @@ class LeadService(RecordService[Lead]):
         Runs in the request's transaction: if any step fails nothing of it is kept.
         """
         lead, leads = await self.get_for_change(
-            session=session, principal=principal, record_id=lead_id, operation=Operation.UPDATE
+            session=session, principal=principal, record_id=lead_id, change=Change.CONVERT
         )
         require_operation(principal, Module.CONTACTS, Operation.CREATE)
         check_if_match(if_match, lead.version)
-        if lead.status == LeadStatus.CONVERTED or lead.converted_contact_id is not None:
-            raise Conflict("This lead is already converted.")
 
         account: Account | None = None
         accounts = AccountRepository(
