@@ -17,6 +17,7 @@ decides (`disclosure.py`).
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
@@ -41,6 +42,16 @@ from crm_service.records.schemas import LegalBasisSet
 from crm_service.security.principal import Principal
 
 ModelT = TypeVar("ModelT", bound=Base)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Whom a new lead or contact is about and where they came from: a new data subject, or
+    one the CRM already holds (a converted lead's, with its key and its source)."""
+
+    subject_id: uuid.UUID
+    new_subject: bool
+    source: dict[str, Any]  # source_channel, source_client_id, source_batch_id, source_form
 
 # Keys of a list query that are paging, not filters.
 PAGING_KEYS = frozenset({"limit", "cursor", "sort"})
@@ -97,21 +108,18 @@ class RecordService(Generic[ModelT]):
         await check_processable(session, record, noun=self.noun)
         self.check_state(record, change)
 
-    def source_of(self, principal: Principal) -> dict[str, Any]:
-        """Where a record created through the API by `principal` came from."""
+    def origin_of(self, principal: Principal) -> Origin:
+        """A new data subject, entered through the API by `principal`."""
         if principal.client_id is not None:
-            return {"source_channel": SourceChannel.API.value, "source_client_id": principal.client_id}
-        return {"source_channel": SourceChannel.MANUAL.value}
+            source = {"source_channel": SourceChannel.API.value, "source_client_id": principal.client_id}
+        else:
+            source = {"source_channel": SourceChannel.MANUAL.value}
+        return Origin(subject_id=uuid.uuid4(), new_subject=True, source=source)
 
     # -- operations -----------------------------------------------------------------------
 
     async def create(
-        self,
-        *,
-        session: AsyncSession,
-        principal: Principal,
-        payload: BaseModel,
-        source: dict[str, Any] | None = None,
+        self, *, session: AsyncSession, principal: Principal, payload: BaseModel
     ) -> ModelT:
         require_operation(principal, self.module, Operation.CREATE)
         repository = await self.repository(session, principal)
@@ -121,22 +129,49 @@ class RecordService(Generic[ModelT]):
             repository.storage, [name for name, value in values.items() if value is not None]
         )
         await self.check_references(session=session, principal=principal, values=values)
+        created = await self.insert(
+            session=session,
+            principal=principal,
+            repository=repository,
+            values=values,
+            legal_basis=getattr(payload, "legal_basis", None),
+        )
+        # The caller just sent these values: showing them back is no reveal.
+        await policy.show(View.RECORD, Shown(repository, [created], sent=frozenset(values)))
+        return created
+
+    async def insert(
+        self,
+        *,
+        session: AsyncSession,
+        principal: Principal,
+        repository: RecordRepository[ModelT],
+        values: dict[str, Any],
+        origin: Origin | None = None,
+        legal_basis: LegalBasisSet | None = None,
+        carried_from_lead_id: uuid.UUID | None = None,
+    ) -> ModelT:
+        """Write a new record: the one way one is made, so each gets its owner (the caller
+        unless given), its data subject and origin (a lead or contact: `origin`, else a new
+        subject entered by the caller), its legal basis, a `record.created` event and a first
+        history entry naming exactly the fields set. Callers check the values beforehand and
+        disclose the record they show."""
+        values = dict(values)
         if values.get("owner_id") is None:
             values["owner_id"] = principal.user_id
-        # What the caller set (and the owner): the fields audit and history name.
+        # What was set (and the owner): the fields audit and history name.
         provided = {name: value for name, value in values.items() if value is not None}
         if issubclass(self.model, PersonColumns):
-            values.update(source if source is not None else self.source_of(principal))
-            values["subject_id"] = uuid.uuid4()
+            origin = origin or self.origin_of(principal)
+            values.update(origin.source, subject_id=origin.subject_id)
         record = self.model(
             id=uuid.uuid4(),
             organization_id=principal.organization_id,
             created_by_id=principal.user_id,
             **values,
         )
-        if isinstance(record, PersonColumns):
+        if isinstance(record, PersonColumns) and origin is not None and origin.new_subject:
             record.mark_new_subject()
-        legal_basis: LegalBasisSet | None = getattr(payload, "legal_basis", None)
         if legal_basis is not None:
             # Before the insert, so the record is written once, at version 1.
             await LegalBasisRepository(session, principal.organization_id).append(
@@ -146,9 +181,17 @@ class RecordService(Generic[ModelT]):
                 assessment=legal_basis.assessment,
                 set_by_id=principal.user_id,
                 set_by_client_id=principal.client_id,
+                carried_from_lead_id=carried_from_lead_id,
             )
         created = await repository.add(record)
-        self.audit_created(session, principal, created, provided)
+        audit(
+            session,
+            principal,
+            AuditAction.RECORD_CREATED,
+            target_type=self.noun,
+            target_id=created.id,
+            fields=list(provided),
+        )
         await self.note(
             session,
             principal,
@@ -157,8 +200,6 @@ class RecordService(Generic[ModelT]):
             HistoryAction.CREATED,
             {name: (None, value) for name, value in provided.items()},
         )
-        # The caller just sent these values: showing them back is no reveal.
-        await policy.show(View.RECORD, Shown(repository, [created], sent=frozenset(values)))
         return created
 
     async def note(
@@ -179,18 +220,6 @@ class RecordService(Generic[ModelT]):
             module=self.module.value,
             action=action,
             changes=changes,
-        )
-
-    def audit_created(
-        self, session: AsyncSession, principal: Principal, record: Any, values: dict[str, Any]
-    ) -> None:
-        audit(
-            session,
-            principal,
-            AuditAction.RECORD_CREATED,
-            target_type=self.noun,
-            target_id=record.id,
-            fields=[name for name, value in values.items() if value is not None],
         )
 
     async def visible(

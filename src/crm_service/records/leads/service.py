@@ -8,14 +8,13 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.access.permissions import Operation
-from crm_service.access.service import visibility_for
 from crm_service.audit.actions import AuditAction
 from crm_service.audit.history import HistoryAction
 from crm_service.audit.service import record as audit
 from crm_service.db.base import utcnow
 from crm_service.errors import Conflict
 from crm_service.records.accounts.models import Account
-from crm_service.records.accounts.repository import AccountRepository
+from crm_service.records.accounts.service import accounts as account_service
 from crm_service.records.contacts.models import Contact
 from crm_service.records.contacts.service import contacts as contact_service
 from crm_service.records.disclosure import DisclosurePolicy, Shown, View
@@ -24,10 +23,16 @@ from crm_service.records.fields import CATALOG
 from crm_service.records.leads.models import Lead, LeadStatus
 from crm_service.records.leads.repository import LeadRepository
 from crm_service.records.leads.schemas import LeadConvert
-from crm_service.records.models import Module
+from crm_service.records.models import LegalBasis, Module
 from crm_service.records.processing import Change
 from crm_service.records.repository import LegalBasisRepository
-from crm_service.records.service import RecordService, require_operation, unknown_reference
+from crm_service.records.schemas import LegalBasisSet
+from crm_service.records.service import (
+    Origin,
+    RecordService,
+    require_operation,
+    unknown_reference,
+)
 from crm_service.security.principal import Principal
 
 # What a lead and a contact both hold about the person, carried over on conversion.
@@ -79,58 +84,61 @@ class LeadService(RecordService[Lead]):
         require_operation(principal, Module.CONTACTS, Operation.CREATE)
         check_if_match(if_match, lead.version)
 
+        # The account and the contact are made as any account and contact are, so each has
+        # its history and a created event naming what was set.
         account: Account | None = None
-        accounts = AccountRepository(
-            session,
-            principal.organization_id,
-            await visibility_for(session, principal, Module.ACCOUNTS),
-        )
+        accounts = await account_service.repository(session, principal)
         if payload.account_id is not None:
             account = await accounts.get(payload.account_id)
             if account is None:
                 raise unknown_reference("account_id", "account")
         elif payload.create_account and lead.company:
             require_operation(principal, Module.ACCOUNTS, Operation.CREATE)
-            account = await accounts.add(
-                Account(
-                    organization_id=principal.organization_id,
-                    name=lead.company,
-                    website=lead.website,
-                    industry=lead.industry,
-                    owner_id=lead.owner_id,
-                    created_by_id=principal.user_id,
-                )
+            account = await account_service.insert(
+                session=session,
+                principal=principal,
+                repository=accounts,
+                values={
+                    "name": lead.company,
+                    "website": lead.website,
+                    "industry": lead.industry,
+                    "owner_id": lead.owner_id,
+                },
             )
 
+        legal_basis: LegalBasisSet | None = None
+        if lead.legal_basis is not None:
+            current = (
+                await LegalBasisRepository(session, principal.organization_id).history(
+                    Module.LEADS, lead.id
+                )
+            )[0]
+            legal_basis = LegalBasisSet(basis=LegalBasis(current.basis), assessment=current.assessment)
         # The contact is the same data subject: same subject id, so the same data key, and
         # the lead's origin, since where the person came from does not change.
-        contact_repository = await contact_service.repository(session, principal)
-        contact = await contact_repository.add(
-            Contact(
-                organization_id=principal.organization_id,
-                subject_id=lead.subject_id,
-                owner_id=lead.owner_id,
-                created_by_id=principal.user_id,
-                account_id=account.id if account is not None else None,
-                source_channel=lead.source_channel,
-                source_client_id=lead.source_client_id,
-                source_batch_id=lead.source_batch_id,
-                source_form=lead.source_form,
+        contacts = await contact_service.repository(session, principal)
+        contact = await contact_service.insert(
+            session=session,
+            principal=principal,
+            repository=contacts,
+            values={
                 **{field: getattr(lead, field) for field in PERSON_FIELDS},
-            )
+                "owner_id": lead.owner_id,
+                "account_id": account.id if account is not None else None,
+            },
+            origin=Origin(
+                subject_id=lead.subject_id,
+                new_subject=False,
+                source={
+                    "source_channel": lead.source_channel,
+                    "source_client_id": lead.source_client_id,
+                    "source_batch_id": lead.source_batch_id,
+                    "source_form": lead.source_form,
+                },
+            ),
+            legal_basis=legal_basis,
+            carried_from_lead_id=lead.id,
         )
-        if lead.legal_basis is not None:
-            legal_bases = LegalBasisRepository(session, principal.organization_id)
-            current = (await legal_bases.history(Module.LEADS, lead.id))[0]
-            await legal_bases.append(
-                contact,
-                Module.CONTACTS,
-                basis=current.basis,
-                assessment=current.assessment,
-                set_by_id=principal.user_id,
-                set_by_client_id=principal.client_id,
-                carried_from_lead_id=lead.id,
-            )
 
         before_status = lead.status
         lead.status = LeadStatus.CONVERTED.value
@@ -150,23 +158,19 @@ class LeadService(RecordService[Lead]):
                 "converted_account_id": (None, lead.converted_account_id),
             },
         )
-        await contact_service.note(
+        audit(
             session,
             principal,
-            contact_repository,
-            contact,
-            HistoryAction.CREATED,
-            {name: (None, getattr(contact, name)) for name in PERSON_FIELDS if getattr(contact, name) is not None},
+            AuditAction.RECORD_CONVERTED,
+            target_type=self.noun,
+            target_id=lead.id,
+            fields=["status", "converted_contact_id", "converted_account_id"],
         )
-        if account is not None and payload.account_id is None:
-            audit(session, principal, AuditAction.RECORD_CREATED, target_type="account", target_id=account.id, fields=["name", "website", "industry", "owner_id"])
-        audit(session, principal, AuditAction.RECORD_CREATED, target_type="contact", target_id=contact.id, fields=[*PERSON_FIELDS, "owner_id", "account_id"])
-        audit(session, principal, AuditAction.RECORD_CONVERTED, target_type="lead", target_id=lead.id, fields=["status", "converted_contact_id", "converted_account_id"])
         # The response shows all three, as one response: one reveal event names them all.
         await DisclosurePolicy(session, principal).show(
             View.CONVERSION,
             Shown(leads, [lead]),
-            Shown(contact_repository, [contact]),
+            Shown(contacts, [contact]),
             *([Shown(accounts, [account])] if account is not None else []),
         )
         return Conversion(lead=lead, contact=contact, account=account)
