@@ -43,6 +43,9 @@ from crm_service.security.principal import Principal
 
 ModelT = TypeVar("ModelT", bound=Base)
 
+# Keys of a list query that are paging, not filters.
+PAGING_KEYS = frozenset({"limit", "cursor", "sort"})
+
 
 @dataclass(frozen=True)
 class Origin:
@@ -52,9 +55,6 @@ class Origin:
     subject_id: uuid.UUID
     new_subject: bool
     source: dict[str, Any]  # source_channel, source_client_id, source_batch_id, source_form
-
-# Keys of a list query that are paging, not filters.
-PAGING_KEYS = frozenset({"limit", "cursor", "sort"})
 
 
 def unknown_reference(field: str, what: str) -> ValidationFailed:
