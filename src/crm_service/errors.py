@@ -163,6 +163,18 @@ class Locked(CRMError):
     status, slug, title = 423, "locked", "Locked"
 
 
+class ProcessingLocked(Locked):
+    """The record's data subject has not answered a consent request."""
+
+    slug, title = "processing-locked", "Processing locked"
+
+
+class ProcessingRestricted(Locked):
+    """The record's data subject restricted processing (GDPR Art. 18)."""
+
+    slug, title = "processing-restricted", "Processing restricted"
+
+
 class TooManyRequests(CRMError):
     status, slug, title = 429, "rate-limited", "Too many requests"
 
@@ -340,7 +352,8 @@ PROBLEM_DESCRIPTIONS: dict[int, str] = {
     412: "If-Match did not match the current ETag",
     413: "Request body too large",
     422: "Invalid input; `errors` names each field and rule",
-    423: "Record locked for processing",
+    423: "The record's data subject is locked for processing (`processing-locked`: a "
+    "consent request is unanswered) or restricted (`processing-restricted`, GDPR Art. 18)",
     429: "Rate limited",
     500: "An unexpected error; details are logged under the request id, never answered",
     503: "A dependency is unavailable",

@@ -21,7 +21,7 @@ from crm_service.orgs.models import FieldClassification, IpAllowlist, Organizati
 from crm_service.records.accounts.models import Account
 from crm_service.records.contacts.models import Contact
 from crm_service.records.leads.models import Lead
-from crm_service.records.models import LegalBasisEntry
+from crm_service.records.models import LegalBasisEntry, SubjectProcessingLock
 
 __all__ = [
     "Account",
@@ -46,6 +46,7 @@ __all__ = [
     "Organization",
     "RecoveryCode",
     "SsoAttempt",
+    "SubjectProcessingLock",
     "TotpCredential",
     "User",
     "UserIdentity",

@@ -5,7 +5,8 @@ A caller without view_sensitive gets every sensitive field of the module as null
 `masked_fields`, in every response that shows a record (get, list, lookup, search, update,
 conversion), and is refused (403) when setting or filtering on one. A caller with it sees the
 values, and each response that shows a stored sensitive value writes one
-`record.sensitive_revealed` event per record shown, naming the fields and never the values.
+`record.sensitive_revealed` event, naming the records whose values it showed and the fields,
+never the values.
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ async def test_a_field_made_sensitive_is_masked_and_cannot_be_filtered_on(org: O
     assert item["email"] == contact["email"] and item["masked_fields"] == []
 
 
-async def test_one_reveal_event_per_record_shown_with_a_stored_value(org: Org) -> None:
+async def test_one_reveal_event_per_response_naming_the_records_it_showed(org: Org) -> None:
     shown = [await sensitive_record(org, "contacts") for _ in range(3)]
     empty = await create_record(org, "contacts")
     assert await reveals(org) == [], "the creator sent the values: no reveal"
@@ -170,12 +171,14 @@ async def test_one_reveal_event_per_record_shown_with_a_stored_value(org: Org) -
     assert single.json()["national_id"] == shown[0]["national_id"]
     assert single.json()["masked_fields"] == []
     [event] = await reveals(org)
-    assert (event["target_type"], event["target_id"], event["fields"]) == (
+    assert (event["target_type"], event["target_id"], event["target_ids"], event["fields"]) == (
         "contact",
         shown[0]["id"],
+        [shown[0]["id"]],
         ["national_id"],
     )
     assert event["actor_id"] == str(org.admin_id)
+    assert event["reason"] == "record"
 
     assert (await admin_get(org, "contacts", empty["id"])).json()["national_id"] is None
     assert len(await reveals(org)) == 1, "nothing stored, nothing revealed"
@@ -187,10 +190,16 @@ async def test_one_reveal_event_per_record_shown_with_a_stored_value(org: Org) -
         empty["id"]: None,
     }
     events = await reveals(org)
-    assert len(events) == 4
-    from_list = [e for e in events if e["id"] != event["id"]]
-    assert sorted(e["target_id"] for e in from_list) == sorted(r["id"] for r in shown)
-    assert all(e["fields"] == ["national_id"] and e["target_type"] == "contact" for e in from_list)
+    assert len(events) == 2, "one event for the whole page"
+    [from_list] = [e for e in events if e["id"] != event["id"]]
+    assert from_list["target_type"] == "contact" and from_list["reason"] == "list"
+    assert from_list["target_id"] is None, "several records: none of them is the target"
+    assert sorted(from_list["target_ids"]) == sorted(r["id"] for r in shown)
+    assert from_list["fields"] == ["national_id"]
+
+    # Looking for the events about one record finds the list's event too.
+    about_one = await audit_events(org, action=REVEALED, target_id=shown[1]["id"])
+    assert [e["id"] for e in about_one] == [from_list["id"]]
 
     everything = json.dumps(await audit_events(org))
     for record in (*shown, empty):
@@ -271,11 +280,14 @@ async def test_converting_a_lead_audits_what_it_reveals(org: Org) -> None:
     body = converted.json()
     assert body["lead"]["national_id"] == lead["national_id"]
     assert body["contact"]["national_id"] == lead["national_id"]
-    events = await reveals(org)
-    assert sorted((e["target_type"], e["target_id"]) for e in events) == sorted(
-        [("lead", lead["id"]), ("contact", body["contact"]["id"])]
+    [event] = await reveals(org)
+    assert (event["target_type"], event["target_id"], event["reason"]) == (
+        "lead",
+        None,
+        "conversion",
     )
-    assert all(e["fields"] == ["national_id"] for e in events)
+    assert sorted(event["target_ids"]) == sorted([lead["id"], body["contact"]["id"]])
+    assert event["fields"] == ["national_id"]
 
 
 @pytest.mark.parametrize("module", PERSON_MODULES)

@@ -92,6 +92,16 @@ async def drive(org: Org, contacts: int) -> None:
     for contact_id in ids[: contacts // 4]:
         deleted = await org.client.delete(f"/v1/contacts/{contact_id}", headers=org.headers)
         assert deleted.status_code == 204, deleted.text
+    # Two national ids shown by one list page: one reveal event listing both contacts.
+    for number in range(2):
+        created = await org.client.post(
+            "/v1/contacts",
+            json={"last_name": f"Byron{number}", "national_id": f"NI{number}{contacts}"},
+            headers=org.headers,
+        )
+        assert created.status_code == 201, created.text
+    listed = await org.client.get("/v1/contacts", headers=org.headers)
+    assert listed.status_code == 200, listed.text
     await org.login(org.admin_email)
     await org.login(org.admin_email)
     wrong = await org.client.post(
@@ -303,6 +313,33 @@ async def test_an_edited_event_is_named(log: Log, tmp_path: Path, edit: Any) -> 
     chain_break = assert_one_break(verify(log, tmp_path), log, shard)
     assert (chain_break.event_id, chain_break.seq) == (victim["id"], victim["seq"])
     assert "MAC does not match" in chain_break.problem
+
+
+async def test_a_record_left_out_of_a_reveal_event_is_named(log: Log, tmp_path: Path) -> None:
+    """Hiding that a value was shown, by dropping the record from the event that lists it."""
+    by_chain = await chains_of(log)
+    [(shard, victim)] = [
+        (shard, event) for shard, events in by_chain.items() for event in events if event["target_ids"]
+    ]
+    listed = json.loads(victim["target_ids"])
+    assert len(listed) == 2
+    await tamper(log, update(EVENTS).where(the_event(victim)).values(target_ids=json.dumps(listed[1:])))
+
+    chain_break = assert_one_break(verify(log, tmp_path), log, shard)
+    assert chain_break.event_id == victim["id"]
+    assert "MAC does not match" in chain_break.problem
+
+
+async def test_target_ids_added_to_an_event_that_had_none_are_named(log: Log, tmp_path: Path) -> None:
+    shard, events = await longest_chain(log)
+    victim = next(event for event in events if event["target_ids"] is None)
+    await tamper(
+        log,
+        update(EVENTS).where(the_event(victim)).values(target_ids=json.dumps([str(uuid.uuid4())])),
+    )
+
+    chain_break = assert_one_break(verify(log, tmp_path), log, shard)
+    assert chain_break.event_id == victim["id"]
 
 
 # --- removed events --------------------------------------------------------------------------

@@ -176,6 +176,60 @@ async def test_convert_creates_contact_and_account_from_company(org: Org) -> Non
     assert await count_rows(org.app, "accounts", org.id) == 1
 
 
+async def created_entry(org: Org, module: str, record_id: str) -> dict[str, Any]:
+    response = await org.client.get(f"/v1/{module}/{record_id}/history", headers=org.headers)
+    assert response.status_code == 200, response.text
+    [entry] = response.json()["data"]
+    assert entry["action"] == "created"
+    return entry
+
+
+async def created_event(org: Org, record_id: str) -> dict[str, Any]:
+    response = await org.client.get(
+        "/v1/audit-events",
+        params={"action": "record.created", "target_id": record_id},
+        headers=org.headers,
+    )
+    assert response.status_code == 200, response.text
+    [event] = response.json()["data"]
+    return event
+
+
+async def test_conversion_makes_the_contact_and_account_as_any_create_does(org: Org) -> None:
+    """Each new record has its first history entry, and its created event and that entry name
+    exactly the fields the conversion set (the lead had no website, industry or phone)."""
+    email = unique_email("ada")
+    lead = await create_lead(
+        org, first_name="Ada", last_name="Lovelace", email=email, company="Analytical Engines"
+    )
+
+    response = await convert(org, lead["id"])
+
+    assert response.status_code == 201, response.text
+    contact, account = response.json()["contact"], response.json()["account"]
+    admin = str(org.admin_id)
+    account_set = ["name", "owner_id"]
+    contact_set = ["account_id", "email", "first_name", "last_name", "owner_id"]
+    for module, record, fields in (
+        ("accounts", account, account_set),
+        ("contacts", contact, contact_set),
+    ):
+        entry = await created_entry(org, module, record["id"])
+        assert entry["fields"] == fields
+        assert entry["actor_id"] == admin
+        event = await created_event(org, record["id"])
+        assert (event["target_type"], event["fields"], event["actor_id"]) == (
+            module[:-1],
+            fields,
+            admin,
+        )
+    account_entry = await created_entry(org, "accounts", account["id"])
+    assert account_entry["changes"]["name"] == {"old": None, "new": "Analytical Engines"}
+    contact_entry = await created_entry(org, "contacts", contact["id"])
+    assert contact_entry["changes"]["email"] == {"old": None, "new": email}
+    assert contact_entry["changes"]["account_id"] == {"old": None, "new": account["id"]}
+
+
 async def test_convert_links_an_existing_account(org: Org) -> None:
     existing = await org.client.post(
         "/v1/accounts", json={"name": "Existing Co"}, headers=org.headers
@@ -266,6 +320,34 @@ async def test_converted_lead_stays_converted_once(org: Org) -> None:
     assert await count_rows(org.app, "contacts", org.id) == 1
     first_contact_id = first.json()["contact"]["id"]
     assert (await get_lead(org, lead["id"]))["converted_contact_id"] == first_contact_id
+
+
+async def test_a_converted_lead_is_closed_on_every_path_but_can_be_shared_and_deleted(
+    org: Org,
+) -> None:
+    lead = await create_lead(org, legal_basis={"basis": "consent"})
+    assert (await convert(org, lead["id"])).status_code == 201
+    converted = await get_lead(org, lead["id"])
+    path = f"/v1/leads/{lead['id']}"
+
+    refused = [
+        await org.client.patch(path, json={"title": "Engineer"}, headers=org.headers),
+        await org.client.put(f"{path}/legal-basis", json={"basis": "contract"}, headers=org.headers),
+        await convert(org, lead["id"]),
+    ]
+
+    for response in refused:
+        assert_problem(response, 409)
+    assert await get_lead(org, lead["id"]) == converted
+    basis = await org.client.get(f"{path}/legal-basis", headers=org.headers)
+    assert [entry["basis"] for entry in basis.json()["history"]] == ["consent"]
+    # Sharing and deleting change nothing about the person, whom the contact carries on.
+    group = await org.client.post("/v1/groups", json={"name": "Sales"}, headers=org.headers)
+    shared = await org.client.put(
+        f"{path}/shares/{group.json()['id']}", json={"access": "read_only"}, headers=org.headers
+    )
+    assert shared.status_code == 200, shared.text
+    assert (await org.client.delete(path, headers=org.headers)).status_code == 204
 
 
 async def test_convert_with_stale_if_match_is_refused(org: Org) -> None:

@@ -30,11 +30,14 @@ from crm_service.audit.models import AuditEvent
 from crm_service.audit.service import Verification, verify_organization
 from crm_service.db.engine import make_engine
 from crm_service.db.migrations import upgrade
+from crm_service.db.session import commit
 from crm_service.jobs.worker import run_due_jobs
 from crm_service.main import create_app
 from crm_service.records.accounts.models import Account
 from crm_service.records.contacts.models import Contact
 from crm_service.records.leads.models import Lead
+from crm_service.records.models import ProcessingLockKind
+from crm_service.records.repository import ProcessingLockRepository
 from tests.conftest import MASTER_KEY, Org, TestDatabases, make_settings, new_org, unique_email
 
 CRM_SERVICE = Path(sys.executable).parent / "crm-service"
@@ -219,6 +222,43 @@ async def test_worker_once_purges_what_outstayed_the_retention(
         assert done["purge_recycle_bin"] == 1
         assert not await still_stored(app, "contacts", nearly)
         assert await still_stored(app, "leads", fresh)
+        await assert_log_intact(app, org.id)
+
+
+async def test_a_restricted_subjects_record_outlives_the_retention_until_lifted(
+    database: str,
+) -> None:
+    """Purging is processing too, and a restricted subject's data must be kept (Art. 18)."""
+    async with running(database) as (app, http):
+        org = await new_org(app, http)
+        kept, other = await binned_record(org, "contacts"), await binned_record(org, "contacts")
+        for record_id in (kept, other):
+            await age(app, "contacts", record_id, days=61)
+        async with app.state.sessionmaker() as session:
+            contact = await session.get(Contact, uuid.UUID(kept))
+            assert contact is not None
+            subject_id = contact.subject_id
+            locks = ProcessingLockRepository(session, org.id)
+            await locks.set(
+                subject_id, ProcessingLockKind.RESTRICTED, reason="legal_claims", since=datetime.now(UTC)
+            )
+            await commit(session)
+
+        now = datetime.now(UTC)
+        done = await run_due_jobs(app.state.sessionmaker, app.state.settings, now)
+        assert done["purge_recycle_bin"] == 1
+        assert await still_stored(app, "contacts", kept)
+        assert not await still_stored(app, "contacts", other)
+
+        async with app.state.sessionmaker() as session:
+            await ProcessingLockRepository(session, org.id).lift(
+                subject_id, ProcessingLockKind.RESTRICTED
+            )
+            await commit(session)
+        later = now + timedelta(hours=1, seconds=1)
+        done = await run_due_jobs(app.state.sessionmaker, app.state.settings, later)
+        assert done["purge_recycle_bin"] == 1
+        assert not await still_stored(app, "contacts", kept)
         await assert_log_intact(app, org.id)
 
 

@@ -45,6 +45,10 @@ def event_mac(key: bytes, event: Any, previous_mac: str) -> str:
         "client_ip": event.client_ip,
         "request_id": event.request_id,
     }
+    # Events written before target_ids existed have none: leaving the key out keeps their MACs
+    # what they were, and adding, removing or editing a list changes the MAC either way.
+    if event.target_ids is not None:
+        content["target_ids"] = event.target_ids
     message = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
     return hmac.new(key, b"crm-audit-event-v1|" + message, hashlib.sha256).hexdigest()
 

@@ -36,6 +36,9 @@ class AuditEvent(IdMixin, OrganizationScoped, Base):
     action: Mapped[str] = mapped_column(String(64))
     target_type: Mapped[str | None] = mapped_column(String(32))
     target_id: Mapped[str | None] = mapped_column(String(64))
+    # JSON array of the ids of the records an event is about when it is about several (the
+    # reveals of one list response); target_id is then set only when there is exactly one.
+    target_ids: Mapped[str | None] = mapped_column(Text)
     # JSON array of field names, never values.
     fields: Mapped[str] = mapped_column(Text, default="[]")
     outcome: Mapped[str] = mapped_column(String(16))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import ColumnElement, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -165,6 +165,16 @@ async def unchained_events(
         )
     )
     return list(result.scalars())
+
+
+def names_target(target_id: str) -> ColumnElement[bool]:
+    """Events about `target_id`: alone (`target_id`) or among others (`target_ids`, a JSON
+    list of ids, matched as one quoted element)."""
+    escaped = target_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return or_(
+        AuditEvent.target_id == target_id,
+        AuditEvent.target_ids.like(f'%"{escaped}"%', escape="\\"),
+    )
 
 
 async def page(

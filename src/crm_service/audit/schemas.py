@@ -30,16 +30,26 @@ class AuditEventRead(BaseModel):
     actor_id: uuid.UUID | None
     action: AuditAction
     target_type: text(32) | None = Field(description="lead, contact, account, user, ... ")
-    target_id: text(64) | None
+    target_id: text(64) | None = Field(
+        description="The one record (or user, ...) the event is about; null when it is about "
+        "several, listed in `target_ids`."
+    )
+    target_ids: Annotated[list[text(64)], Field(max_length=1000)] = Field(
+        description="Every record an event about records shown together names (the sensitive "
+        "values one response revealed), even when it is one; empty for other events. "
+        "Filtering on `target_id` finds the events that list it here too."
+    )
     fields: FieldNames = Field(description="Names of the fields involved; never values.")
     outcome: Outcome
     reason: text(64) | None = Field(description="A fixed code for a failure or refusal.")
     client_ip: text(45) | None
     request_id: text(64) | None
 
-    @field_validator("fields", mode="before")
+    @field_validator("fields", "target_ids", mode="before")
     @classmethod
     def _decode(cls, value: Any) -> Any:
+        if value is None:
+            return []
         return json.loads(value) if isinstance(value, str) else value
 
 

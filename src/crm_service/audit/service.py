@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import random
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -71,6 +71,7 @@ class _Pending:
     action: AuditAction
     target_type: str | None
     target_id: str | None
+    target_ids: list[str] | None
     fields: list[str]
     outcome: Outcome
     reason: str | None
@@ -90,13 +91,16 @@ def record(
     *,
     target_type: str | None = None,
     target_id: uuid.UUID | str | None = None,
+    target_ids: Sequence[uuid.UUID | str] | None = None,
     fields: Iterable[str] = (),
     outcome: Outcome = Outcome.SUCCESS,
     reason: str | None = None,
 ) -> None:
     """Note an event; it is chained and written with the transaction's commit.
 
-    `fields` are names, `reason` a fixed code: neither may carry a value.
+    An event about several records (of `target_type`) lists their ids in `target_ids`, and
+    names one in `target_id` only when it is the only one. `fields` are names, `reason` a
+    fixed code: neither may carry a value.
     """
     if isinstance(actor, Principal):
         actor = Actor.of(actor)
@@ -106,6 +110,7 @@ def record(
             action=action,
             target_type=target_type,
             target_id=None if target_id is None else str(target_id),
+            target_ids=None if target_ids is None else [str(id_) for id_ in target_ids],
             fields=sorted(set(fields)),
             outcome=outcome,
             reason=reason,
@@ -155,6 +160,7 @@ async def write_pending(session: AsyncSession) -> None:
                 "action": item.action.value,
                 "target_type": item.target_type,
                 "target_id": item.target_id,
+                "target_ids": None if item.target_ids is None else json.dumps(item.target_ids),
                 "fields": json.dumps(item.fields),
                 "outcome": item.outcome.value,
                 "reason": item.reason,
@@ -333,7 +339,7 @@ async def list_events(
     if query.target_type is not None:
         filters.append(AuditEvent.target_type == query.target_type)
     if query.target_id is not None:
-        filters.append(AuditEvent.target_id == query.target_id)
+        filters.append(repository.names_target(query.target_id))
     if query.since is not None:
         filters.append(AuditEvent.occurred_at >= query.since)
     if query.until is not None:

@@ -73,14 +73,6 @@ class SealedRecord:
         """The key the record's values were opened with (None for new or erased records)."""
         return self.__dict__.get("_key")
 
-    def mask(self, fields: list[str]) -> None:
-        """Hide `fields` from this caller's response (their values stay in memory)."""
-        self.__dict__["_masked"] = tuple(fields)
-
-    @property
-    def masked_fields(self) -> tuple[str, ...]:
-        return tuple(self.__dict__.get("_masked", ()))
-
     def mark_new_subject(self) -> None:
         """This record introduces a data subject: its first key is created, not looked up."""
         self.__dict__["_new_subject"] = True

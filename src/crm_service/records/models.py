@@ -1,4 +1,5 @@
-"""Columns every record shares, where a lead or contact came from, and its legal basis.
+"""Columns every record shares, where a lead or contact came from, its legal basis, and the
+processing locks of data subjects.
 
 The three record models live with their modules (`records/leads`, `records/contacts`,
 `records/accounts`); this module holds what they are built from.
@@ -12,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text
+from sqlalchemy import CheckConstraint, ForeignKey, Index, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from crm_service.crypto.blind_index import IndexKind
@@ -24,6 +25,11 @@ class Module(StrEnum):
     LEADS = "leads"
     CONTACTS = "contacts"
     ACCOUNTS = "accounts"
+
+    @property
+    def noun(self) -> str:
+        """One record of the module, as audit events name its type: lead, contact, account."""
+        return self.value.removesuffix("s")
 
 
 class SourceChannel(StrEnum):
@@ -150,3 +156,34 @@ class LegalBasisEntry(IdMixin, OrganizationScoped, Base):
     set_at: Mapped[datetime]
     # When a lead is converted, its basis is carried to the contact with a pointer back.
     carried_from_lead_id: Mapped[uuid.UUID | None]
+
+
+class ProcessingLockKind(StrEnum):
+    """Why nothing about a data subject may change for now."""
+
+    LOCKED = "locked"  # a consent request is unanswered
+    RESTRICTED = "restricted"  # GDPR Art. 18: stored, not processed
+
+
+class SubjectProcessingLock(Base):
+    """A data subject (a lead and the contact it became) locked for processing.
+
+    Set and lifted by the features that decide it (consent requests, privacy requests)
+    through `ProcessingLockRepository`; read by the one check every change of a lead or
+    contact passes (`records/processing.py`). A subject can be locked and restricted at once,
+    each set and lifted by its own feature, so the kind is part of the key.
+    """
+
+    __tablename__ = "subject_processing_locks"
+    __table_args__ = (CheckConstraint("kind IN ('locked', 'restricted')", name="kind"),)
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    subject_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    # A value-free code from the feature that set it, e.g. consent_unanswered.
+    reason: Mapped[str] = mapped_column(String(64))
+    since: Mapped[datetime]
+    # The consent request or privacy request that set it, when one did.
+    request_id: Mapped[uuid.UUID | None]

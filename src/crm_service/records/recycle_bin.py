@@ -1,7 +1,9 @@
 """The recycle bin: deleted leads, contacts and accounts, listed, restored or purged.
 
 `DELETE /v1/{module}/{id}` moves a record here; the worker purges what has been here longer
-than CRM_RECYCLE_BIN_RETENTION_DAYS. Purging is for good (see `purge_record`).
+than CRM_RECYCLE_BIN_RETENTION_DAYS. Restoring needs what deleting needs (the module's delete
+scope and operation, and write access under the sharing rules). Purging is for good (see
+`purge_record`).
 """
 
 from __future__ import annotations
@@ -15,17 +17,26 @@ from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.access.permissions import Operation
+from crm_service.access.repository import RecordShareRepository
+from crm_service.audit.actions import AuditAction
+from crm_service.audit.history import HistoryAction
+from crm_service.audit.repository import delete_history
 from crm_service.audit.service import Actor
+from crm_service.audit.service import record as audit
+from crm_service.crypto.service import keyring_for
 from crm_service.db.session import CommitOnSuccessRoute, DbSession
-from crm_service.errors import Forbidden, problem_responses
+from crm_service.errors import Forbidden, NotFound, problem_responses
 from crm_service.records.accounts.service import accounts
+from crm_service.records.contacts.repository import ContactRepository
 from crm_service.records.contacts.service import contacts
+from crm_service.records.leads.repository import LeadRepository
 from crm_service.records.leads.service import leads
 from crm_service.records.models import Module
 from crm_service.records.paging import Cursor, RecordSort
-from crm_service.records.repository import expired_in_bin
+from crm_service.records.processing import Change
+from crm_service.records.repository import LegalBasisRepository, RecordRepository, expired_in_bin
 from crm_service.records.schemas import CursorText, QueryPaging, RecycleBinEntry, RecycleBinPage
-from crm_service.records.service import RecordService, purge_record
+from crm_service.records.service import RecordService, require_operation
 from crm_service.security.principal import Principal, require
 from crm_service.security.scopes import Scope
 
@@ -96,6 +107,76 @@ async def list_bin(
     )
 
 
+async def _binned_for_change(
+    session: AsyncSession, principal: Principal, module: Module, record_id: uuid.UUID, change: Change
+) -> tuple[RecordService[Any], Any, RecordRepository[Any]]:
+    _require_delete_scope(principal, module)
+    service = SERVICES[module]
+    require_operation(principal, module, change.operation)
+    repository = await service.repository(session, principal)
+    record = await repository.get(record_id, binned=True)
+    if record is None:
+        raise NotFound(f"No such {service.noun} in the recycle bin.")
+    if not await repository.writable(record_id):
+        raise Forbidden(f"The sharing rules do not let you change this {service.noun}.")
+    await service.check_change(session, record, change)
+    return service, record, repository
+
+
+async def restore(
+    *, session: AsyncSession, principal: Principal, module: Module, record_id: uuid.UUID
+) -> None:
+    service, record, repository = await _binned_for_change(
+        session, principal, module, record_id, Change.RESTORE
+    )
+    record.deleted_at = None
+    record.deleted_by_id = None
+    await repository.save(record)
+    await service.note(session, principal, repository, record, HistoryAction.RESTORED, {})
+    audit(
+        session, principal, AuditAction.RECORD_RESTORED, target_type=service.noun, target_id=record_id
+    )
+
+
+async def purge(
+    *, session: AsyncSession, principal: Principal, module: Module, record_id: uuid.UUID
+) -> None:
+    service, record, repository = await _binned_for_change(
+        session, principal, module, record_id, Change.PURGE
+    )
+    await purge_record(session, Actor.of(principal), repository, record, noun=service.noun)
+
+
+async def purge_record(
+    session: AsyncSession,
+    actor: Actor,
+    repository: RecordRepository[Any],
+    record: Any,
+    *,
+    noun: str,
+) -> None:
+    """Delete a binned record for good: its row, shares and history; and, when no other
+    record is the same data subject, the subject's keys, so no copy anywhere stays readable."""
+    module = repository.module.value
+    await RecordShareRepository(session, record.organization_id).delete_for_record(module, record.id)
+    await delete_history(session, record.organization_id, module, record.id)
+    await LegalBasisRepository(session, record.organization_id).delete_for(
+        repository.module, record.id
+    )
+    subject_id = getattr(record, "subject_id", None)
+    await session.delete(record)
+    await session.flush()
+    if subject_id is not None:
+        # A lead and the contact it became are one data subject.
+        still_used = [
+            await other(session, record.organization_id).subject_in_use(subject_id, except_id=record.id)
+            for other in (LeadRepository, ContactRepository)
+        ]
+        if not any(still_used):
+            await keyring_for(session, record.organization_id).destroy_subject_keys(subject_id)
+    audit(session, actor, AuditAction.RECORD_PURGED, target_type=noun, target_id=record.id)
+
+
 async def purge_expired(
     session: AsyncSession, *, now: datetime, retention: timedelta, batch_size: int = 200
 ) -> int:
@@ -141,14 +222,13 @@ async def list_recycle_bin(
     operation_id="restoreFromRecycleBin",
     summary="Restore a deleted record",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(401, 403, 404, 422, 423),
 )
-async def restore(
+async def restore_from_recycle_bin(
     module: Module, record_id: uuid.UUID, principal: Caller, session: DbSession
 ) -> Response:
     """Puts a deleted record back where it was; needs the module's write scope."""
-    _require_delete_scope(principal, module)
-    await SERVICES[module].restore(session=session, principal=principal, record_id=record_id)
+    await restore(session=session, principal=principal, module=module, record_id=record_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -157,12 +237,11 @@ async def restore(
     operation_id="purgeFromRecycleBin",
     summary="Purge a deleted record for good",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(401, 403, 404, 422, 423),
 )
-async def purge(
+async def purge_from_recycle_bin(
     module: Module, record_id: uuid.UUID, principal: Caller, session: DbSession
 ) -> Response:
     """Deletes a record in the bin for good, with its history; needs the module's delete scope."""
-    _require_delete_scope(principal, module)
-    await SERVICES[module].purge(session=session, principal=principal, record_id=record_id)
+    await purge(session=session, principal=principal, module=module, record_id=record_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,18 +1,26 @@
 """SQL shared by the record modules: organization-scoped keyset pages with exact filters,
-reading and writing through the storage layer so values are sealed at rest."""
+reading and writing through the storage layer so values are sealed at rest; the legal-basis
+entries and the processing locks of data subjects."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
-from sqlalchemy import ColumnElement, Select, or_, select
+from sqlalchemy import ColumnElement, Select, delete, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.access.visibility import Visibility
-from crm_service.db.base import Base
+from crm_service.db.base import Base, utcnow
 from crm_service.db.repository import OrganizationRepository
-from crm_service.records.models import Module
+from crm_service.records.models import (
+    LegalBasisEntry,
+    Module,
+    PersonColumns,
+    ProcessingLockKind,
+    SubjectProcessingLock,
+)
 from crm_service.records.paging import (
     Page,
     PageRequest,
@@ -130,14 +138,130 @@ class RecordRepository(OrganizationRepository[ModelT]):
         return instance
 
 
+class LegalBasisRepository(OrganizationRepository[LegalBasisEntry]):
+    """Every setting of a lead's or contact's legal basis, appended, never changed."""
+
+    model = LegalBasisEntry
+
+    async def append(
+        self,
+        record: Any,
+        subject_type: Module,
+        *,
+        basis: str,
+        assessment: str | None,
+        set_by_id: uuid.UUID | None,
+        set_by_client_id: str | None,
+        carried_from_lead_id: uuid.UUID | None = None,
+    ) -> LegalBasisEntry:
+        """Append a setting and make it the record's current basis, which the record's row
+        keeps for listing (the record is written with its own save)."""
+        now = utcnow()
+        entry = LegalBasisEntry(
+            organization_id=self.organization_id,
+            subject_type=subject_type.value,
+            subject_id=record.id,
+            basis=basis,
+            assessment=assessment,
+            set_by_id=set_by_id,
+            set_by_client_id=set_by_client_id,
+            set_at=now,
+            carried_from_lead_id=carried_from_lead_id,
+        )
+        await self.add(entry)
+        record.legal_basis = basis
+        record.legal_basis_set_at = now
+        record.legal_basis_set_by_id = set_by_id
+        return entry
+
+    async def history(self, subject_type: Module, subject_id: uuid.UUID) -> list[LegalBasisEntry]:
+        result = await self.session.execute(
+            self.scoped()
+            .where(
+                LegalBasisEntry.subject_type == subject_type.value,
+                LegalBasisEntry.subject_id == subject_id,
+            )
+            .order_by(LegalBasisEntry.set_at.desc(), LegalBasisEntry.id.desc())
+        )
+        return list(result.scalars())
+
+    async def delete_for(self, subject_type: Module, subject_id: uuid.UUID) -> None:
+        """A purged record takes its legal-basis history along (the assessment is plain text)."""
+        await self.session.execute(
+            delete(LegalBasisEntry).where(
+                LegalBasisEntry.organization_id == self.organization_id,
+                LegalBasisEntry.subject_type == subject_type.value,
+                LegalBasisEntry.subject_id == subject_id,
+            )
+        )
+
+
+class ProcessingLockRepository(OrganizationRepository[SubjectProcessingLock]):
+    """The processing locks of an organization's data subjects. The consent and privacy
+    features set and lift them; every change of a lead or contact reads them."""
+
+    model = SubjectProcessingLock
+
+    async def of_subject(self, subject_id: uuid.UUID) -> list[SubjectProcessingLock]:
+        result = await self.session.execute(
+            self.scoped().where(SubjectProcessingLock.subject_id == subject_id)
+        )
+        return list(result.scalars())
+
+    async def set(
+        self,
+        subject_id: uuid.UUID,
+        kind: ProcessingLockKind,
+        *,
+        reason: str,
+        since: datetime,
+        request_id: uuid.UUID | None = None,
+    ) -> SubjectProcessingLock:
+        """Lock or restrict the subject; setting it again says anew why, since when and by
+        which request. `reason` is a value-free code (it reaches problem details)."""
+        lock = await self.session.get(
+            SubjectProcessingLock, (self.organization_id, subject_id, kind.value)
+        )
+        if lock is None:
+            lock = SubjectProcessingLock(
+                organization_id=self.organization_id,
+                subject_id=subject_id,
+                kind=kind.value,
+                reason=reason,
+                since=since,
+                request_id=request_id,
+            )
+            self.session.add(lock)
+        else:
+            lock.reason, lock.since, lock.request_id = reason, since, request_id
+        await self.session.flush()
+        return lock
+
+    async def lift(self, subject_id: uuid.UUID, kind: ProcessingLockKind) -> bool:
+        """End the lock of `kind` (another kind stays); False when there was none."""
+        result = await self.session.execute(
+            delete(SubjectProcessingLock).where(
+                SubjectProcessingLock.organization_id == self.organization_id,
+                SubjectProcessingLock.subject_id == subject_id,
+                SubjectProcessingLock.kind == kind.value,
+            )
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
 async def expired_in_bin(
     session: AsyncSession, model: Any, before: Any, limit: int
 ) -> list[Any]:
-    """Records of every organization in the bin since before `before` (the worker's purge)."""
-    statement = (
-        select(model)
-        .where(model.deleted_at.is_not(None), model.deleted_at < before)
-        .order_by(model.deleted_at, model.id)
-        .limit(limit)
-    )
+    """Records of every organization in the bin since before `before` (the worker's purge),
+    except those of a locked or restricted data subject: purging is processing too, and a
+    restricted subject's data must be kept. They are purged once the lock is lifted."""
+    statement = select(model).where(model.deleted_at.is_not(None), model.deleted_at < before)
+    if issubclass(model, PersonColumns):
+        statement = statement.where(
+            ~exists().where(
+                SubjectProcessingLock.organization_id == model.organization_id,
+                SubjectProcessingLock.subject_id == model.subject_id,
+            )
+        )
+    statement = statement.order_by(model.deleted_at, model.id).limit(limit)
     return list((await session.execute(statement)).scalars())

@@ -22,6 +22,7 @@ from crm_service.db.session import CommitOnSuccessRoute, DbSession
 from crm_service.errors import problem_responses
 from crm_service.kit.openapi import headers
 from crm_service.kit.schemas import single_line
+from crm_service.records import legal_basis, sharing
 from crm_service.records.etag import etag_for
 from crm_service.records.schemas import (
     FieldChange,
@@ -152,7 +153,7 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
         description=f"Fields left out keep their value; null clears an optional one. With "
         f"`If-Match`, a {noun} changed since you read it answers 412 and is not touched.",
         response_model=ReadSchema,
-        responses={200: headers("ETag"), **problem_responses(401, 403, 404, 412, 413, 422)},
+        responses={200: headers("ETag"), **problem_responses(401, 403, 404, 409, 412, 413, 422, 423)},
     )
     async def update(
         record_id: uuid.UUID,
@@ -178,7 +179,7 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
         description=f"Moves the {noun} to the recycle bin, from which it can be restored until "
         f"the worker purges it. Needs `{spec.delete_scope.value}`.",
         status_code=status.HTTP_204_NO_CONTENT,
-        responses=problem_responses(401, 403, 404, 412, 422),
+        responses=problem_responses(401, 403, 404, 412, 422, 423),
     )
     async def delete(
         record_id: uuid.UUID, principal: Deleter, session: DbSession, if_match: IfMatch = None
@@ -203,7 +204,7 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
         principal: Reader,
         session: DbSession,
     ) -> Any:
-        items, masked, next_cursor = await service.history(
+        items, disclosure, next_cursor = await service.history(
             session=session,
             principal=principal,
             record_id=record_id,
@@ -226,7 +227,8 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
                 )
                 for item in items
             ],
-            masked_fields=masked,
+            masked_fields=list(disclosure.masked),
+            withheld_fields=list(disclosure.withheld),
             next_cursor=next_cursor,
         )
 
@@ -239,7 +241,9 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
         responses=problem_responses(401, 403, 404, 422),
     )
     async def list_shares(record_id: uuid.UUID, principal: Reader, session: DbSession) -> Any:
-        shares = await service.shares(session=session, principal=principal, record_id=record_id)
+        shares = await sharing.shares(
+            service=service, session=session, principal=principal, record_id=record_id
+        )
         return RecordShareList(data=[RecordShareRead.model_validate(s) for s in shares])
 
     @router.put(
@@ -249,7 +253,7 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
         description="Creates or changes the share; the group's members see the record on their "
         "next request. Audited.",
         response_model=RecordShareRead,
-        responses=problem_responses(401, 403, 404, 422),
+        responses=problem_responses(401, 403, 404, 422, 423),
     )
     async def share(
         record_id: uuid.UUID,
@@ -259,7 +263,8 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
         session: DbSession,
         request: Request,
     ) -> Any:
-        created = await service.share(
+        created = await sharing.share(
+            service=service,
             session=session,
             principal=principal,
             record_id=record_id,
@@ -275,13 +280,17 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
         summary=f"Stop sharing this {noun} with a group",
         description="The group's members keep whatever else lets them see the record.",
         status_code=status.HTTP_204_NO_CONTENT,
-        responses=problem_responses(401, 403, 404, 422),
+        responses=problem_responses(401, 403, 404, 422, 423),
     )
     async def unshare(
         record_id: uuid.UUID, group_id: uuid.UUID, principal: Writer, session: DbSession
     ) -> Response:
-        await service.unshare(
-            session=session, principal=principal, record_id=record_id, group_id=group_id
+        await sharing.unshare(
+            service=service,
+            session=session,
+            principal=principal,
+            record_id=record_id,
+            group_id=group_id,
         )
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -298,8 +307,8 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
         async def get_legal_basis(
             record_id: uuid.UUID, principal: Reader, session: DbSession
         ) -> Any:
-            history = await service.legal_basis_history(
-                session=session, principal=principal, record_id=record_id
+            history = await legal_basis.legal_basis_history(
+                service=service, session=session, principal=principal, record_id=record_id
             )
             entries = [LegalBasisEntryRead.model_validate(entry) for entry in history]
             return LegalBasisHistory(current=entries[0] if entries else None, history=entries)
@@ -311,13 +320,17 @@ def build_record_router(spec: RecordModuleSpec) -> APIRouter:
             description="`legitimate_interests` needs the assessment text. The previous basis "
             "stays in the history. Audited.",
             response_model=LegalBasisEntryRead,
-            responses=problem_responses(401, 403, 404, 422),
+            responses=problem_responses(401, 403, 404, 409, 422, 423),
         )
         async def set_legal_basis(
             record_id: uuid.UUID, payload: LegalBasisSet, principal: Writer, session: DbSession
         ) -> Any:
-            entry = await service.set_legal_basis(
-                session=session, principal=principal, record_id=record_id, payload=payload
+            entry = await legal_basis.set_legal_basis(
+                service=service,
+                session=session,
+                principal=principal,
+                record_id=record_id,
+                payload=payload,
             )
             return LegalBasisEntryRead.model_validate(entry)
 

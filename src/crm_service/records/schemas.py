@@ -6,7 +6,14 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from crm_service.db.base import Base
 from crm_service.kit.schemas import (
@@ -21,6 +28,7 @@ from crm_service.kit.schemas import (
     single_line,
     text,
 )
+from crm_service.records.disclosure import disclosure_of
 from crm_service.records.etag import etag_for
 from crm_service.records.models import LegalBasis, PersonColumns, SourceChannel
 from crm_service.records.paging import DEFAULT_LIMIT, MAX_LIMIT, RecordSort
@@ -132,18 +140,23 @@ class RecordRead(BaseModel):
         """Build the response from a stored record: ETag, source and legal basis included."""
         if not isinstance(data, Base):
             return data
-        values = {name: getattr(data, name) for name in cls.model_fields if hasattr(data, name)}
+        disclosure = disclosure_of(data)
+        hidden = disclosure.hidden
+        values = {
+            name: None if name in hidden else getattr(data, name)
+            for name in cls.model_fields
+            if hasattr(data, name)
+        }
         values["etag"] = etag_for(data.version)  # type: ignore[attr-defined]
-        masked = data.masked_fields  # type: ignore[attr-defined]
-        values.update(dict.fromkeys(masked, None))
-        values["masked_fields"] = sorted(masked)
+        values["masked_fields"] = list(disclosure.masked)
+        values["withheld_fields"] = list(disclosure.withheld)
         if isinstance(data, PersonColumns):
             values["source"] = SourceRead(
                 channel=SourceChannel(data.source_channel),
                 client_id=data.source_client_id,
                 batch_id=data.source_batch_id,
                 form=data.source_form,
-                ip=data.source_ip,
+                ip=None if "source_ip" in hidden else data.source_ip,
             )
             values["legal_basis"] = (
                 LegalBasisRead(
@@ -166,6 +179,19 @@ class RecordRead(BaseModel):
         default_factory=list,
         description="Sensitive fields answered as null because your profile may not see them.",
     )
+    withheld_fields: FieldNames = Field(
+        description="Fields left out of this response because the organization's compliance "
+        "settings withhold their classification on this channel (api, export, integrations).",
+    )
+
+    # No return annotation: pydantic would take it for the response's schema.
+    @model_serializer(mode="wrap")
+    def _leave_out_withheld(self, handler: SerializerFunctionWrapHandler):  # noqa: ANN202
+        """A withheld field is absent, not null: null would read as "no value stored"."""
+        data = handler(self)
+        for name in self.withheld_fields:
+            data.pop(name, None)
+        return data
 
 
 class PersonRead(RecordRead):
@@ -235,6 +261,10 @@ class HistoryPage(BaseModel):
     data: Annotated[list[HistoryEntryRead], Field(max_length=MAX_LIMIT)]
     masked_fields: FieldNames = Field(
         description="Sensitive fields whose values are answered as null for you."
+    )
+    withheld_fields: FieldNames = Field(
+        description="Fields whose values are left out of `changes` on this channel by the "
+        "organization's compliance settings (their names stay in `fields`)."
     )
     next_cursor: text(512) | None
 

@@ -1,49 +1,43 @@
-"""Rules every record module shares: create, read, update with If-Match, delete, list.
+"""Rules every record module shares: create, read, update with If-Match, delete, list, history.
 
 A module subclasses :class:`RecordService` to name its model and repository and to check the
-references its payload carries (owner, account). Services flush and never commit.
+references its payload carries (owner, account). Services flush and never commit. What builds
+on these rules lives beside them: sharing (`sharing.py`), the legal basis (`legal_basis.py`)
+and the recycle bin (`recycle_bin.py`).
 
 Access control happens here and in the repository: the caller's profile must allow the
 operation on the module (403), the record must be visible under the sharing rules (404
-otherwise) and, for changes, editable (403). Sensitive fields are masked for a caller whose
-profile lacks `view_sensitive`, who may not set or filter on them either; for one who has
-it, every response that shows a stored sensitive value is audited as a reveal.
+otherwise) and, for changes, editable (403). Every change then passes one check,
+:meth:`RecordService.check_change`: the data subject's processing lock (423,
+`processing.py`) and the module's own rule (a converted lead is closed, 409). What each
+response shows of a record, and what the caller may set or filter on, the disclosure policy
+decides (`disclosure.py`).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_service.access.models import RecordShare
 from crm_service.access.permissions import Operation
-from crm_service.access.repository import GroupRepository, RecordShareRepository
 from crm_service.access.service import visibility_for
-from crm_service.access.visibility import ShareAccess
 from crm_service.audit.actions import AuditAction
 from crm_service.audit.history import HistoryAction, HistoryItem, note_change, read_history
-from crm_service.audit.repository import delete_history
 from crm_service.audit.service import Actor
 from crm_service.audit.service import record as audit
 from crm_service.auth.repository import UserRepository
-from crm_service.crypto.service import keyring_for
 from crm_service.db.base import Base, utcnow
 from crm_service.errors import FieldProblem, Forbidden, Gone, NotFound, ValidationFailed
+from crm_service.records.disclosure import DisclosurePolicy, FieldDisclosure, Shown, View
 from crm_service.records.etag import check_if_match
-from crm_service.records.fields import Classification
-from crm_service.records.legal_basis import (
-    LegalBasisRepository,
-    legal_basis_history,
-    set_legal_basis,
-)
-from crm_service.records.models import LegalBasisEntry, Module, PersonColumns, SourceChannel
+from crm_service.records.models import Module, PersonColumns, SourceChannel
 from crm_service.records.paging import Cursor, Page, PageRequest, RecordSort
-from crm_service.records.repository import RecordRepository
+from crm_service.records.processing import Change, check_processable
+from crm_service.records.repository import LegalBasisRepository, RecordRepository
 from crm_service.records.schemas import LegalBasisSet
 from crm_service.security.principal import Principal
 
@@ -51,6 +45,16 @@ ModelT = TypeVar("ModelT", bound=Base)
 
 # Keys of a list query that are paging, not filters.
 PAGING_KEYS = frozenset({"limit", "cursor", "sort"})
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Whom a new lead or contact is about and where they came from: a new data subject, or
+    one the CRM already holds (a converted lead's, with its key and its source)."""
+
+    subject_id: uuid.UUID
+    new_subject: bool
+    source: dict[str, Any]  # source_channel, source_client_id, source_batch_id, source_form
 
 
 def unknown_reference(field: str, what: str) -> ValidationFailed:
@@ -67,48 +71,14 @@ def require_operation(principal: Principal, module: Module, operation: Operation
         raise Forbidden(f"Your profile does not allow {operation.value} on {module.value}.")
 
 
-def sees_sensitive(principal: Principal) -> bool:
-    return principal.permissions is not None and principal.permissions.view_sensitive
-
-
-async def purge_record(
-    session: AsyncSession,
-    actor: Actor,
-    repository: RecordRepository[Any],
-    record: Any,
-    *,
-    noun: str,
-) -> None:
-    """Delete a binned record for good: its row, shares and history; and, when no other
-    record is the same data subject, the subject's keys, so no copy anywhere stays readable."""
-    module = repository.module.value
-    await RecordShareRepository(session, record.organization_id).delete_for_record(module, record.id)
-    await delete_history(session, record.organization_id, module, record.id)
-    await LegalBasisRepository(session, record.organization_id).delete_for(
-        repository.module, record.id
-    )
-    subject_id = getattr(record, "subject_id", None)
-    await session.delete(record)
-    await session.flush()
-    if subject_id is not None:
-        # A lead and the contact it became are one data subject.
-        from crm_service.records.contacts.repository import ContactRepository
-        from crm_service.records.leads.repository import LeadRepository
-
-        still_used = [
-            await other(session, record.organization_id).subject_in_use(subject_id, except_id=record.id)
-            for other in (LeadRepository, ContactRepository)
-        ]
-        if not any(still_used):
-            await keyring_for(session, record.organization_id).destroy_subject_keys(subject_id)
-    audit(session, actor, AuditAction.RECORD_PURGED, target_type=noun, target_id=record.id)
-
-
 class RecordService(Generic[ModelT]):
     module: ClassVar[Module]
     model: ClassVar[type[Any]]
     repository_class: ClassVar[type[RecordRepository[Any]]]
-    noun: ClassVar[str]
+
+    @property
+    def noun(self) -> str:
+        return self.module.noun
 
     async def repository(
         self, session: AsyncSession, principal: Principal, module: Module | None = None
@@ -118,60 +88,6 @@ class RecordService(Generic[ModelT]):
         return self.repository_class(session, principal.organization_id, visibility)
 
     # -- access checks ------------------------------------------------------------------
-
-    async def sensitive_fields(self, repository: RecordRepository[Any]) -> list[str]:
-        classification = await repository.storage.classification()
-        return sorted(name for name, c in classification.items() if c is Classification.SENSITIVE)
-
-    async def check_sensitive_input(
-        self,
-        principal: Principal,
-        repository: RecordRepository[Any],
-        names: Iterable[str],
-    ) -> None:
-        """A caller who may not see sensitive fields may not set or filter on them either."""
-        if sees_sensitive(principal):
-            return
-        touched = sorted(set(names) & set(await self.sensitive_fields(repository)))
-        if touched:
-            raise Forbidden(
-                f"Your profile does not allow setting or filtering on the sensitive field(s) "
-                f"{', '.join(touched)}."
-            )
-
-    async def show(
-        self,
-        session: AsyncSession,
-        principal: Principal,
-        repository: RecordRepository[Any],
-        records: Sequence[Any],
-        *,
-        audit_reveals: bool = True,
-    ) -> None:
-        """Mask sensitive fields for a caller without `view_sensitive`; audit the reveal of
-        stored sensitive values to one with it."""
-        sensitive = await self.sensitive_fields(repository)
-        if not sensitive:
-            return
-        if not sees_sensitive(principal):
-            for record in records:
-                record.mask(sensitive)
-            return
-        if not audit_reveals:
-            return
-        for record in records:
-            if record.erased:
-                continue
-            revealed = [name for name in sensitive if getattr(record, name) is not None]
-            if revealed:
-                audit(
-                    session,
-                    principal,
-                    AuditAction.RECORD_SENSITIVE_REVEALED,
-                    target_type=self.noun,
-                    target_id=record.id,
-                    fields=revealed,
-                )
 
     async def check_references(
         self, *, session: AsyncSession, principal: Principal, values: dict[str, Any]
@@ -183,59 +99,99 @@ class RecordService(Generic[ModelT]):
             if owner is None or not owner.is_active:
                 raise unknown_reference("owner_id", "active user")
 
-    def check_editable(self, record: Any) -> None:
-        """Raise when the record's state forbids changes (a converted lead, say)."""
+    def check_state(self, record: Any, change: Change) -> None:
+        """Raise when the record's own state forbids `change` (a converted lead, say)."""
 
-    def source_of(self, principal: Principal) -> dict[str, Any]:
-        """Where a record created through the API by `principal` came from."""
+    async def check_change(self, session: AsyncSession, record: Any, change: Change) -> None:
+        """The one check every change of a record passes, whatever path it takes: the data
+        subject's processing lock, then the module's rule for the record's state."""
+        await check_processable(session, record, noun=self.noun)
+        self.check_state(record, change)
+
+    def origin_of(self, principal: Principal) -> Origin:
+        """A new data subject, entered through the API by `principal`."""
         if principal.client_id is not None:
-            return {"source_channel": SourceChannel.API.value, "source_client_id": principal.client_id}
-        return {"source_channel": SourceChannel.MANUAL.value}
+            source = {"source_channel": SourceChannel.API.value, "source_client_id": principal.client_id}
+        else:
+            source = {"source_channel": SourceChannel.MANUAL.value}
+        return Origin(subject_id=uuid.uuid4(), new_subject=True, source=source)
 
     # -- operations -----------------------------------------------------------------------
 
     async def create(
+        self, *, session: AsyncSession, principal: Principal, payload: BaseModel
+    ) -> ModelT:
+        require_operation(principal, self.module, Operation.CREATE)
+        repository = await self.repository(session, principal)
+        policy = DisclosurePolicy(session, principal)
+        values = payload.model_dump(exclude={"legal_basis"})
+        await policy.refuse_hidden_input(
+            repository.storage, [name for name, value in values.items() if value is not None]
+        )
+        await self.check_references(session=session, principal=principal, values=values)
+        created = await self.insert(
+            session=session,
+            principal=principal,
+            repository=repository,
+            values=values,
+            legal_basis=getattr(payload, "legal_basis", None),
+        )
+        # The caller just sent these values: showing them back is no reveal.
+        await policy.show(View.RECORD, Shown(repository, [created], sent=frozenset(values)))
+        return created
+
+    async def insert(
         self,
         *,
         session: AsyncSession,
         principal: Principal,
-        payload: BaseModel,
-        source: dict[str, Any] | None = None,
+        repository: RecordRepository[ModelT],
+        values: dict[str, Any],
+        origin: Origin | None = None,
+        legal_basis: LegalBasisSet | None = None,
+        carried_from_lead_id: uuid.UUID | None = None,
     ) -> ModelT:
-        require_operation(principal, self.module, Operation.CREATE)
-        repository = await self.repository(session, principal)
-        values = payload.model_dump(exclude={"legal_basis"})
-        await self.check_sensitive_input(
-            principal, repository, [name for name, value in values.items() if value is not None]
-        )
-        await self.check_references(session=session, principal=principal, values=values)
+        """Write a new record: the one way one is made, so each gets its owner (the caller
+        unless given), its data subject and origin (a lead or contact: `origin`, else a new
+        subject entered by the caller), its legal basis, a `record.created` event and a first
+        history entry naming exactly the fields set. Callers check the values beforehand and
+        disclose the record they show."""
+        values = dict(values)
         if values.get("owner_id") is None:
             values["owner_id"] = principal.user_id
-        # What the caller set (and the owner): the fields audit and history name.
+        # What was set (and the owner): the fields audit and history name.
         provided = {name: value for name, value in values.items() if value is not None}
         if issubclass(self.model, PersonColumns):
-            values.update(source if source is not None else self.source_of(principal))
-            values["subject_id"] = uuid.uuid4()
+            origin = origin or self.origin_of(principal)
+            values.update(origin.source, subject_id=origin.subject_id)
         record = self.model(
             id=uuid.uuid4(),
             organization_id=principal.organization_id,
             created_by_id=principal.user_id,
             **values,
         )
-        if isinstance(record, PersonColumns):
+        if isinstance(record, PersonColumns) and origin is not None and origin.new_subject:
             record.mark_new_subject()
-        legal_basis: LegalBasisSet | None = getattr(payload, "legal_basis", None)
         if legal_basis is not None:
             # Before the insert, so the record is written once, at version 1.
-            await set_legal_basis(
-                session=session,
-                principal=principal,
-                subject_type=self.module,
-                record=record,
-                payload=legal_basis,
+            await LegalBasisRepository(session, principal.organization_id).append(
+                record,
+                self.module,
+                basis=legal_basis.basis.value,
+                assessment=legal_basis.assessment,
+                set_by_id=principal.user_id,
+                set_by_client_id=principal.client_id,
+                carried_from_lead_id=carried_from_lead_id,
             )
         created = await repository.add(record)
-        self.audit_created(session, principal, created, provided)
+        audit(
+            session,
+            principal,
+            AuditAction.RECORD_CREATED,
+            target_type=self.noun,
+            target_id=created.id,
+            fields=list(provided),
+        )
         await self.note(
             session,
             principal,
@@ -244,8 +200,6 @@ class RecordService(Generic[ModelT]):
             HistoryAction.CREATED,
             {name: (None, value) for name, value in provided.items()},
         )
-        # The caller just sent these values: showing them back is no reveal.
-        await self.show(session, principal, repository, [created], audit_reveals=False)
         return created
 
     async def note(
@@ -268,21 +222,10 @@ class RecordService(Generic[ModelT]):
             changes=changes,
         )
 
-    def audit_created(
-        self, session: AsyncSession, principal: Principal, record: Any, values: dict[str, Any]
-    ) -> None:
-        audit(
-            session,
-            principal,
-            AuditAction.RECORD_CREATED,
-            target_type=self.noun,
-            target_id=record.id,
-            fields=[name for name, value in values.items() if value is not None],
-        )
-
-    async def _visible(
+    async def visible(
         self, repository: RecordRepository[Any], record_id: uuid.UUID
     ) -> ModelT:
+        """A live record the caller may see (else 404) whose subject was not erased (else 410)."""
         record = await repository.get(record_id)
         if record is None:
             raise NotFound(f"No such {self.noun}.")
@@ -291,15 +234,16 @@ class RecordService(Generic[ModelT]):
         return record
 
     async def get_for_change(
-        self, *, session: AsyncSession, principal: Principal, record_id: uuid.UUID, operation: Operation
+        self, *, session: AsyncSession, principal: Principal, record_id: uuid.UUID, change: Change
     ) -> tuple[ModelT, RecordRepository[ModelT]]:
-        """A record the caller may see (else 404) and change (else 403), unmasked: callers
-        mask what they show."""
-        require_operation(principal, self.module, operation)
+        """A record the caller may see (else 404) and change (else 403) that `change` may
+        change (see `check_change`); undisclosed: callers disclose what they show."""
+        require_operation(principal, self.module, change.operation)
         repository = await self.repository(session, principal)
-        record = await self._visible(repository, record_id)
+        record = await self.visible(repository, record_id)
         if not await repository.writable(record_id):
             raise Forbidden(f"The sharing rules do not let you change this {self.noun}.")
+        await self.check_change(session, record, change)
         return record, repository
 
     async def get(
@@ -307,8 +251,8 @@ class RecordService(Generic[ModelT]):
     ) -> ModelT:
         require_operation(principal, self.module, Operation.READ)
         repository = await self.repository(session, principal)
-        record = await self._visible(repository, record_id)
-        await self.show(session, principal, repository, [record])
+        record = await self.visible(repository, record_id)
+        await DisclosurePolicy(session, principal).show(View.RECORD, Shown(repository, [record]))
         return record
 
     async def update(
@@ -321,12 +265,12 @@ class RecordService(Generic[ModelT]):
         if_match: str | None,
     ) -> ModelT:
         record, repository = await self.get_for_change(
-            session=session, principal=principal, record_id=record_id, operation=Operation.UPDATE
+            session=session, principal=principal, record_id=record_id, change=Change.UPDATE
         )
         check_if_match(if_match, record.version)  # type: ignore[attr-defined]
         changes = payload.model_dump(exclude_unset=True)
-        self.check_editable(record)
-        await self.check_sensitive_input(principal, repository, changes)
+        policy = DisclosurePolicy(session, principal)
+        await policy.refuse_hidden_input(repository.storage, changes)
         await self.check_references(session=session, principal=principal, values=changes)
         before = {name: getattr(record, name) for name in changes}
         changed = [name for name, value in changes.items() if before[name] != value]
@@ -351,7 +295,7 @@ class RecordService(Generic[ModelT]):
                 target_id=record.id,
                 fields=changed,
             )
-        await self.show(session, principal, repository, [saved])
+        await policy.show(View.RECORD, Shown(repository, [saved], sent=frozenset(changes)))
         return saved
 
     async def delete(
@@ -363,7 +307,7 @@ class RecordService(Generic[ModelT]):
         if_match: str | None,
     ) -> None:
         record, repository = await self.get_for_change(
-            session=session, principal=principal, record_id=record_id, operation=Operation.DELETE
+            session=session, principal=principal, record_id=record_id, change=Change.DELETE
         )
         check_if_match(if_match, record.version)  # type: ignore[attr-defined]
         record.deleted_at = utcnow()  # type: ignore[attr-defined]
@@ -371,35 +315,6 @@ class RecordService(Generic[ModelT]):
         await repository.save(record)
         await self.note(session, principal, repository, record, HistoryAction.DELETED, {})
         audit(session, principal, AuditAction.RECORD_DELETED, target_type=self.noun, target_id=record_id)
-
-    async def _binned_for_change(
-        self, session: AsyncSession, principal: Principal, record_id: uuid.UUID
-    ) -> tuple[Any, RecordRepository[ModelT]]:
-        require_operation(principal, self.module, Operation.DELETE)
-        repository = await self.repository(session, principal)
-        record = await repository.get(record_id, binned=True)
-        if record is None:
-            raise NotFound(f"No such {self.noun} in the recycle bin.")
-        if not await repository.writable(record_id):
-            raise Forbidden(f"The sharing rules do not let you change this {self.noun}.")
-        return record, repository
-
-    async def restore(
-        self, *, session: AsyncSession, principal: Principal, record_id: uuid.UUID
-    ) -> ModelT:
-        record, repository = await self._binned_for_change(session, principal, record_id)
-        record.deleted_at = None
-        record.deleted_by_id = None
-        await repository.save(record)
-        await self.note(session, principal, repository, record, HistoryAction.RESTORED, {})
-        audit(session, principal, AuditAction.RECORD_RESTORED, target_type=self.noun, target_id=record_id)
-        return record
-
-    async def purge(
-        self, *, session: AsyncSession, principal: Principal, record_id: uuid.UUID
-    ) -> None:
-        record, repository = await self._binned_for_change(session, principal, record_id)
-        await purge_record(session, Actor.of(principal), repository, record, noun=self.noun)
 
     async def history(
         self,
@@ -409,9 +324,9 @@ class RecordService(Generic[ModelT]):
         record_id: uuid.UUID,
         limit: int,
         cursor: str | None,
-    ) -> tuple[list[HistoryItem], list[str], str | None]:
-        """The record's changes, newest first; the sensitive fields masked for this caller;
-        the next cursor. Showing stored sensitive values is audited as a reveal."""
+    ) -> tuple[list[HistoryItem], FieldDisclosure, str | None]:
+        """The record's changes, newest first, as the disclosure policy lets the caller see
+        them; what it masked and withheld; the next cursor."""
         require_operation(principal, self.module, Operation.READ)
         repository = await self.repository(session, principal)
         # An erased subject's record still shows that its history existed (values erased).
@@ -435,36 +350,10 @@ class RecordService(Generic[ModelT]):
             items = items[:limit]
             last = items[-1].entry
             next_cursor = Cursor(RecordSort.CREATED_DESC, last.occurred_at, last.id).encode()
-        sensitive = await self.sensitive_fields(repository)
-        masked: list[str] = []
-        if not sees_sensitive(principal):
-            masked = sensitive
-            for item in items:
-                if item.changes is not None:
-                    for name in masked:
-                        if name in item.changes:
-                            item.changes[name] = (None, None)
-        else:
-            revealed = sorted(
-                {
-                    name
-                    for item in items
-                    if item.changes is not None
-                    for name in sensitive
-                    if name in item.changes and item.changes[name] != (None, None)
-                }
-            )
-            if revealed:
-                audit(
-                    session,
-                    principal,
-                    AuditAction.RECORD_SENSITIVE_REVEALED,
-                    target_type=self.noun,
-                    target_id=record_id,
-                    fields=revealed,
-                    reason="history",
-                )
-        return items, masked, next_cursor
+        disclosure = await DisclosurePolicy(session, principal).show_history(
+            repository, record_id, items
+        )
+        return items, disclosure, next_cursor
 
     async def list(
         self, *, session: AsyncSession, principal: Principal, query: BaseModel
@@ -475,122 +364,11 @@ class RecordService(Generic[ModelT]):
         request = PageRequest(limit=values["limit"], cursor=values["cursor"], sort=values["sort"])
         filters = {key: value for key, value in values.items() if key not in PAGING_KEYS}
         used = [name for name, value in filters.items() if value is not None]
-        await self.check_sensitive_input(
-            principal,
-            repository,
+        policy = DisclosurePolicy(session, principal)
+        await policy.refuse_hidden_input(
+            repository.storage,
             [field for name in used for field in repository.filter_aliases.get(name, (name,))],
         )
         page = await repository.page(filters=filters, request=request)
-        await self.show(session, principal, repository, page.items)
+        await policy.show(View.LIST, Shown(repository, page.items))
         return page
-
-    async def set_legal_basis(
-        self,
-        *,
-        session: AsyncSession,
-        principal: Principal,
-        record_id: uuid.UUID,
-        payload: LegalBasisSet,
-    ) -> LegalBasisEntry:
-        record, _ = await self.get_for_change(
-            session=session, principal=principal, record_id=record_id, operation=Operation.UPDATE
-        )
-        before = record.legal_basis
-        entry = await set_legal_basis(
-            session=session,
-            principal=principal,
-            subject_type=self.module,
-            record=record,
-            payload=payload,
-        )
-        await self.note(
-            session,
-            principal,
-            await self.repository(session, principal),
-            record,
-            HistoryAction.UPDATED,
-            {"legal_basis": (before, payload.basis.value)},
-        )
-        audit(
-            session,
-            principal,
-            AuditAction.RECORD_UPDATED,
-            target_type=self.noun,
-            target_id=record_id,
-            fields=["legal_basis"],
-        )
-        return entry
-
-    async def shares(
-        self, *, session: AsyncSession, principal: Principal, record_id: uuid.UUID
-    ) -> list[RecordShare]:
-        require_operation(principal, self.module, Operation.READ)
-        await self._visible(await self.repository(session, principal), record_id)
-        return await RecordShareRepository(session, principal.organization_id).of_record(
-            self.module.value, record_id
-        )
-
-    async def share(
-        self,
-        *,
-        session: AsyncSession,
-        principal: Principal,
-        record_id: uuid.UUID,
-        group_id: uuid.UUID,
-        access: ShareAccess,
-        now: datetime,
-    ) -> RecordShare:
-        """Share the record with a group; whoever may change the record may share it."""
-        await self.get_for_change(
-            session=session, principal=principal, record_id=record_id, operation=Operation.UPDATE
-        )
-        if await GroupRepository(session, principal.organization_id).get(group_id) is None:
-            raise NotFound("No such group.")
-        shares = RecordShareRepository(session, principal.organization_id)
-        share = await shares.find(self.module.value, record_id, group_id)
-        if share is None:
-            share = await shares.add(
-                RecordShare(
-                    organization_id=principal.organization_id,
-                    module=self.module.value,
-                    record_id=record_id,
-                    group_id=group_id,
-                    access=access.value,
-                    created_at=now,
-                    created_by_id=principal.user_id,
-                )
-            )
-        else:
-            share.access = access.value
-        audit(
-            session,
-            principal,
-            AuditAction.RECORD_SHARED,
-            target_type=self.noun,
-            target_id=record_id,
-            reason=access.value,
-        )
-        await session.flush()
-        return share
-
-    async def unshare(
-        self, *, session: AsyncSession, principal: Principal, record_id: uuid.UUID, group_id: uuid.UUID
-    ) -> None:
-        await self.get_for_change(
-            session=session, principal=principal, record_id=record_id, operation=Operation.UPDATE
-        )
-        shares = RecordShareRepository(session, principal.organization_id)
-        share = await shares.find(self.module.value, record_id, group_id)
-        if share is None:
-            raise NotFound("The record is not shared with this group.")
-        await shares.delete(share)
-        audit(session, principal, AuditAction.RECORD_UNSHARED, target_type=self.noun, target_id=record_id)
-
-    async def legal_basis_history(
-        self, *, session: AsyncSession, principal: Principal, record_id: uuid.UUID
-    ) -> list[LegalBasisEntry]:
-        require_operation(principal, self.module, Operation.READ)
-        await self._visible(await self.repository(session, principal), record_id)
-        return await legal_basis_history(
-            session=session, principal=principal, subject_type=self.module, subject_id=record_id
-        )

@@ -12,7 +12,6 @@ class AccountService(RecordService[Account]):
     module = Module.ACCOUNTS
     model = Account
     repository_class = AccountRepository
-    noun = "account"
 
 
 accounts = AccountService()

@@ -19,7 +19,6 @@ class ContactService(RecordService[Contact]):
     module = Module.CONTACTS
     model = Contact
     repository_class = ContactRepository
-    noun = "contact"
 
     async def check_references(
         self, *, session: AsyncSession, principal: Principal, values: dict[str, Any]

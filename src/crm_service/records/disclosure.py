@@ -1,0 +1,253 @@
+"""The disclosure policy: the one place that decides who sees what of a record.
+
+For a principal and a *channel* (`screen` for signed-in users, `api` for partner clients,
+`export`, `integrations`) each field of a record is shown, masked or withheld:
+
+- **masked**: answered as null and named in `masked_fields`, because the caller's profile lacks
+  `view_sensitive` (a partner client has no profile, so it never sees sensitive values);
+- **withheld**: left out of the response and named in `withheld_fields`, because the
+  organization's compliance settings block the field's classification on the channel;
+- **shown** otherwise.
+
+A caller may neither set nor filter on a field they may not see: an exact-match filter would
+tell them its value. Showing a stored sensitive value is a reveal, and a response that reveals
+any writes one `record.sensitive_revealed` event: `target_type` the module of the response
+(a conversion's is the lead's), `target_ids` every record whose values it revealed,
+`target_id` that record when it is one, `fields` the sensitive fields shown, `reason` the kind
+of response (record, list, history, conversion). Values the caller sent in the same request
+are no reveal.
+
+Every response that carries a record's values goes through :class:`DisclosurePolicy`; the
+read schemas refuse a record it has not decided (:func:`disclosure_of`), so a path that
+forgets it fails loudly instead of showing everything.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm_service.audit.actions import AuditAction
+from crm_service.audit.history import HistoryItem
+from crm_service.audit.service import record as audit
+from crm_service.errors import Forbidden
+from crm_service.records.fields import Classification
+from crm_service.records.models import Module
+from crm_service.records.repository import RecordRepository
+from crm_service.records.storage import RecordStorage
+from crm_service.security.principal import Principal
+
+# Where a record carries what the policy decided for the response it is in.
+_DISCLOSED = "_disclosed"
+
+
+class Channel(StrEnum):
+    """How record values leave the service."""
+
+    SCREEN = "screen"  # responses to signed-in users
+    API = "api"  # responses to partner clients (OAuth tokens)
+    EXPORT = "export"
+    INTEGRATIONS = "integrations"  # webhooks
+
+
+class View(StrEnum):
+    """The kind of response that shows the values: the `reason` of a reveal event."""
+
+    RECORD = "record"  # get, create, update
+    LIST = "list"  # list, search
+    HISTORY = "history"
+    CONVERSION = "conversion"
+
+
+def channel_of(principal: Principal) -> Channel:
+    """The channel a response to `principal` leaves by: a partner client's token (a client
+    without a profile) reads through the api, a signed-in user on the screen."""
+    if principal.client_id is not None and principal.permissions is None:
+        return Channel.API
+    return Channel.SCREEN
+
+
+async def withheld_classifications(
+    session: AsyncSession, organization_id: uuid.UUID, channel: Channel
+) -> frozenset[Classification]:
+    """The classifications the organization withholds on `channel`.
+
+    This is the seam of the compliance settings (`/v1/settings/compliance`: per channel, the
+    classifications withheld). They are not built yet and withhold nothing by default, so
+    today nothing is withheld on any channel; the issue that builds them reads them here, and
+    the policy, the responses and their `withheld_fields` need no other change. The screen is
+    never withheld from: the settings name only export, api and integrations.
+    """
+    return frozenset()
+
+
+@dataclass(frozen=True)
+class FieldDisclosure:
+    """What one caller sees of one module's fields on one channel."""
+
+    masked: tuple[str, ...] = ()
+    withheld: tuple[str, ...] = ()
+
+    @property
+    def hidden(self) -> frozenset[str]:
+        return frozenset(self.masked) | frozenset(self.withheld)
+
+
+def disclosure_of(record: Any) -> FieldDisclosure:
+    """What the policy decided for `record` in this response."""
+    try:
+        disclosure: FieldDisclosure = record.__dict__[_DISCLOSED]
+    except KeyError:
+        raise RuntimeError(
+            f"a {type(record).__name__} is being shown without the disclosure policy"
+        ) from None
+    return disclosure
+
+
+@dataclass(frozen=True)
+class Shown:
+    """Records of one module in a response, and the fields the caller sent for them in the
+    same request (showing those back reveals nothing)."""
+
+    repository: RecordRepository[Any]
+    records: Sequence[Any]
+    sent: frozenset[str] = frozenset()
+
+
+class DisclosurePolicy:
+    """The policy for one caller on one channel, within one request."""
+
+    def __init__(
+        self, session: AsyncSession, principal: Principal, channel: Channel | None = None
+    ) -> None:
+        self.session = session
+        self.principal = principal
+        self.channel = channel or channel_of(principal)
+        self._withheld: frozenset[Classification] | None = None
+
+    @property
+    def sees_sensitive(self) -> bool:
+        permissions = self.principal.permissions
+        return permissions is not None and permissions.view_sensitive
+
+    async def _classes(self) -> frozenset[Classification]:
+        if self._withheld is None:
+            self._withheld = await withheld_classifications(
+                self.session, self.principal.organization_id, self.channel
+            )
+        return self._withheld
+
+    async def fields(self, storage: RecordStorage) -> FieldDisclosure:
+        """What the caller sees of the fields of `storage`'s module. Every sensitive field is
+        masked for a caller without `view_sensitive`, whether or not a record holds a value,
+        so the response says the same thing whatever is stored."""
+        classification = await storage.classification()
+        withheld_classes = await self._classes()
+        withheld = sorted(name for name, c in classification.items() if c in withheld_classes)
+        masked = (
+            []
+            if self.sees_sensitive
+            else sorted(
+                name
+                for name, c in classification.items()
+                if c is Classification.SENSITIVE and name not in withheld
+            )
+        )
+        return FieldDisclosure(masked=tuple(masked), withheld=tuple(withheld))
+
+    async def _revealable(self, storage: RecordStorage) -> tuple[FieldDisclosure, list[str]]:
+        """The module's disclosure, and the sensitive fields it lets the caller see."""
+        disclosure = await self.fields(storage)
+        classification = await storage.classification()
+        shown = [
+            name
+            for name, c in classification.items()
+            if c is Classification.SENSITIVE and name not in disclosure.hidden
+        ]
+        return disclosure, shown
+
+    async def refuse_hidden_input(self, storage: RecordStorage, names: Iterable[str]) -> None:
+        """403 when the caller sets or filters on a field they may not see."""
+        disclosure = await self.fields(storage)
+        names = set(names)
+        masked = sorted(names & set(disclosure.masked))
+        if masked:
+            raise Forbidden(
+                f"Your profile does not allow setting or filtering on the sensitive field(s) "
+                f"{', '.join(masked)}."
+            )
+        withheld = sorted(names & set(disclosure.withheld))
+        if withheld:
+            raise Forbidden(
+                f"The organization's compliance settings withhold the field(s) "
+                f"{', '.join(withheld)} on the {self.channel.value} channel; they cannot be set "
+                f"or filtered on here."
+            )
+
+    async def show(self, view: View, *shown: Shown) -> None:
+        """Decide every field of every record one response shows, and audit in one event the
+        stored sensitive values it reveals."""
+        revealed_ids: list[uuid.UUID] = []
+        revealed_fields: set[str] = set()
+        for item in shown:
+            disclosure, sensitive = await self._revealable(item.repository.storage)
+            for record in item.records:
+                record.__dict__[_DISCLOSED] = disclosure
+                if record.erased:
+                    continue
+                names = [
+                    name
+                    for name in sensitive
+                    if name not in item.sent and getattr(record, name) is not None
+                ]
+                if names:
+                    revealed_ids.append(record.id)
+                    revealed_fields.update(names)
+        if revealed_ids:
+            self._audit_reveal(view, shown[0].repository.module, revealed_ids, revealed_fields)
+
+    async def show_history(
+        self,
+        repository: RecordRepository[Any],
+        record_id: uuid.UUID,
+        items: Sequence[HistoryItem],
+    ) -> FieldDisclosure:
+        """Mask and withhold the old and new values of a page of a record's history; audit
+        the stored sensitive values it reveals. Field names stay: they are no values."""
+        disclosure, sensitive = await self._revealable(repository.storage)
+        revealed: set[str] = set()
+        for item in items:
+            if item.changes is None:
+                continue
+            for name in disclosure.withheld:
+                item.changes.pop(name, None)
+            for name in disclosure.masked:
+                if name in item.changes:
+                    item.changes[name] = (None, None)
+            revealed.update(
+                name
+                for name in sensitive
+                if name in item.changes and item.changes[name] != (None, None)
+            )
+        if revealed:
+            self._audit_reveal(View.HISTORY, repository.module, [record_id], revealed)
+        return disclosure
+
+    def _audit_reveal(
+        self, view: View, module: Module, ids: list[uuid.UUID], fields: set[str]
+    ) -> None:
+        audit(
+            self.session,
+            self.principal,
+            AuditAction.RECORD_SENSITIVE_REVEALED,
+            target_type=module.noun,
+            target_id=ids[0] if len(ids) == 1 else None,
+            target_ids=ids,
+            fields=fields,
+            reason=view.value,
+        )

@@ -1,0 +1,81 @@
+"""The processing lock: whether a record may change at all.
+
+Every change of a record (update, delete, restore and purge from the recycle bin, conversion,
+legal basis, sharing; later consent requests, exports and webhooks) names itself as a
+:class:`Change` and passes `RecordService.check_change`, which asks this module whether the
+record's data subject is locked, then the module's own rule (a converted lead is closed).
+
+A lead and the contact it became are one data subject (`subject_id`), so locking the subject
+locks both; an account is no data subject and is never locked. The state lives in
+`subject_processing_locks`, set and lifted by the features that decide it through
+`ProcessingLockRepository`:
+
+- **locked** (423 `processing-locked`): a consent request went unanswered; it ends when consent
+  is recorded or an administrator records another legal basis (the consent feature);
+- **restricted** (423 `processing-restricted`): GDPR Art. 18; the subject's records are kept
+  but not processed until the restriction is lifted (the privacy feature, which will also make
+  a direct read answer 423 without `view_restricted`; reads are unchanged for now).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm_service.access.permissions import Operation
+from crm_service.errors import ProcessingLocked, ProcessingRestricted
+from crm_service.records.models import PersonColumns, ProcessingLockKind, SubjectProcessingLock
+from crm_service.records.repository import ProcessingLockRepository
+
+
+class Change(StrEnum):
+    """A change of a record, and the profile operation it needs."""
+
+    UPDATE = "update"
+    DELETE = "delete"
+    RESTORE = "restore"
+    PURGE = "purge"
+    CONVERT = "convert"
+    LEGAL_BASIS = "legal_basis"
+    SHARE = "share"
+    UNSHARE = "unshare"
+
+    @property
+    def operation(self) -> Operation:
+        # The recycle bin is part of deleting; everything else changes the record.
+        if self in (Change.DELETE, Change.RESTORE, Change.PURGE):
+            return Operation.DELETE
+        return Operation.UPDATE
+
+
+def _since(lock: SubjectProcessingLock) -> str:
+    return lock.since.strftime("%Y-%m-%d %H:%M UTC")
+
+
+async def check_processable(session: AsyncSession, record: Any, *, noun: str) -> None:
+    """423 when the record's data subject is restricted or locked (restricted first: it is
+    the stronger of the two and outlasts a consent answer)."""
+    if not isinstance(record, PersonColumns):
+        return
+    locks = {
+        lock.kind: lock
+        for lock in await ProcessingLockRepository(session, record.organization_id).of_subject(
+            record.subject_id
+        )
+    }
+    restricted = locks.get(ProcessingLockKind.RESTRICTED.value)
+    if restricted is not None:
+        raise ProcessingRestricted(
+            f"Processing of this {noun}'s data subject is restricted (GDPR Art. 18; reason: "
+            f"{restricted.reason}) since {_since(restricted)}: their records are kept but not "
+            "changed, shared or deleted. This ends when the restriction is lifted."
+        )
+    locked = locks.get(ProcessingLockKind.LOCKED.value)
+    if locked is not None:
+        raise ProcessingLocked(
+            f"Processing of this {noun}'s data subject is locked (reason: {locked.reason}) "
+            f"since {_since(locked)}: a consent request to them is unanswered. This ends when "
+            "their consent is recorded or an administrator records another legal basis."
+        )
