@@ -2,8 +2,9 @@
 
 One format per run, on stderr (stdout stays for a command's output): JSON lines, or
 human-readable console lines when stderr is a terminal in development (CRM_LOG_JSON forces
-either), coloured only on a terminal. Logs name routes by template (`/v1/contacts/{record_id}`) and never carry a query string,
-a request body or an exception message: any of those can hold personal data (rule 4).
+either), coloured only on a terminal. Logs name routes by template
+(`/v1/contacts/{record_id}`) and never carry a query string, a request body or an exception
+message: any of those can hold personal data (rule 4).
 """
 
 from __future__ import annotations
@@ -55,12 +56,11 @@ def configure_logging(
     *,
     json: bool | None = None,
     development: bool = True,
-    stream: Any = None,
 ) -> None:
-    """Route every logger (ours, uvicorn's, libraries') through one handler on `stream`
-    (stderr by default). `json=None` picks console lines for a developer's terminal, JSON for
-    anything else (files, pipes, log collectors)."""
-    stream = stream or sys.stderr
+    """Route every logger (ours, uvicorn's, libraries') through one handler on stderr.
+    `json=None` picks console lines for a developer's terminal, JSON for anything else
+    (files, pipes, log collectors)."""
+    stream = sys.stderr
     on_terminal = bool(getattr(stream, "isatty", lambda: False)())
     if json is None:
         json = not (development and on_terminal)
@@ -110,13 +110,12 @@ def configure_logging(
         logging.getLogger(name).propagate = True
 
 
-def configure_logging_for(settings: Settings, *, stream: Any = None) -> None:
+def configure_logging_for(settings: Settings) -> None:
     """Logging as CRM_LOG_LEVEL and CRM_LOG_JSON say, then the warnings settings left."""
     configure_logging(
         settings.log_level,
         json=settings.log_json,
         development=settings.env is Environment.DEVELOPMENT,
-        stream=stream,
     )
     settings.report_unknown_variables()
 
