@@ -30,14 +30,15 @@ from asgi_lifespan import LifespanManager
 from crm_service.config import Settings
 from crm_service.crypto.codec import DataKey, FieldContext, open_value, seal, store_plain
 from crm_service.db.engine import make_engine
-from crm_service.db.session import commit
 from crm_service.db.migrations import upgrade
+from crm_service.db.session import commit
+from crm_service.kit.modules import Module
 from crm_service.main import create_app
 from crm_service.orgs.service import bootstrap_organization
 from crm_service.records.contacts.models import Contact
 from crm_service.records.contacts.repository import ContactRepository
 from crm_service.records.fields import CATALOG
-from crm_service.records.models import Module, SourceChannel
+from crm_service.records.models import SourceChannel
 
 PASSWORD = "benchmark password 123"
 FIELDS = {

@@ -23,13 +23,13 @@ from asgi_lifespan import LifespanManager
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from crm_service.auth.service import open_session
 from crm_service.config import Settings
 from crm_service.db.diagnosis import unreachable_reason
 from crm_service.db.engine import make_engine
 from crm_service.db.migrations import upgrade
-from crm_service.main import create_app
-from crm_service.auth.service import open_session
 from crm_service.db.session import commit
+from crm_service.main import create_app
 from crm_service.orgs.service import bootstrap_organization
 
 POSTGRES_ADMIN_URL = os.environ.get(

@@ -14,7 +14,14 @@ from sqlalchemy import text
 from crm_service.db.engine import make_engine
 from crm_service.db.migrations import upgrade
 from crm_service.main import create_app
-from tests.conftest import POSTGRES_ADMIN_URL, Org, TestDatabases, assert_problem, make_settings, new_org
+from tests.conftest import (
+    POSTGRES_ADMIN_URL,
+    Org,
+    TestDatabases,
+    assert_problem,
+    make_settings,
+    new_org,
+)
 
 
 @pytest.mark.postgres

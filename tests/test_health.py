@@ -13,7 +13,14 @@ from asgi_lifespan import LifespanManager
 from redis.asyncio import Redis
 
 from crm_service.main import create_app
-from tests.conftest import REDIS_URL, Org, TestDatabases, make_settings, service_missing, unique_email
+from tests.conftest import (
+    REDIS_URL,
+    Org,
+    TestDatabases,
+    make_settings,
+    service_missing,
+    unique_email,
+)
 
 
 def _closed_port() -> int:

@@ -455,7 +455,7 @@ def _stderr_console() -> Any:
 
 async def _reseal_all(sessionmaker: Any, org_ids: list[Any], *, stale_keys_only: bool) -> int:
     from crm_service.jobs.resealing import count_to_reseal, reseal_records
-    from crm_service.records.models import Module
+    from crm_service.kit.modules import Module
 
     total = 0
     with _progress() as progress:
@@ -579,7 +579,7 @@ def keys_status() -> None:
         from sqlalchemy import func, select
 
         from crm_service.crypto.models import DataKeyRecord
-        from crm_service.orgs.models import Organization
+        from crm_service.db.tenancy import Organization
 
         engine, sessionmaker = _database(settings)
         provider = sessionmaker.kw["info"]["key_provider"]
@@ -644,8 +644,8 @@ def worker(
 
     async def run() -> dict[str, int | str] | None:
         from crm_service.clock import Clock
-        from crm_service.health.metrics import watch_pool
         from crm_service.jobs.worker import run_due_jobs, run_forever
+        from crm_service.metrics import watch_pool
 
         if settings.is_embedded:
             await _migrate(settings)

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crm_service.config import Environment, Settings
 from crm_service.errors import CRMError, render
-from crm_service.health.metrics import observe_request
+from crm_service.metrics import observe_request
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 access_logger = structlog.get_logger("crm_service.access")

@@ -22,10 +22,10 @@ from crm_service.crypto.service import session_info
 from crm_service.db.engine import make_engine, make_sessionmaker
 from crm_service.db.migrations import ensure_sqlite_directory, head_revision
 from crm_service.errors import install_error_handlers
-from crm_service.health.metrics import forget_this_process, watch_pool
 from crm_service.health.router import router as health_router
 from crm_service.http_methods import AllowedMethodsMiddleware
 from crm_service.log import RequestContextMiddleware, configure_logging_for
+from crm_service.metrics import forget_this_process, watch_pool
 from crm_service.openapi import install_openapi
 from crm_service.orgs.router import router as settings_router
 from crm_service.records.accounts.router import router as accounts_router

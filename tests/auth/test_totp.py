@@ -32,8 +32,8 @@ from crm_service.auth.models import RecoveryCode, TotpCredential, User
 from crm_service.clock import FixedClock
 from crm_service.db.engine import make_engine
 from crm_service.db.migrations import upgrade
+from crm_service.db.tenancy import Organization
 from crm_service.main import create_app
-from crm_service.orgs.models import Organization
 from tests.conftest import (
     PASSWORD,
     Org,

@@ -30,19 +30,19 @@ from asgi_lifespan import LifespanManager
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from crm_service.db.session import commit
 from crm_service.crypto.master import master_key_id
 from crm_service.crypto.models import DataKeyPurpose, DataKeyRecord, DataKeyStatus
 from crm_service.db.engine import make_engine
 from crm_service.db.migrations import upgrade
+from crm_service.db.session import commit
 from crm_service.jobs.resealing import count_to_reseal, reseal_records
 from crm_service.jobs.rotation import begin_data_key_rotation, count_to_rewrap, rewrap_data_keys
+from crm_service.kit.modules import Module
 from crm_service.main import create_app
 from crm_service.records.accounts.models import Account
 from crm_service.records.contacts.models import Contact
 from crm_service.records.fields import CATALOG
 from crm_service.records.leads.models import Lead
-from crm_service.records.models import Module
 from tests.conftest import (
     PASSWORD,
     Org,

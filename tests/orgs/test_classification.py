@@ -24,11 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from crm_service.db.engine import make_engine
 from crm_service.db.migrations import upgrade
 from crm_service.jobs.resealing import reseal_records
+from crm_service.kit.modules import Module
 from crm_service.main import create_app
 from crm_service.orgs.repository import FieldClassificationRepository
 from crm_service.records.contacts.models import Contact
 from crm_service.records.fields import CATALOG
-from crm_service.records.models import Module
 from tests.conftest import (
     Org,
     TestDatabases,

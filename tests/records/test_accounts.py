@@ -12,9 +12,6 @@ import pytest
 from tests.conftest import Org, assert_problem, count_rows, error_fields
 
 
-
-
-
 async def create_account(org: Org, **fields: Any) -> httpx.Response:
     payload: dict[str, Any] = {"name": "Analytical Engines Ltd", **fields}
     response = await org.client.post("/v1/accounts", json=payload, headers=org.headers)

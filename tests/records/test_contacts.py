@@ -12,9 +12,6 @@ import pytest
 from tests.conftest import Org, assert_problem, count_rows, error_fields, unique_email
 
 
-
-
-
 async def create_contact(org: Org, **fields: Any) -> httpx.Response:
     payload: dict[str, Any] = {"last_name": "Lovelace", **fields}
     response = await org.client.post("/v1/contacts", json=payload, headers=org.headers)

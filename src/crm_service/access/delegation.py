@@ -25,10 +25,10 @@ from collections.abc import Iterable
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.access import repository
-from crm_service.access.permissions import Permissions, Right
 from crm_service.audit.actions import AuditAction, Outcome
 from crm_service.audit.service import record as audit
 from crm_service.errors import Conflict, Forbidden
+from crm_service.security.permissions import Permissions, Right
 from crm_service.security.principal import Principal
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import Depends, Response, status
 
 from crm_service.access import service
-from crm_service.access.permissions import Right
 from crm_service.access.schemas import (
     GroupCreate,
     GroupList,
@@ -24,11 +23,12 @@ from crm_service.access.schemas import (
     RoleUpdate,
     SharingDefaults,
 )
-from crm_service.db.session import CommitOnSuccessRoute, DbSession
+from crm_service.db.session import CRMRouter, DbSession
 from crm_service.errors import problem_responses
+from crm_service.security.permissions import Right
 from crm_service.security.principal import Principal, require_right
 
-router = APIRouter(prefix="/v1", tags=["access"], route_class=CommitOnSuccessRoute)
+router = CRMRouter(prefix="/v1", tags=["access"])
 AccessAdmin = Annotated[Principal, Depends(require_right(Right.MANAGE_ACCESS))]
 NO_CONTENT = status.HTTP_204_NO_CONTENT
 

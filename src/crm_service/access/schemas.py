@@ -9,10 +9,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from crm_service.access.permissions import Operation, Permissions, Right
 from crm_service.access.visibility import ShareAccess, SharingLevel
+from crm_service.kit.modules import Module
 from crm_service.kit.schemas import Flag, InputModel, IpNetwork, Name, multi_line, text
-from crm_service.records.models import Module
+from crm_service.security.permissions import Operation, Permissions, Right
 
 ModuleOperations = Annotated[
     dict[Module, Annotated[list[Operation], Field(max_length=len(Operation))]],

@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.access import delegation, repository
 from crm_service.access.models import Group, Profile, Role
-from crm_service.access.permissions import BUILTIN, BuiltinProfile, Permissions, Right
 from crm_service.access.schemas import (
     GroupCreate,
     GroupUpdate,
@@ -27,8 +26,9 @@ from crm_service.audit.service import record as audit
 from crm_service.auth.models import User
 from crm_service.auth.repository import UserRepository
 from crm_service.errors import Conflict, FieldProblem, NotFound, ValidationFailed
-from crm_service.records.models import Module
+from crm_service.kit.modules import Module
 from crm_service.security.ip_allowlist import is_allowed, parse_networks
+from crm_service.security.permissions import BUILTIN, BuiltinProfile, Permissions, Right
 from crm_service.security.principal import Principal
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, or_, select
 
 from crm_service.access.models import RecordShare
-from crm_service.records.models import Module
+from crm_service.kit.modules import Module
 
 
 class SharingLevel(StrEnum):

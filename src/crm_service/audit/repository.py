@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.audit.chain import GENESIS, head_mac
 from crm_service.audit.models import AuditChain, AuditEvent, RecordHistoryEntry
-from crm_service.orgs.models import Organization
+from crm_service.db.tenancy import Organization
 from crm_service.records.paging import newest_first_after
 
 

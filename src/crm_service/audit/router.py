@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 
-from crm_service.access.permissions import Right
 from crm_service.audit import service
 from crm_service.audit.schemas import AuditEventList, AuditEventQuery, AuditEventRead
-from crm_service.db.session import CommitOnSuccessRoute, DbSession
+from crm_service.db.session import CRMRouter, DbSession
 from crm_service.errors import problem_responses
+from crm_service.security.permissions import Right
 from crm_service.security.principal import Principal, require_right
 
-router = APIRouter(prefix="/v1/audit-events", tags=["audit"], route_class=CommitOnSuccessRoute)
+router = CRMRouter(prefix="/v1/audit-events", tags=["audit"])
 Auditor = Annotated[Principal, Depends(require_right(Right.VIEW_AUDIT))]
 
 

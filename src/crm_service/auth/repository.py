@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_service.access.models import Profile, Role
 from crm_service.auth.models import (
     AuthSession,
     IdentityProvider,
@@ -22,10 +23,9 @@ from crm_service.auth.models import (
     User,
     UserIdentity,
 )
-from crm_service.access.models import Profile, Role
 from crm_service.db.base import UTCDateTime
-from crm_service.orgs.models import IpAllowlist
 from crm_service.db.repository import OrganizationRepository
+from crm_service.orgs.models import IpAllowlist
 
 
 async def find_user_for_login(session: AsyncSession, email: str) -> User | None:

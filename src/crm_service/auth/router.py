@@ -5,9 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import Depends, Request, Response, status
 
-from crm_service.access.permissions import Right
 from crm_service.auth import mfa, service
 from crm_service.auth.models import User
 from crm_service.auth.schemas import (
@@ -29,11 +28,12 @@ from crm_service.auth.schemas import (
     UserRead,
     UserUpdate,
 )
-from crm_service.db.session import CommitOnSuccessRoute, DbSession
+from crm_service.db.session import CRMRouter, DbSession
 from crm_service.errors import problem_responses
+from crm_service.security.permissions import Right
 from crm_service.security.principal import CurrentPrincipal, Principal, require_right
 
-router = APIRouter(prefix="/v1", tags=["auth"], route_class=CommitOnSuccessRoute)
+router = CRMRouter(prefix="/v1", tags=["auth"])
 Admin = Annotated[Principal, Depends(require_right(Right.MANAGE_USERS))]
 
 

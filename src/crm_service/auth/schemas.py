@@ -8,8 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from crm_service.auth.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from crm_service.auth.mfa import RECOVERY_CODES
+from crm_service.auth.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from crm_service.kit.schemas import Email, Flag, HttpUrl, InputModel, LongName, single_line, text
 
 # Passwords are taken exactly as typed: spaces are kept, control characters refused.

@@ -10,7 +10,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.access import delegation
 from crm_service.access import service as access
-from crm_service.access.permissions import BuiltinProfile, Permissions
 from crm_service.audit.actions import AuditAction, Outcome
 from crm_service.audit.service import Actor
 from crm_service.audit.service import record as audit
@@ -26,13 +25,14 @@ from crm_service.auth.schemas import (
     UserCreate,
     UserUpdate,
 )
+from crm_service.auth.throttle import SignInThrottle, confirm_password, lift_locks
+from crm_service.auth.throttle import succeeded as attempts_succeeded
 from crm_service.auth.tokens import TOKEN_PREFIX, new_access_token, token_digest
 from crm_service.config import Settings
 from crm_service.db.base import utcnow
-from crm_service.auth.throttle import SignInThrottle, confirm_password, lift_locks
-from crm_service.auth.throttle import succeeded as attempts_succeeded
 from crm_service.errors import Conflict, InvalidToken, NotFound, TooManyRequests, Unauthorized
 from crm_service.orgs.security import check_client_address, enforce_allowlists
+from crm_service.security.permissions import BuiltinProfile, Permissions
 from crm_service.security.principal import Principal, register_token_resolver
 from crm_service.security.scopes import ALL_SCOPES, STANDARD_USER_SCOPES
 

@@ -35,7 +35,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.access import service as access
-from crm_service.access.permissions import BuiltinProfile
 from crm_service.audit.actions import AuditAction, Outcome
 from crm_service.audit.service import Actor
 from crm_service.audit.service import record as audit
@@ -53,6 +52,7 @@ from crm_service.errors import (
     Unauthorized,
     ValidationFailed,
 )
+from crm_service.security.permissions import BuiltinProfile
 from crm_service.security.principal import Principal
 
 logger = structlog.get_logger("crm_service.auth.sso")

@@ -5,16 +5,16 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import Query, Request, status
 from fastapi.responses import RedirectResponse
 
 from crm_service.auth import service, sso
 from crm_service.auth.schemas import SsoCodeExchange, TokenResponse
-from crm_service.db.session import CommitOnSuccessRoute, DbSession
+from crm_service.db.session import CRMRouter, DbSession
 from crm_service.errors import problem_responses
 from crm_service.kit.schemas import single_line
 
-router = APIRouter(prefix="/v1/auth/sso", tags=["auth"], route_class=CommitOnSuccessRoute)
+router = CRMRouter(prefix="/v1/auth/sso", tags=["auth"])
 
 
 @router.get(

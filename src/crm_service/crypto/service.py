@@ -21,8 +21,8 @@ from crm_service.crypto.codec import DataKey, FieldContext, open_value, seal, se
 from crm_service.crypto.master import KeyProvider, KeyUnwrapError
 from crm_service.crypto.models import DataKeyPurpose, DataKeyRecord, DataKeyStatus
 from crm_service.db.base import utcnow
+from crm_service.db.tenancy import Organization
 from crm_service.errors import CRMError
-from crm_service.orgs.models import Organization
 
 ORGANIZATION_WIDE = uuid.UUID(int=0)
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from crm_service.health.metrics import render_metrics
+from crm_service.db.session import CRMRouter
 from crm_service.health.service import readiness
 from crm_service.kit.schemas import text
+from crm_service.metrics import render_metrics
 
-router = APIRouter(tags=["operations"])
+router = CRMRouter(tags=["operations"])
 
 
 class Health(BaseModel):

@@ -23,10 +23,10 @@ from crm_service.crypto.models import DataKeyRecord, DataKeyStatus
 from crm_service.crypto.service import key_generation
 from crm_service.db.base import utcnow
 from crm_service.db.session import commit
+from crm_service.kit.modules import Module
 from crm_service.records.accounts.repository import AccountRepository
 from crm_service.records.contacts.repository import ContactRepository
 from crm_service.records.leads.repository import LeadRepository
-from crm_service.records.models import Module
 from crm_service.records.repository import RecordRepository
 
 logger = structlog.get_logger("crm_service.jobs.resealing")

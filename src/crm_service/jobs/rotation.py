@@ -16,7 +16,7 @@ from crm_service.crypto.master import KeyProvider
 from crm_service.crypto.models import DataKeyRecord
 from crm_service.crypto.service import keyring_for, keyring_material_rewrap
 from crm_service.db.session import commit
-from crm_service.orgs.models import Organization
+from crm_service.db.tenancy import Organization
 from crm_service.orgs.repository import lock_organization_for_storage_change
 
 

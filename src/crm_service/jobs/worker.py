@@ -27,8 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from crm_service.auth.throttle import forget_old_attempts
 from crm_service.config import Settings
 from crm_service.db.session import commit
-from crm_service.health.metrics import declare_jobs, observe_job
 from crm_service.jobs.models import WorkerJob
+from crm_service.metrics import declare_jobs, observe_job
 
 logger = structlog.get_logger("crm_service.worker")
 

@@ -9,8 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.access.models import Role
 from crm_service.db.repository import OrganizationRepository
-from crm_service.orgs.models import FieldClassification, IpAllowlist, Organization
-from crm_service.records.models import Module
+from crm_service.db.tenancy import Organization
+from crm_service.kit.modules import Module
+from crm_service.orgs.models import FieldClassification, IpAllowlist
 
 
 async def lock_organization_for_storage_change(

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response, status
+from fastapi import BackgroundTasks, Depends, Request, Response, status
 
-from crm_service.access.permissions import Right
 from crm_service.auth import sso
 from crm_service.auth.schemas import IdentityLink, IdentityProviderRead, IdentityProviderSet
-from crm_service.db.session import CommitOnSuccessRoute, DbSession
+from crm_service.db.session import CRMRouter, DbSession
 from crm_service.errors import problem_responses
 from crm_service.jobs.resealing import reseal_records
+from crm_service.kit.modules import Module
 from crm_service.orgs import security as org_security
 from crm_service.orgs import settings as org_settings
 from crm_service.orgs.schemas import (
@@ -21,10 +21,10 @@ from crm_service.orgs.schemas import (
     ModuleFieldsUpdate,
     SecuritySettings,
 )
-from crm_service.records.models import Module
+from crm_service.security.permissions import Right
 from crm_service.security.principal import Principal, require_right
 
-router = APIRouter(prefix="/v1/settings", tags=["settings"], route_class=CommitOnSuccessRoute)
+router = CRMRouter(prefix="/v1/settings", tags=["settings"])
 Admin = Annotated[Principal, Depends(require_right(Right.MANAGE_SETTINGS))]
 
 

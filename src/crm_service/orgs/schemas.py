@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
+from crm_service.kit.modules import Module
 from crm_service.kit.schemas import Flag, InputModel, IpNetwork, single_line, text
 from crm_service.records.fields import Classification, field_names
-from crm_service.records.models import Module
 
 # Which names a module has depends on the path's module, so the schema lists every module's.
 _FIELD_NAMES = sorted({name for module in Module for name in field_names(module)})

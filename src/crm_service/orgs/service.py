@@ -12,7 +12,7 @@ from crm_service.audit.service import Actor, record
 from crm_service.auth.models import User
 from crm_service.auth.schemas import UserCreate
 from crm_service.auth.service import add_user
-from crm_service.orgs.models import Organization
+from crm_service.db.tenancy import Organization
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm_service.audit.actions import AuditAction
 from crm_service.audit.service import record as audit
 from crm_service.errors import FieldProblem, ValidationFailed
+from crm_service.kit.modules import Module
 from crm_service.orgs.repository import (
     FieldClassificationRepository,
     lock_organization_for_storage_change,
 )
 from crm_service.orgs.schemas import FieldClassificationRead, ModuleFields, ModuleFieldsUpdate
 from crm_service.records.fields import CATALOG, field_names
-from crm_service.records.models import Module
 from crm_service.records.storage import classifications
 from crm_service.security.principal import Principal
 

@@ -36,8 +36,8 @@ from crm_service.audit.actions import AuditAction
 from crm_service.audit.history import HistoryItem
 from crm_service.audit.service import record as audit
 from crm_service.errors import Forbidden
+from crm_service.kit.modules import Module
 from crm_service.records.fields import Classification
-from crm_service.records.models import Module
 from crm_service.records.repository import RecordRepository
 from crm_service.records.storage import RecordStorage
 from crm_service.security.principal import Principal

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from crm_service.crypto.blind_index import IndexKind
-from crm_service.records.models import Module
+from crm_service.kit.modules import Module
 
 
 class Classification(StrEnum):

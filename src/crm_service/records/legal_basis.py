@@ -13,7 +13,6 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_service.access.permissions import Operation
 from crm_service.audit.actions import AuditAction
 from crm_service.audit.history import HistoryAction
 from crm_service.audit.service import record as audit
@@ -22,6 +21,7 @@ from crm_service.records.processing import Change
 from crm_service.records.repository import LegalBasisRepository
 from crm_service.records.schemas import LegalBasisSet
 from crm_service.records.service import RecordService, require_operation
+from crm_service.security.permissions import Operation
 from crm_service.security.principal import Principal
 
 

@@ -21,17 +21,6 @@ from crm_service.crypto.sealed import SealedField, SealedRecord
 from crm_service.db.base import Base, IdMixin, OrganizationScoped, TimestampMixin
 
 
-class Module(StrEnum):
-    LEADS = "leads"
-    CONTACTS = "contacts"
-    ACCOUNTS = "accounts"
-
-    @property
-    def noun(self) -> str:
-        """One record of the module, as audit events name its type: lead, contact, account."""
-        return self.value.removesuffix("s")
-
-
 class SourceChannel(StrEnum):
     """How a lead or contact entered the CRM. Set by the server, never by the client."""
 

@@ -24,10 +24,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_service.access.permissions import Operation
 from crm_service.errors import ProcessingLocked, ProcessingRestricted
 from crm_service.records.models import PersonColumns, ProcessingLockKind, SubjectProcessingLock
 from crm_service.records.repository import ProcessingLockRepository
+from crm_service.security.permissions import Operation
 
 
 class Change(StrEnum):

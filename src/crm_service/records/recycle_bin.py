@@ -12,11 +12,10 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import Depends, Query, Request, Response, status
 from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_service.access.permissions import Operation
 from crm_service.access.repository import RecordShareRepository
 from crm_service.audit.actions import AuditAction
 from crm_service.audit.history import HistoryAction
@@ -24,19 +23,20 @@ from crm_service.audit.repository import delete_history
 from crm_service.audit.service import Actor
 from crm_service.audit.service import record as audit
 from crm_service.crypto.service import keyring_for
-from crm_service.db.session import CommitOnSuccessRoute, DbSession
+from crm_service.db.session import CRMRouter, DbSession
 from crm_service.errors import Forbidden, NotFound, problem_responses
+from crm_service.kit.modules import Module
 from crm_service.records.accounts.service import accounts
 from crm_service.records.contacts.repository import ContactRepository
 from crm_service.records.contacts.service import contacts
 from crm_service.records.leads.repository import LeadRepository
 from crm_service.records.leads.service import leads
-from crm_service.records.models import Module
 from crm_service.records.paging import Cursor, RecordSort
 from crm_service.records.processing import Change
 from crm_service.records.repository import LegalBasisRepository, RecordRepository, expired_in_bin
 from crm_service.records.schemas import CursorText, QueryPaging, RecycleBinEntry, RecycleBinPage
 from crm_service.records.service import RecordService, require_operation
+from crm_service.security.permissions import Operation
 from crm_service.security.principal import Principal, require
 from crm_service.security.scopes import Scope
 
@@ -194,7 +194,7 @@ async def purge_expired(
     return purged
 
 
-router = APIRouter(prefix="/v1/recycle-bin", tags=["recycle bin"], route_class=CommitOnSuccessRoute)
+router = CRMRouter(prefix="/v1/recycle-bin", tags=["recycle bin"])
 
 
 @router.get(

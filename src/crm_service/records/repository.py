@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm_service.access.visibility import Visibility
 from crm_service.db.base import Base, utcnow
 from crm_service.db.repository import OrganizationRepository
+from crm_service.kit.modules import Module
 from crm_service.records.models import (
     LegalBasisEntry,
-    Module,
     PersonColumns,
     ProcessingLockKind,
     SubjectProcessingLock,

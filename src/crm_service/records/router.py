@@ -14,11 +14,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import Depends, Header, Query, Request, Response, status
 from pydantic import BaseModel
 
 from crm_service.access.schemas import RecordShareList, RecordShareRead, RecordShareSet
-from crm_service.db.session import CommitOnSuccessRoute, DbSession
+from crm_service.db.session import CRMRouter, DbSession
 from crm_service.errors import problem_responses
 from crm_service.kit.openapi import headers
 from crm_service.kit.schemas import single_line
@@ -63,9 +63,9 @@ class RecordModuleSpec:
     has_legal_basis: bool
 
 
-def build_record_router(spec: RecordModuleSpec) -> APIRouter:
+def build_record_router(spec: RecordModuleSpec) -> CRMRouter:
     module = spec.service.module.value
-    router = APIRouter(prefix=f"/v1/{module}", tags=[module], route_class=CommitOnSuccessRoute)
+    router = CRMRouter(prefix=f"/v1/{module}", tags=[module])
     service = spec.service
     Reader = Annotated[Principal, Depends(require(spec.read_scope))]
     Writer = Annotated[Principal, Depends(require(spec.write_scope))]

@@ -23,7 +23,6 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_service.access.permissions import Operation
 from crm_service.access.service import visibility_for
 from crm_service.audit.actions import AuditAction
 from crm_service.audit.history import HistoryAction, HistoryItem, note_change, read_history
@@ -32,13 +31,15 @@ from crm_service.audit.service import record as audit
 from crm_service.auth.repository import UserRepository
 from crm_service.db.base import Base, utcnow
 from crm_service.errors import FieldProblem, Forbidden, Gone, NotFound, ValidationFailed
+from crm_service.kit.modules import Module
 from crm_service.records.disclosure import DisclosurePolicy, FieldDisclosure, Shown, View
 from crm_service.records.etag import check_if_match
-from crm_service.records.models import Module, PersonColumns, SourceChannel
+from crm_service.records.models import PersonColumns, SourceChannel
 from crm_service.records.paging import Cursor, Page, PageRequest, RecordSort
 from crm_service.records.processing import Change, check_processable
 from crm_service.records.repository import LegalBasisRepository, RecordRepository
 from crm_service.records.schemas import LegalBasisSet
+from crm_service.security.permissions import Operation
 from crm_service.security.principal import Principal
 
 ModelT = TypeVar("ModelT", bound=Base)

@@ -13,7 +13,6 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.access.models import RecordShare
-from crm_service.access.permissions import Operation
 from crm_service.access.repository import GroupRepository, RecordShareRepository
 from crm_service.access.visibility import ShareAccess
 from crm_service.audit.actions import AuditAction
@@ -21,6 +20,7 @@ from crm_service.audit.service import record as audit
 from crm_service.errors import NotFound
 from crm_service.records.processing import Change
 from crm_service.records.service import RecordService, require_operation
+from crm_service.security.permissions import Operation
 from crm_service.security.principal import Principal
 
 

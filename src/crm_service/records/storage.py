@@ -26,9 +26,10 @@ from crm_service.crypto.codec import (
     store_plain,
 )
 from crm_service.crypto.service import key_generation, keyring_for
+from crm_service.kit.modules import Module
 from crm_service.orgs.models import FieldClassification
 from crm_service.records.fields import CATALOG, Classification
-from crm_service.records.models import Module, PersonColumns
+from crm_service.records.models import PersonColumns
 
 logger = structlog.get_logger("crm_service.records.storage")
 

@@ -15,10 +15,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_service.access.permissions import Permissions, Right
-from crm_service.db.session import DbSession
 from crm_service.config import Settings
+from crm_service.db.session import DbSession
 from crm_service.errors import Forbidden, InvalidToken, Unauthorized
+from crm_service.security.permissions import Permissions, Right
 from crm_service.security.scopes import Scope
 
 # Routes reachable without a principal. Anything else answers 401 without a valid token.

@@ -4,8 +4,9 @@ one data subject."""
 from __future__ import annotations
 
 from crm_service.db.base import Base
+from crm_service.kit.modules import Module
 from crm_service.records.fields import CATALOG
-from crm_service.records.models import Module, RecordColumns, sealed_columns
+from crm_service.records.models import RecordColumns, sealed_columns
 
 
 class Account(

@@ -8,8 +8,9 @@ from sqlalchemy import ForeignKey
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crm_service.db.base import Base
+from crm_service.kit.modules import Module
 from crm_service.records.fields import CATALOG
-from crm_service.records.models import Module, PersonColumns, RecordColumns, sealed_columns
+from crm_service.records.models import PersonColumns, RecordColumns, sealed_columns
 
 
 class Contact(

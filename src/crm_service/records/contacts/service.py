@@ -7,10 +7,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.access.service import visibility_for
+from crm_service.kit.modules import Module
 from crm_service.records.accounts.repository import AccountRepository
 from crm_service.records.contacts.models import Contact
 from crm_service.records.contacts.repository import ContactRepository
-from crm_service.records.models import Module
 from crm_service.records.service import RecordService, unknown_reference
 from crm_service.security.principal import Principal
 

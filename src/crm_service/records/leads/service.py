@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_service.access.permissions import Operation
 from crm_service.audit.actions import AuditAction
 from crm_service.audit.history import HistoryAction
 from crm_service.audit.service import record as audit
 from crm_service.db.base import utcnow
 from crm_service.errors import Conflict
+from crm_service.kit.modules import Module
 from crm_service.records.accounts.models import Account
 from crm_service.records.accounts.service import accounts as account_service
 from crm_service.records.contacts.models import Contact
@@ -23,7 +23,7 @@ from crm_service.records.fields import CATALOG
 from crm_service.records.leads.models import Lead, LeadStatus
 from crm_service.records.leads.repository import LeadRepository
 from crm_service.records.leads.schemas import LeadConvert
-from crm_service.records.models import LegalBasis, Module
+from crm_service.records.models import LegalBasis
 from crm_service.records.processing import Change
 from crm_service.records.repository import LegalBasisRepository
 from crm_service.records.schemas import LegalBasisSet
@@ -33,6 +33,7 @@ from crm_service.records.service import (
     require_operation,
     unknown_reference,
 )
+from crm_service.security.permissions import Operation
 from crm_service.security.principal import Principal
 
 # What a lead and a contact both hold about the person, carried over on conversion.

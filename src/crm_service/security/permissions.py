@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from crm_service.records.models import Module
+from crm_service.kit.modules import Module
 
 
 class Operation(StrEnum):
