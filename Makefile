@@ -17,7 +17,7 @@ NODE_STAMP := $(CONTRACT)/node_modules/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test test-fast contract openapi migrate lock bench clean
+.PHONY: install run test test-fast lint contract openapi migrate lock bench clean
 
 # Dependencies come from the hash-checked lock, the package itself without them.
 $(STAMP): pyproject.toml requirements-test.lock
@@ -41,6 +41,11 @@ test: install
 # The edit loop: SQLite only (no PostgreSQL-marked test), same parallel workers.
 test-fast: install
 	$(BIN)/python -m pytest $(XDIST) -m "not postgres" $(PYTEST_ARGS)
+
+# Ruff: the lint rules in pyproject.toml and the format (100 columns); CI runs it first.
+lint: install
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff format --check src tests bench tools
 
 # Spectral (OpenAPI and OWASP rules) lints openapi/openapi.json: any error fails. Then
 # Schemathesis fuzzes a throw-away embedded instance from it: any failure fails.

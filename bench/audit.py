@@ -48,7 +48,9 @@ def configure(mode: str) -> None:
     audit_service.CHAINS = 1 if mode == "one_chain" else REAL_CHAINS
 
 
-async def throughput(client: httpx.AsyncClient, headers: dict[str, str], writers: int, seconds: float) -> float:
+async def throughput(
+    client: httpx.AsyncClient, headers: dict[str, str], writers: int, seconds: float
+) -> float:
     deadline = time.perf_counter() + seconds
     done = 0
 
@@ -72,7 +74,9 @@ async def throughput(client: httpx.AsyncClient, headers: dict[str, str], writers
     return done / (time.perf_counter() - started)
 
 
-async def main(database_url: str | None, writers: int, seconds: float, rounds: int) -> dict[str, Any]:
+async def main(
+    database_url: str | None, writers: int, seconds: float, rounds: int
+) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="crm-bench-audit-"))
     url = database_url or f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
     engine = make_engine(url)
@@ -124,4 +128,8 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(main(args.database_url, args.writers, args.seconds, args.rounds)), indent=2))
+    print(
+        json.dumps(
+            asyncio.run(main(args.database_url, args.writers, args.seconds, args.rounds)), indent=2
+        )
+    )

@@ -92,7 +92,9 @@ async def populate(app: Any, organization_id: uuid.UUID, user_id: uuid.UUID, cou
         async with app.state.sessionmaker() as session:
             repository = ContactRepository(session, organization_id)
             for index in range(start, min(start + batch, count)):
-                values = dict(FIELDS, email=f"person{index}@example.com", phone=f"+4420794{index:05d}")
+                values = dict(
+                    FIELDS, email=f"person{index}@example.com", phone=f"+4420794{index:05d}"
+                )
                 contact = Contact(
                     id=uuid.uuid4(),
                     organization_id=organization_id,
@@ -109,7 +111,13 @@ async def populate(app: Any, organization_id: uuid.UUID, user_id: uuid.UUID, cou
             await session.commit()
 
 
-async def timed(client: httpx.AsyncClient, headers: dict[str, str], path: str, params: dict[str, str], repeat: int) -> float:
+async def timed(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    path: str,
+    params: dict[str, str],
+    repeat: int,
+) -> float:
     samples = []
     for _ in range(repeat):
         started = time.perf_counter()
@@ -143,12 +151,16 @@ async def main(contacts: int, database_url: str | None, repeat: int) -> dict[str
                         session=session, org_name=mode, admin_email=email, password=PASSWORD
                     )
                     await commit(session)
-                login = await client.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
+                login = await client.post(
+                    "/v1/auth/login", json={"email": email, "password": PASSWORD}
+                )
                 headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
                 if mode == "plain":
                     everything_none = {spec.name: "none" for spec in CATALOG[Module.CONTACTS]}
                     put = await client.put(
-                        "/v1/settings/fields/contacts", json={"fields": everything_none}, headers=headers
+                        "/v1/settings/fields/contacts",
+                        json={"fields": everything_none},
+                        headers=headers,
                     )
                     assert put.status_code == 200, put.text
                 started = time.perf_counter()
@@ -161,12 +173,16 @@ async def main(contacts: int, database_url: str | None, repeat: int) -> dict[str
                 one = first.json()["data"][0]["id"]
                 probe = f"person{contacts // 2}@example.com"
                 report[mode] = {
-                    "get_ms": 1000 * await timed(client, headers, f"/v1/contacts/{one}", {}, repeat),
-                    "list50_ms": 1000 * await timed(client, headers, "/v1/contacts", {"limit": "50"}, repeat),
-                    "lookup_email_ms": 1000 * await timed(client, headers, "/v1/contacts", {"email": probe}, repeat),
+                    "get_ms": 1000
+                    * await timed(client, headers, f"/v1/contacts/{one}", {}, repeat),
+                    "list50_ms": 1000
+                    * await timed(client, headers, "/v1/contacts", {"limit": "50"}, repeat),
+                    "lookup_email_ms": 1000
+                    * await timed(client, headers, "/v1/contacts", {"email": probe}, repeat),
                 }
     report["ratios_encrypted_to_plain"] = {
-        name: round(report["encrypted"][name] / report["plain"][name], 2) for name in report["plain"]
+        name: round(report["encrypted"][name] / report["plain"][name], 2)
+        for name in report["plain"]
     }
     report["codec_per_contact"] = {k: round(v, 2) for k, v in codec_costs(repeat * 20).items()}
     return report

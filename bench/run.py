@@ -695,7 +695,8 @@ class Bench:
                 window["round"] = number + 1
                 target.windows.append(window)
                 log(
-                    f"round {number + 1}/{args.rounds}  {target.label:<48} {window['rps']:7.1f} req/s"
+                    f"round {number + 1}/{args.rounds}  {target.label:<48} "
+                    f"{window['rps']:7.1f} req/s"
                 )
         self.timings["rounds_s"] = time.perf_counter() - started
 
@@ -866,7 +867,8 @@ def render(report: dict[str, Any]) -> str:
     lines += [
         "",
         "Under load: req/s, p50/p99 (ms), CPU (the server's Python CPU ms per request).",
-        f"Per request, over {settings['probe_requests']} requests sent one at a time: seq (latency, ms),",
+        f"Per request, over {settings['probe_requests']} requests sent one at a time: "
+        "seq (latency, ms),",
         "SQL (statements), trips (round trips to the database: statements, prepares, BEGIN/COMMIT/",
         "ROLLBACK, pre-ping). ratio: req/s over the reference's (vs), median of the rounds, each",
         "pair from the same round; rounds: their min-max. CPU x: requests per CPU-second over the",
@@ -883,7 +885,8 @@ def render(report: dict[str, Any]) -> str:
         lines += [
             "",
             "WARNING: wrk was not found, so load came from httpx in the harness process. It needs",
-            "more CPU per request than the bare stack does and shares the machine with it: the bare",
+            "more CPU per request than the bare stack does and shares the machine with it: "
+            "the bare",
             "figures are capped by the load generator and every req/s ratio to them overstates the",
             "service. Install wrk for figures to compare.",
         ]

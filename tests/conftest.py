@@ -194,7 +194,10 @@ async def new_org(app: Any, client: httpx.AsyncClient) -> Org:
     email = unique_email("admin")
     async with app.state.sessionmaker() as session:
         created = await bootstrap_organization(
-            session=session, org_name="Org " + secrets.token_hex(3), admin_email=email, password=PASSWORD
+            session=session,
+            org_name="Org " + secrets.token_hex(3),
+            admin_email=email,
+            password=PASSWORD,
         )
         # Signed in as the login route does it (and audited alike), minus its Argon2
         # verification: nearly every test makes an organization, and that check is the
@@ -233,6 +236,10 @@ async def count_rows(app: Any, table: str, organization_id: uuid.UUID) -> int:
     async with app.state.engine.connect() as connection:
         result = await connection.execute(
             text(f"SELECT count(*) FROM {table} WHERE organization_id = :org"),
-            {"org": organization_id if app.state.engine.dialect.name == "postgresql" else organization_id.hex},
+            {
+                "org": organization_id
+                if app.state.engine.dialect.name == "postgresql"
+                else organization_id.hex
+            },
         )
         return int(result.scalar_one())

@@ -58,7 +58,6 @@ FIELD_CASES: list[tuple[str, str, Any, str]] = [
 FIELD_IDS = [f"{module}-{field}-{rule}" for module, field, _, rule in FIELD_CASES]
 
 
-
 def assert_rejected(response: httpx.Response, field: str, rule: str) -> None:
     """422 naming `field` and `rule`, with no submitted value anywhere in the body."""
     body = assert_problem(response, 422)

@@ -70,7 +70,9 @@ async def test_readyz_is_503_when_the_database_is_unreachable() -> None:
 
 
 async def test_readyz_is_503_when_configured_redis_is_down(database_url: str) -> None:
-    async with _client_for(database_url, redis_url=f"redis://127.0.0.1:{_closed_port()}/0") as client:
+    async with _client_for(
+        database_url, redis_url=f"redis://127.0.0.1:{_closed_port()}/0"
+    ) as client:
         response = await client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"]["redis"] == "unavailable"
@@ -101,13 +103,18 @@ async def test_metrics_count_requests_by_route_template_never_by_value(org: Org)
     assert metrics.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain")
     text = metrics.text
-    assert 'crm_http_requests_total{method="GET",route="/v1/contacts/{record_id}",status="200"}' in text
+    assert (
+        'crm_http_requests_total{method="GET",route="/v1/contacts/{record_id}",status="200"}'
+        in text
+    )
     assert 'route="/v1/contacts",status="201"' in text
     assert "crm_http_request_duration_seconds_bucket" in text
     assert email not in text and created.json()["id"] not in text
 
 
-async def test_responses_carry_a_request_id_and_keep_a_safe_incoming_one(client: httpx.AsyncClient) -> None:
+async def test_responses_carry_a_request_id_and_keep_a_safe_incoming_one(
+    client: httpx.AsyncClient,
+) -> None:
     generated = await client.get("/healthz")
     assert len(generated.headers["x-request-id"]) == 32
     kept = await client.get("/healthz", headers={"X-Request-ID": "lb-abc.123"})

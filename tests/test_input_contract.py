@@ -118,7 +118,9 @@ def _operations(spec: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]
                 yield method, path, operation
 
 
-def _body_leaves(spec: dict[str, Any], operation: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def _body_leaves(
+    spec: dict[str, Any], operation: dict[str, Any]
+) -> list[tuple[str, dict[str, Any]]]:
     content = operation.get("requestBody", {}).get("content", {})
     if "application/json" not in content:
         return []
@@ -226,7 +228,9 @@ async def test_multi_line_fields_keep_their_lines_and_names_stay_one_line(org: O
 
 
 async def test_a_field_name_with_a_nul_is_refused_not_a_server_error(org: Org) -> None:
-    response = await _send(org, "PUT", "/v1/settings/fields/contacts", {"fields": {"ema\x00il": "personal"}})
+    response = await _send(
+        org, "PUT", "/v1/settings/fields/contacts", {"fields": {"ema\x00il": "personal"}}
+    )
 
     assert_problem(response, 422)
 
@@ -301,16 +305,65 @@ async def _nothing(org: Org) -> str:
 
 # (name, what to create first, method, path, body with one lax security value, what to read)
 SECURITY_FLAG_CASES: list[tuple[str, Any, str, str, dict[str, Any], str]] = [
-    ("mfa_required", _nothing, "PUT", "/v1/settings/security", {"mfa_required": "{v}"}, "/v1/settings/security"),
-    ("enabled", _nothing, "PUT", "/v1/settings/ip-allowlist", {"enabled": "{v}", "cidrs": ["203.0.113.0/24"]}, "/v1/settings/ip-allowlist"),
-    ("confirm_self_lockout", _nothing, "PUT", "/v1/settings/ip-allowlist", {"enabled": True, "cidrs": ["203.0.113.0/24"], "confirm_self_lockout": "{v}"}, "/v1/settings/ip-allowlist"),
-    ("view_sensitive-create", _nothing, "POST", "/v1/profiles", {"name": "Lax", "view_sensitive": "{v}"}, "/v1/profiles"),
-    ("view_sensitive-update", _profile_id, "PATCH", "/v1/profiles/{id}", {"view_sensitive": "{v}"}, "/v1/profiles/{id}"),
+    (
+        "mfa_required",
+        _nothing,
+        "PUT",
+        "/v1/settings/security",
+        {"mfa_required": "{v}"},
+        "/v1/settings/security",
+    ),
+    (
+        "enabled",
+        _nothing,
+        "PUT",
+        "/v1/settings/ip-allowlist",
+        {"enabled": "{v}", "cidrs": ["203.0.113.0/24"]},
+        "/v1/settings/ip-allowlist",
+    ),
+    (
+        "confirm_self_lockout",
+        _nothing,
+        "PUT",
+        "/v1/settings/ip-allowlist",
+        {"enabled": True, "cidrs": ["203.0.113.0/24"], "confirm_self_lockout": "{v}"},
+        "/v1/settings/ip-allowlist",
+    ),
+    (
+        "view_sensitive-create",
+        _nothing,
+        "POST",
+        "/v1/profiles",
+        {"name": "Lax", "view_sensitive": "{v}"},
+        "/v1/profiles",
+    ),
+    (
+        "view_sensitive-update",
+        _profile_id,
+        "PATCH",
+        "/v1/profiles/{id}",
+        {"view_sensitive": "{v}"},
+        "/v1/profiles/{id}",
+    ),
     ("rights", _profile_id, "PATCH", "/v1/profiles/{id}", {"rights": "{v}"}, "/v1/profiles/{id}"),
-    ("is_admin-create", _nothing, "POST", "/v1/users", {"email": "lax@example.com", "password": "a long enough password", "is_admin": "{v}"}, "/v1/users"),
+    (
+        "is_admin-create",
+        _nothing,
+        "POST",
+        "/v1/users",
+        {"email": "lax@example.com", "password": "a long enough password", "is_admin": "{v}"},
+        "/v1/users",
+    ),
     ("is_admin-update", _user_id, "PATCH", "/v1/users/{id}", {"is_admin": "{v}"}, "/v1/users/{id}"),
     ("is_active", _user_id, "PATCH", "/v1/users/{id}", {"is_active": "{v}"}, "/v1/users/{id}"),
-    ("create_account", _lead_id, "POST", "/v1/leads/{id}/convert", {"create_account": "{v}"}, "/v1/leads/{id}"),
+    (
+        "create_account",
+        _lead_id,
+        "POST",
+        "/v1/leads/{id}/convert",
+        {"create_account": "{v}"},
+        "/v1/leads/{id}",
+    ),
 ]
 
 
@@ -346,7 +399,12 @@ async def test_security_flag_given_as_text_or_number_changes_nothing(
 
 @pytest.mark.parametrize(
     ("limit", "rule"),
-    [("5.0", "int_parsing"), ("true", "int_parsing"), ("1e1", "int_parsing"), ("0", "greater_than_equal")],
+    [
+        ("5.0", "int_parsing"),
+        ("true", "int_parsing"),
+        ("1e1", "int_parsing"),
+        ("0", "greater_than_equal"),
+    ],
 )
 async def test_query_numbers_are_decimal_digits(org: Org, limit: str, rule: str) -> None:
     response = await org.client.get("/v1/contacts", params={"limit": limit}, headers=org.headers)
@@ -365,7 +423,9 @@ async def test_query_numbers_in_digits_still_work(org: Org) -> None:
     assert searched.status_code == 200 and len(searched.json()["data"]) == 2
 
 
-@pytest.mark.parametrize("value", ["0.5", "1700000000", "2026-11-23"], ids=["float", "epoch", "date-only"])
+@pytest.mark.parametrize(
+    "value", ["0.5", "1700000000", "2026-11-23"], ids=["float", "epoch", "date-only"]
+)
 async def test_query_times_are_rfc3339(org: Org, value: str) -> None:
     response = await org.client.get(
         "/v1/audit-events", params={"until": value}, headers=org.headers

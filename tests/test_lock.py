@@ -14,7 +14,10 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-PIN = re.compile(r"^([A-Za-z0-9_.-]+)==([^ ;\\]+)[^\n]*\\\n((?:\s+--hash=sha256:[0-9a-f]{64}[ \\]*\n)+)", re.MULTILINE)
+PIN = re.compile(
+    r"^([A-Za-z0-9_.-]+)==([^ ;\\]+)[^\n]*\\\n((?:\s+--hash=sha256:[0-9a-f]{64}[ \\]*\n)+)",
+    re.MULTILINE,
+)
 # A major release of these would break us, so pyproject.toml must bound them.
 BOUNDED = {"fastapi", "starlette", "pydantic", "pydantic-settings", "sqlalchemy", "alembic"}
 

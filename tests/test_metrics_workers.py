@@ -89,7 +89,10 @@ def test_metrics_of_two_workers_count_every_request(tmp_path: Path) -> None:
             time.sleep(0.2)
 
     assert counted == sent
-    assert sample(metrics, "crm_http_request_duration_seconds_count", method="GET", route="/healthz") == sent
+    assert (
+        sample(metrics, "crm_http_request_duration_seconds_count", method="GET", route="/healthz")
+        == sent
+    )
     assert sample(metrics, "crm_db_pool_connections_in_use") == 0
     assert (sample(metrics, "crm_db_pool_connections_open") or 0) >= 1  # /readyz connected
 

@@ -3,8 +3,10 @@ databases, and what they build matches the ORM models exactly."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -134,12 +136,47 @@ async def test_upgrading_a_database_in_use_keeps_its_users_and_sessions(
                 (
                     await connection.execute(
                         text(
-                            "SELECT u.email, p.builtin FROM users u JOIN profiles p ON p.id = u.profile_id"
+                            "SELECT u.email, p.builtin FROM users u"
+                            " JOIN profiles p ON p.id = u.profile_id"
                         )
                     )
                 ).all()
             )
         assert sessions == 1
         assert profiles == {"a@example.com": "administrator", "u@example.com": "standard"}
+    finally:
+        await engine.dispose()
+
+
+SHIPPED = Path(__file__).parent.parent / "migrations" / "SHIPPED"
+
+
+def test_no_shipped_migration_is_edited() -> None:
+    """A migration that reached main is frozen: databases out there ran it as it was. A change
+    is a new, corrective migration; `migrations/SHIPPED` holds each shipped file's SHA-256, and
+    a migration joins it when it ships (its line never changes after)."""
+    versions = SHIPPED.parent / "versions"
+    for line in SHIPPED.read_text().splitlines():
+        digest, name = line.split()
+        actual = hashlib.sha256((versions / name).read_bytes()).hexdigest()
+        assert actual == digest, f"{name} was edited after it shipped: write a new migration"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_database_upgraded_before_roles_had_an_allowlist_gets_the_column(
+    kind: str, databases: TestDatabases
+) -> None:
+    engine = make_engine(await databases.new(kind))
+    try:
+        await upgrade(engine, "20261201_processing_locks")
+        # As a database upgraded before the column was written into the shipped migration.
+        async with engine.begin() as connection:
+            await connection.execute(text("ALTER TABLE roles DROP COLUMN ip_allowlist"))
+        await upgrade(engine)
+        async with engine.connect() as connection:
+            columns = await connection.run_sync(
+                lambda sync: [c["name"] for c in inspect(sync).get_columns("roles")]
+            )
+        assert "ip_allowlist" in columns
     finally:
         await engine.dispose()

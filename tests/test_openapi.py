@@ -53,9 +53,15 @@ def test_every_operation_is_named_summarised_and_documents_its_errors() -> None:
 
 def test_list_responses_are_typed() -> None:
     spec = _spec()
-    for module, schema in (("contacts", "ContactList"), ("leads", "LeadList"), ("accounts", "AccountList")):
+    for module, schema in (
+        ("contacts", "ContactList"),
+        ("leads", "LeadList"),
+        ("accounts", "AccountList"),
+    ):
         ok = spec["paths"][f"/v1/{module}"]["get"]["responses"]["200"]
-        assert ok["content"]["application/json"]["schema"] == {"$ref": f"#/components/schemas/{schema}"}
+        assert ok["content"]["application/json"]["schema"] == {
+            "$ref": f"#/components/schemas/{schema}"
+        }
         assert spec["paths"][f"/v1/{module}"]["get"]["operationId"] == f"list{module.capitalize()}"
 
 

@@ -19,9 +19,7 @@ from crm_service.security.principal import PUBLIC_PATHS, authenticate
 
 
 def _needs_principal(dependant: Dependant) -> bool:
-    return any(
-        dep.call is authenticate or _needs_principal(dep) for dep in dependant.dependencies
-    )
+    return any(dep.call is authenticate or _needs_principal(dep) for dep in dependant.dependencies)
 
 
 def _api_routes(app: Any) -> list[APIRoute]:
@@ -39,7 +37,9 @@ def test_public_list_is_exactly_what_is_public(app: Any) -> None:
     assert {"/healthz", "/readyz", "/metrics", "/v1/auth/login"} <= unauthenticated
 
 
-async def test_every_private_route_answers_401_without_a_token(client: httpx.AsyncClient, app: Any) -> None:
+async def test_every_private_route_answers_401_without_a_token(
+    client: httpx.AsyncClient, app: Any
+) -> None:
     checked = 0
     for route in _api_routes(app):
         if route.path in PUBLIC_PATHS:

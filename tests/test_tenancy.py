@@ -17,7 +17,6 @@ MODULES = ("leads", "contacts", "accounts")
 PERSON_MODULES = ("leads", "contacts")
 
 
-
 async def create(org: Org, module: str, payload: dict[str, Any]) -> dict[str, Any]:
     response = await org.client.post(f"/v1/{module}", json=payload, headers=org.headers)
     assert response.status_code == 201, response.text
@@ -96,9 +95,7 @@ async def test_other_orgs_record_is_not_found_and_unchanged(
         404,
     )
     assert_problem(await org.client.delete(path, headers=org.headers), 404)
-    assert_problem(
-        await org.client.delete(path, headers={**org.headers, "If-Match": "*"}), 404
-    )
+    assert_problem(await org.client.delete(path, headers={**org.headers, "If-Match": "*"}), 404)
 
     assert await fetch(other_org, module, theirs["id"]) == theirs
     assert await counts(other_org) == before

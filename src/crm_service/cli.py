@@ -540,7 +540,10 @@ def keys_rotate(
                     generations[org_id] = await begin_data_key_rotation(session, org_id)
                     await commit(session)
             done = await _reseal_all(sessionmaker, org_ids, stale_keys_only=True)
-            return f"key generation raised for {len(org_ids)} organization(s); {done} records re-sealed"
+            return (
+                f"key generation raised for {len(org_ids)} organization(s); "
+                f"{done} records re-sealed"
+            )
         finally:
             await engine.dispose()
 
@@ -585,7 +588,9 @@ def keys_status() -> None:
         provider = sessionmaker.kw["info"]["key_provider"]
         try:
             async with sessionmaker() as session:
-                orgs = (await session.execute(select(Organization.id, Organization.key_generation))).all()
+                orgs = (
+                    await session.execute(select(Organization.id, Organization.key_generation))
+                ).all()
                 counts = (
                     await session.execute(
                         select(

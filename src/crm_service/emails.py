@@ -13,4 +13,3 @@ def valid_email(value: str) -> str:
     except EmailNotValidError:
         # email-validator's reasons can quote the offending characters.
         raise PydanticCustomError("email", "must be a valid email address") from None
-

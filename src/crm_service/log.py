@@ -28,7 +28,14 @@ from crm_service.metrics import observe_request
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 access_logger = structlog.get_logger("crm_service.access")
 _QUIET_LOGGERS = ("alembic.runtime.plugins",)
-_VALUE_ECHOING_LOGGERS = ("aiosqlite", "asyncpg", "sqlalchemy.engine", "sqlalchemy.pool", "httpx", "httpcore")
+_VALUE_ECHOING_LOGGERS = (
+    "aiosqlite",
+    "asyncpg",
+    "sqlalchemy.engine",
+    "sqlalchemy.pool",
+    "httpx",
+    "httpcore",
+)
 error_logger = structlog.get_logger("crm_service.errors")
 
 

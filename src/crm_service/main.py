@@ -58,8 +58,10 @@ TAGS = [
     {"name": "contacts", "description": "People the organization deals with."},
     {"name": "accounts", "description": "Companies and other organizations."},
     {"name": "recycle bin", "description": "Deleted records, until restored or purged."},
-    {"name": "settings", "description": "Organization settings: fields, IP allowlist, "
-     "two-factor, single sign-on."},
+    {
+        "name": "settings",
+        "description": "Organization settings: fields, IP allowlist, two-factor, single sign-on.",
+    },
     {"name": "access", "description": "Profiles, roles, groups and sharing."},
     {"name": "audit", "description": "The tamper-evident audit log."},
 ]

@@ -29,7 +29,9 @@ from tests.access.conftest import (
 from tests.conftest import PASSWORD, Org, assert_problem, new_org, unique_email
 
 # The delegate: every operation but export, no sensitive values, user and access administration.
-DELEGATE_MODULES = {m: ["create", "read", "update", "delete"] for m in ("leads", "contacts", "accounts")}
+DELEGATE_MODULES = {
+    m: ["create", "read", "update", "delete"] for m in ("leads", "contacts", "accounts")
+}
 DELEGATE_RIGHTS = ["manage_users", "manage_access"]
 
 
@@ -237,7 +239,9 @@ async def test_delegated_administration_cannot_escalate(org: Org) -> None:
 
 async def test_delegated_administration_works_within_its_own_rights(org: Org) -> None:
     s = await scene(org)
-    outcomes = {name: (await attempt(s, org.client)).status_code for name, (attempt, _) in WITHIN.items()}
+    outcomes = {
+        name: (await attempt(s, org.client)).status_code for name, (attempt, _) in WITHIN.items()
+    }
     assert outcomes == {name: expected for name, (_, expected) in WITHIN.items()}
     assert await audit_events(org, action="access.delegation_refused") == []
 

@@ -48,7 +48,9 @@ Call = tuple[str, str, dict[str, Any] | None, dict[str, str]]  # method, path, b
 Case = Callable[[World], Awaitable[tuple[Call, list[str]]]]
 
 
-async def _post(org: Org, path: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
+async def _post(
+    org: Org, path: str, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     response = await org.client.post(path, json=body, headers=headers or org.headers)
     assert response.status_code in (200, 201), (path, response.text)
     return response.json()
@@ -267,7 +269,9 @@ async def _sharing(w: World) -> tuple[Call, list[str]]:
     return ("PUT", "/v1/settings/sharing", body, w.org.headers), ["settings.sharing_changed"]
 
 
-def _crud(kind: str, path: str, create_body: Callable[[], dict[str, Any]], update_body: dict[str, Any]) -> dict[tuple[str, str], Case]:
+def _crud(
+    kind: str, path: str, create_body: Callable[[], dict[str, Any]], update_body: dict[str, Any]
+) -> dict[tuple[str, str], Case]:
     async def create(w: World) -> tuple[Call, list[str]]:
         return ("POST", path, create_body(), w.org.headers), [f"{kind}.created"]
 
@@ -361,7 +365,9 @@ async def world(org: Org) -> AsyncIterator[World]:
 
 
 @pytest.mark.parametrize("route", sorted(CASES), ids=lambda r: f"{r[0]} {r[1]}")
-async def test_each_write_writes_exactly_its_audit_events(world: World, route: tuple[str, str]) -> None:
+async def test_each_write_writes_exactly_its_audit_events(
+    world: World, route: tuple[str, str]
+) -> None:
     (method, path, body, headers), expected = await CASES[route](world)
     request_id = uuid.uuid4().hex
     response = await world.org.client.request(
@@ -388,4 +394,3 @@ async def test_a_refused_write_writes_no_event_and_changes_nothing(world: World)
     )
     assert response.status_code == 422
     assert await _events_of(world.org, request_id) == []
-

@@ -66,4 +66,6 @@ async def test_upgrading_across_the_audit_log_starts_the_log_of_older_organizati
     assert cli(tmp_path, "migrate", **settings).returncode == 0
     broken = cli(tmp_path, "audit", "verify", **settings)
     assert broken.returncode == 1
-    assert f"BROKEN organization {org_id}: the organization has no audit log at all" in broken.stdout
+    assert (
+        f"BROKEN organization {org_id}: the organization has no audit log at all" in broken.stdout
+    )

@@ -319,18 +319,25 @@ async def test_a_record_left_out_of_a_reveal_event_is_named(log: Log, tmp_path: 
     """Hiding that a value was shown, by dropping the record from the event that lists it."""
     by_chain = await chains_of(log)
     [(shard, victim)] = [
-        (shard, event) for shard, events in by_chain.items() for event in events if event["target_ids"]
+        (shard, event)
+        for shard, events in by_chain.items()
+        for event in events
+        if event["target_ids"]
     ]
     listed = json.loads(victim["target_ids"])
     assert len(listed) == 2
-    await tamper(log, update(EVENTS).where(the_event(victim)).values(target_ids=json.dumps(listed[1:])))
+    await tamper(
+        log, update(EVENTS).where(the_event(victim)).values(target_ids=json.dumps(listed[1:]))
+    )
 
     chain_break = assert_one_break(verify(log, tmp_path), log, shard)
     assert chain_break.event_id == victim["id"]
     assert "MAC does not match" in chain_break.problem
 
 
-async def test_target_ids_added_to_an_event_that_had_none_are_named(log: Log, tmp_path: Path) -> None:
+async def test_target_ids_added_to_an_event_that_had_none_are_named(
+    log: Log, tmp_path: Path
+) -> None:
     shard, events = await longest_chain(log)
     victim = next(event for event in events if event["target_ids"] is None)
     await tamper(

@@ -60,7 +60,8 @@ async def test_disabled_user_cannot_sign_in_and_answer_is_the_same(org: Org, app
     )
     async with app.state.engine.begin() as connection:
         await connection.execute(
-            text("UPDATE users SET is_active = :no WHERE email = :email"), {"no": False, "email": email}
+            text("UPDATE users SET is_active = :no WHERE email = :email"),
+            {"no": False, "email": email},
         )
     assert created.status_code == 201
     disabled = await _login(org.client, email, PASSWORD)
@@ -72,7 +73,9 @@ async def test_passwords_are_argon2id_and_tokens_are_stored_only_hashed(org: Org
     token = org.headers["Authorization"].removeprefix("Bearer ")
     async with app.state.engine.connect() as connection:
         hashes = (await connection.execute(text("SELECT password_hash FROM users"))).scalars().all()
-        sessions = (await connection.execute(text("SELECT token_hash FROM auth_sessions"))).scalars().all()
+        sessions = (
+            (await connection.execute(text("SELECT token_hash FROM auth_sessions"))).scalars().all()
+        )
     assert hashes and all(h.startswith("$argon2id$v=19$m=19456,t=2,p=1$") for h in hashes)
     assert token not in sessions and all(len(h) == 64 for h in sessions)
     assert not any(PASSWORD in h for h in hashes)
@@ -143,7 +146,9 @@ async def test_only_admins_manage_users(org: Org) -> None:
 
 async def test_duplicate_and_weak_user_input_is_refused(org: Org) -> None:
     duplicate = await org.client.post(
-        "/v1/users", json={"email": org.admin_email.upper(), "password": PASSWORD}, headers=org.headers
+        "/v1/users",
+        json={"email": org.admin_email.upper(), "password": PASSWORD},
+        headers=org.headers,
     )
     assert duplicate.status_code == 409
     short = await org.client.post(

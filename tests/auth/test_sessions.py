@@ -52,7 +52,9 @@ async def test_list_and_end_my_own_sessions(org: Org) -> None:
     assert len(sessions) == 2 and sum(s["current"] for s in sessions) == 1
     other_id = next(s["id"] for s in sessions if not s["current"])
 
-    assert (await org.client.delete(f"/v1/me/sessions/{other_id}", headers=org.headers)).status_code == 204
+    assert (
+        await org.client.delete(f"/v1/me/sessions/{other_id}", headers=org.headers)
+    ).status_code == 204
     assert await me(org, other) == 401 and await me(org, org.headers) == 200
     assert_problem(await org.client.delete(f"/v1/me/sessions/{other_id}", headers=org.headers), 404)
 
@@ -76,7 +78,8 @@ async def test_admins_end_every_session_of_a_user(org: Org, other_org: Org) -> N
     assert await me(org, first) == 401 and await me(org, second) == 401
     # Another organization's admin cannot reach this user at all.
     assert_problem(
-        await other_org.client.delete(f"/v1/users/{user_id}/sessions", headers=other_org.headers), 404
+        await other_org.client.delete(f"/v1/users/{user_id}/sessions", headers=other_org.headers),
+        404,
     )
     assert_problem(await org.client.delete(f"/v1/users/{user_id}/sessions", headers=first), 401)
 
@@ -99,7 +102,9 @@ async def test_changing_the_password_ends_the_other_sessions(org: Org) -> None:
     )
     assert changed.status_code == 204
     assert await me(org, other) == 401 and await me(org, org.headers) == 200
-    old = await org.client.post("/v1/auth/login", json={"email": org.admin_email, "password": PASSWORD})
+    old = await org.client.post(
+        "/v1/auth/login", json={"email": org.admin_email, "password": PASSWORD}
+    )
     assert_problem(old, 401)
     assert (await org.login(org.admin_email, "a brand new passphrase"))["Authorization"]
 
@@ -118,7 +123,9 @@ async def test_disabling_a_user_ends_all_their_sessions_at_once(org: Org) -> Non
     for headers in sessions:
         assert await me(org, headers) == 401
     login = await org.client.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
-    wrong = await org.client.post("/v1/auth/login", json={"email": email, "password": "nope nope nope"})
+    wrong = await org.client.post(
+        "/v1/auth/login", json={"email": email, "password": "nope nope nope"}
+    )
     assert login.status_code == wrong.status_code == 401 and login.json() == wrong.json()
     # And back again: a fresh sign-in works, the old sessions stay ended.
     await org.client.patch(f"/v1/users/{user_id}", json={"is_active": True}, headers=org.headers)
@@ -128,17 +135,30 @@ async def test_disabling_a_user_ends_all_their_sessions_at_once(org: Org) -> Non
 
 async def test_admins_cannot_disable_or_demote_themselves(org: Org) -> None:
     for change in ({"is_active": False}, {"is_admin": False}):
-        response = await org.client.patch(f"/v1/users/{org.admin_id}", json=change, headers=org.headers)
+        response = await org.client.patch(
+            f"/v1/users/{org.admin_id}", json=change, headers=org.headers
+        )
         assert_problem(response, 409)
     assert await me(org, org.headers) == 200
 
 
 async def test_mandatory_two_factor_is_an_admin_setting(org: Org) -> None:
     standard = await org.add_user()
-    assert_problem(await org.client.put("/v1/settings/security", json={"mfa_required": True}, headers=standard), 403)
-    turned_on = await org.client.put("/v1/settings/security", json={"mfa_required": True}, headers=org.headers)
+    assert_problem(
+        await org.client.put(
+            "/v1/settings/security", json={"mfa_required": True}, headers=standard
+        ),
+        403,
+    )
+    turned_on = await org.client.put(
+        "/v1/settings/security", json={"mfa_required": True}, headers=org.headers
+    )
     assert turned_on.json() == {"mfa_required": True}
-    assert (await org.client.get("/v1/settings/security", headers=org.headers)).json() == {"mfa_required": True}
-    answer = await org.client.post("/v1/auth/login", json={"email": org.admin_email, "password": PASSWORD})
+    assert (await org.client.get("/v1/settings/security", headers=org.headers)).json() == {
+        "mfa_required": True
+    }
+    answer = await org.client.post(
+        "/v1/auth/login", json={"email": org.admin_email, "password": PASSWORD}
+    )
     assert answer.json()["mfa_required"] is True and answer.json()["enrolment_required"] is True
     assert "access_token" not in answer.json()

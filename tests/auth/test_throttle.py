@@ -128,7 +128,7 @@ async def test_the_account_cap_holds_against_many_addresses_until_an_admin_unloc
             assert created.status_code == 201, created.text
             victim_id = created.json()["id"]
             # Ten addresses, ten failures each, waiting out every lock-out in between.
-            for host in range(10):
+            for _ in range(10):
                 async with client_at(app, fresh_address()) as attacker:
                     for _ in range(10):
                         assert (await sign_in(attacker, victim_email, WRONG)).status_code == 401
@@ -209,7 +209,9 @@ async def test_two_instances_count_as_one(database_url: str) -> None:
                 assert (await sign_in(two, org.admin_email, PASSWORD)).status_code == 401
                 assert (await sign_in(one, org.admin_email, PASSWORD)).status_code == 401
             async with client_at(second, owner_ip) as owner_on_second:
-                assert (await sign_in(owner_on_second, org.admin_email, PASSWORD)).status_code == 200
+                assert (
+                    await sign_in(owner_on_second, org.admin_email, PASSWORD)
+                ).status_code == 200
 
 
 @pytest.mark.parametrize("samples", [25])
@@ -222,10 +224,13 @@ async def test_an_unknown_email_and_a_wrong_password_take_the_same_time(
         async with client_at(app, owner_ip) as owner:
             org = await new_org(app, owner)
         timings: dict[str, list[float]] = {"unknown": [], "wrong": []}
-        for n in range(samples):
+        for _ in range(samples):
             # A fresh address each time, so no lock-out shortens either path.
             async with client_at(app, fresh_address()) as client:
-                for kind, email in (("unknown", unique_email("nobody")), ("wrong", org.admin_email)):
+                for kind, email in (
+                    ("unknown", unique_email("nobody")),
+                    ("wrong", org.admin_email),
+                ):
                     started = time.perf_counter()
                     response = await sign_in(client, email, WRONG)
                     timings[kind].append(time.perf_counter() - started)
@@ -243,7 +248,10 @@ async def test_a_stolen_session_cannot_guess_the_password_unthrottled(database_u
             answers = [
                 await thief.post(
                     "/v1/me/password",
-                    json={"current_password": f"{WRONG} {n}", "new_password": "a brand new passphrase"},
+                    json={
+                        "current_password": f"{WRONG} {n}",
+                        "new_password": "a brand new passphrase",
+                    },
                     headers=org.headers,
                 )
                 for n in range(6)

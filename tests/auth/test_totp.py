@@ -497,9 +497,7 @@ async def test_mandatory_two_factor_sends_a_user_without_it_to_enrol_before_a_to
         "recovery_codes_left": 10,
     }
     # The spent mfa_token cannot start another enrolment.
-    assert_problem(
-        await org.client.post("/v1/auth/mfa/enrolment", json={"mfa_token": token}), 401
-    )
+    assert_problem(await org.client.post("/v1/auth/mfa/enrolment", json={"mfa_token": token}), 401)
 
     # Next time: a code is asked for, no enrolment, and a password alone cannot replace it.
     clock.advance(seconds=STEP)

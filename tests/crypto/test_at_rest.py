@@ -66,7 +66,9 @@ async def _database_bytes(app: Any, database_url: str) -> bytes:
     return dump
 
 
-async def test_a_database_dump_holds_no_subject_value(org: Org, app: Any, database_url: str) -> None:
+async def test_a_database_dump_holds_no_subject_value(
+    org: Org, app: Any, database_url: str
+) -> None:
     people = _people(5)
     ids = []
     for person in people:

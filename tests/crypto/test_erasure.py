@@ -29,7 +29,11 @@ async def test_destroying_a_subjects_keys_erases_lead_and_contact(org: Org, app:
         subject = (
             await connection.execute(
                 text("SELECT subject_id FROM leads WHERE id = :id"),
-                {"id": lead.json()["id"] if app.state.engine.dialect.name == "postgresql" else lead.json()["id"].replace("-", "")},
+                {
+                    "id": lead.json()["id"]
+                    if app.state.engine.dialect.name == "postgresql"
+                    else lead.json()["id"].replace("-", "")
+                },
             )
         ).scalar_one()
     subject = uuid.UUID(str(subject))
@@ -49,7 +53,9 @@ async def test_destroying_a_subjects_keys_erases_lead_and_contact(org: Org, app:
     assert (await org.client.get("/v1/leads", headers=org.headers)).json()["data"] == []
     # The account (organization key) is untouched.
     account_id = converted.json()["account"]["id"]
-    assert (await org.client.get(f"/v1/accounts/{account_id}", headers=org.headers)).status_code == 200
+    assert (
+        await org.client.get(f"/v1/accounts/{account_id}", headers=org.headers)
+    ).status_code == 200
 
     async with app.state.engine.connect() as connection:
         wrapped = (

@@ -23,9 +23,7 @@ def test_keys_init_writes_a_private_keyring_the_service_uses(tmp_path: Path) -> 
     assert stat.S_IMODE(keyring.stat().st_mode) == 0o600
     key_id = re.search(r"master key (mk-[0-9a-f]{16})", written.stderr)
     assert key_id is not None, written.stderr
-    created = bootstrap(
-        tmp_path, CRM_MASTER_KEY_FILE=str(keyring), CRM_BOOTSTRAP_PASSWORD=PASSWORD
-    )
+    created = bootstrap(tmp_path, CRM_MASTER_KEY_FILE=str(keyring), CRM_BOOTSTRAP_PASSWORD=PASSWORD)
     assert created.returncode == 0, created.stderr
     status = run(tmp_path, "keys", "status", CRM_MASTER_KEY_FILE=str(keyring))
     assert json.loads(status.stdout)["active_master_key"] == key_id[1]

@@ -35,17 +35,23 @@ async def test_email_lookup_ignores_case_and_surrounding_spaces(org: Org) -> Non
 
 async def test_phone_lookup_matches_the_number_however_it_is_written(org: Org) -> None:
     landline = await org.client.post(
-        "/v1/contacts", json={"last_name": "Lovelace", "phone": "+44 20 7946 0958"}, headers=org.headers
+        "/v1/contacts",
+        json={"last_name": "Lovelace", "phone": "+44 20 7946 0958"},
+        headers=org.headers,
     )
     mobile = await org.client.post(
-        "/v1/contacts", json={"last_name": "Babbage", "mobile": "+44 (7700) 900-123"}, headers=org.headers
+        "/v1/contacts",
+        json={"last_name": "Babbage", "mobile": "+44 (7700) 900-123"},
+        headers=org.headers,
     )
     for written in ("+442079460958", "+44 (20) 7946-0958", "+44.20.7946.0958"):
         assert await _ids(org, phone=written) == [landline.json()["id"]], written
     assert await _ids(org, phone="+447700900123") == [mobile.json()["id"]]
     assert await _ids(org, phone="+44 20 7946 0959") == []
     account = await org.client.post(
-        "/v1/accounts", json={"name": "Analytical Engines", "phone": "+1 (617) 495-7000"}, headers=org.headers
+        "/v1/accounts",
+        json={"name": "Analytical Engines", "phone": "+1 (617) 495-7000"},
+        headers=org.headers,
     )
     assert await _ids(org, "/v1/accounts", phone="+16174957000") == [account.json()["id"]]
     assert await _ids(org, "/v1/accounts", name="  analytical   ENGINES ") == [account.json()["id"]]
@@ -58,7 +64,9 @@ async def test_national_numbers_use_the_configured_region(database_url: str) -> 
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             org = await new_org(app, client)
             created = await client.post(
-                "/v1/leads", json={"last_name": "Turing", "phone": "020 7946 0321"}, headers=org.headers
+                "/v1/leads",
+                json={"last_name": "Turing", "phone": "020 7946 0321"},
+                headers=org.headers,
             )
             assert await _ids(org, "/v1/leads", phone="+44 20 7946 0321") == [created.json()["id"]]
 
@@ -77,7 +85,9 @@ async def test_the_same_email_has_unrelated_index_values_in_two_organizations(
             text("SELECT email_bidx FROM contacts WHERE organization_id IN (:a, :b)"),
             {
                 "a": org.id if app.state.engine.dialect.name == "postgresql" else org.id.hex,
-                "b": other_org.id if app.state.engine.dialect.name == "postgresql" else other_org.id.hex,
+                "b": other_org.id
+                if app.state.engine.dialect.name == "postgresql"
+                else other_org.id.hex,
             },
         )
         digests = [row[0] for row in rows]

@@ -609,7 +609,9 @@ async def test_master_rotation_rewraps_every_data_key_so_the_old_master_can_go(
     async with running_app(url, keyring) as (application, http):
         headers = await sign_in(http, admin_email)
     async with running_app(url, stranger) as (application, http):
-        refused = await http.post("/v1/auth/login", json={"email": admin_email, "password": PASSWORD})
+        refused = await http.post(
+            "/v1/auth/login", json={"email": admin_email, "password": PASSWORD}
+        )
         assert assert_problem(refused, 500)["type"].endswith("/key-unavailable")
         some_id, some_values = next(iter(people.items()))
         for path, params in (

@@ -19,7 +19,9 @@ async def _contact(org: Org, **fields: str) -> str:
 
 
 def _id(app: Any, value: str) -> Any:
-    return uuid.UUID(value) if app.state.engine.dialect.name == "postgresql" else uuid.UUID(value).hex
+    return (
+        uuid.UUID(value) if app.state.engine.dialect.name == "postgresql" else uuid.UUID(value).hex
+    )
 
 
 async def _stored(app: Any, column: str, contact_id: str) -> bytes:

@@ -200,12 +200,16 @@ async def test_a_binned_account_keeps_its_contacts_and_purging_unlinks_them(org:
     # In the recycle bin the account is gone from the API, but restoring it must bring the
     # relationship back, so the contact keeps it meanwhile.
     assert deleted.status_code == 204
-    assert (await org.client.get(f"/v1/accounts/{account['id']}", headers=org.headers)).status_code == 404
+    assert (
+        await org.client.get(f"/v1/accounts/{account['id']}", headers=org.headers)
+    ).status_code == 404
     fetched = await org.client.get(contact_url, headers=org.headers)
     assert fetched.status_code == 200, fetched.text
     assert fetched.json()["account_id"] == account["id"]
 
-    purged = await org.client.delete(f"/v1/recycle-bin/accounts/{account['id']}", headers=org.headers)
+    purged = await org.client.delete(
+        f"/v1/recycle-bin/accounts/{account['id']}", headers=org.headers
+    )
 
     assert purged.status_code == 204, purged.text
     fetched = await org.client.get(contact_url, headers=org.headers)

@@ -119,7 +119,9 @@ async def get_path(s: Scene, module: str) -> Answer:
 
 
 async def _page(s: Scene, module: str, method: str, path: str, body: Any) -> Answer:
-    values = {(await stored_record(s, module, v))["id"]: v for v in (secret_value(), secret_value(), None)}
+    values = {
+        (await stored_record(s, module, v))["id"]: v for v in (secret_value(), secret_value(), None)
+    }
     response = await call(s, method, path, body)
     data = response.json()["data"]
     assert sorted(item["id"] for item in data) == sorted(values)
@@ -137,7 +139,9 @@ async def search_path(s: Scene, module: str) -> Answer:
 async def update_path(s: Scene, module: str) -> Answer:
     value = secret_value()
     record = await stored_record(s, module, value)
-    response = await call(s, "PATCH", f"/v1/{module}/{record['id']}", {"description": "Called back"})
+    response = await call(
+        s, "PATCH", f"/v1/{module}/{record['id']}", {"description": "Called back"}
+    )
     return Answer(response, [seen(module, response.json(), value)], reveals=True)
 
 

@@ -17,7 +17,6 @@ from tests.conftest import Org, assert_problem, count_rows, unique_email
 PROBLEM = "application/problem+json"
 
 
-
 async def create_lead(org: Org, **fields: Any) -> dict[str, Any]:
     payload = {"last_name": "Hopper", **fields}
     response = await org.client.post("/v1/leads", json=payload, headers=org.headers)
@@ -332,7 +331,9 @@ async def test_a_converted_lead_is_closed_on_every_path_but_can_be_shared_and_de
 
     refused = [
         await org.client.patch(path, json={"title": "Engineer"}, headers=org.headers),
-        await org.client.put(f"{path}/legal-basis", json={"basis": "contract"}, headers=org.headers),
+        await org.client.put(
+            f"{path}/legal-basis", json={"basis": "contract"}, headers=org.headers
+        ),
         await convert(org, lead["id"]),
     ]
 

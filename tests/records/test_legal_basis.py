@@ -15,8 +15,6 @@ PERSON_MODULES = ["leads", "contacts"]
 ASSESSMENT = "We keep supplier contacts to fulfil orders; balancing test done on 2026-01-05."
 
 
-
-
 async def create_person(org: Org, module: str, **fields: Any) -> dict[str, Any]:
     response = await org.client.post(
         f"/v1/{module}", json={"last_name": "Lovelace", **fields}, headers=org.headers

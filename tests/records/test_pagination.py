@@ -14,8 +14,6 @@ from tests.conftest import Org, assert_problem, error_fields, unique_email
 MODULES = ["contacts", "accounts", "leads"]
 
 
-
-
 def b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 

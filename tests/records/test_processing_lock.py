@@ -162,7 +162,9 @@ CHANGES: dict[str, Attempt] = {
 
 
 def changes_of(module: str) -> dict[str, Attempt]:
-    return {name: attempt for name, attempt in CHANGES.items() if module == "leads" or name != "convert"}
+    return {
+        name: attempt for name, attempt in CHANGES.items() if module == "leads" or name != "convert"
+    }
 
 
 def assert_refused(response: httpx.Response, kind: str, s: Subject) -> None:
@@ -206,7 +208,9 @@ async def test_a_locked_subject_refuses_every_change_and_lifting_lets_them_throu
 @pytest.mark.parametrize("kind", KINDS)
 async def test_the_lead_and_the_contact_it_became_are_locked_together(org: Org, kind: str) -> None:
     lead = await create_record(org, "leads")
-    converted = await org.client.post(f"/v1/leads/{lead['id']}/convert", json={}, headers=org.headers)
+    converted = await org.client.post(
+        f"/v1/leads/{lead['id']}/convert", json={}, headers=org.headers
+    )
     assert converted.status_code == 201, converted.text
     contact = converted.json()["contact"]
 
@@ -242,7 +246,9 @@ async def test_a_binned_record_of_a_locked_subject_is_neither_restored_nor_purge
     org: Org, module: str, kind: str
 ) -> None:
     record = await create_record(org, module)
-    assert (await org.client.delete(f"/v1/{module}/{record['id']}", headers=org.headers)).status_code == 204
+    assert (
+        await org.client.delete(f"/v1/{module}/{record['id']}", headers=org.headers)
+    ).status_code == 204
     await lock(org, module, record["id"], kind)
     bin_path = f"/v1/recycle-bin/{module}/{record['id']}"
 
@@ -256,7 +262,9 @@ async def test_a_binned_record_of_a_locked_subject_is_neither_restored_nor_purge
 
     await lift(org, module, record["id"], kind)
     assert (await org.client.post(f"{bin_path}/restore", headers=org.headers)).status_code == 204
-    assert (await org.client.get(f"/v1/{module}/{record['id']}", headers=org.headers)).status_code == 200
+    assert (
+        await org.client.get(f"/v1/{module}/{record['id']}", headers=org.headers)
+    ).status_code == 200
 
 
 async def test_an_account_is_no_data_subject_and_stays_changeable(org: Org) -> None:
@@ -266,10 +274,14 @@ async def test_an_account_is_no_data_subject_and_stays_changeable(org: Org) -> N
     group = await create_group(org, [])
     path = f"/v1/accounts/{account['id']}"
 
-    assert (await org.client.patch(path, json={"industry": "Looms"}, headers=org.headers)).status_code == 200
+    assert (
+        await org.client.patch(path, json={"industry": "Looms"}, headers=org.headers)
+    ).status_code == 200
     shared = await org.client.put(
         f"{path}/shares/{group}", json={"access": "read_only"}, headers=org.headers
     )
     assert shared.status_code == 200, shared.text
-    assert (await org.client.delete(f"{path}/shares/{group}", headers=org.headers)).status_code == 204
+    assert (
+        await org.client.delete(f"{path}/shares/{group}", headers=org.headers)
+    ).status_code == 204
     assert (await org.client.delete(path, headers=org.headers)).status_code == 204

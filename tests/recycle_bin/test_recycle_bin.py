@@ -353,7 +353,8 @@ async def test_purging_a_converted_lead_keeps_the_contact_and_the_last_record_ta
         keys = (
             await connection.execute(
                 text(
-                    "SELECT status, wrapped FROM data_keys WHERE organization_id = :org AND subject_id = :s"
+                    "SELECT status, wrapped FROM data_keys"
+                    " WHERE organization_id = :org AND subject_id = :s"
                 ),
                 {"org": db_id(app, org.id), "s": db_id(app, str(subject))},
             )

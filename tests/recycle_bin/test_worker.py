@@ -240,7 +240,10 @@ async def test_a_restricted_subjects_record_outlives_the_retention_until_lifted(
             subject_id = contact.subject_id
             locks = ProcessingLockRepository(session, org.id)
             await locks.set(
-                subject_id, ProcessingLockKind.RESTRICTED, reason="legal_claims", since=datetime.now(UTC)
+                subject_id,
+                ProcessingLockKind.RESTRICTED,
+                reason="legal_claims",
+                since=datetime.now(UTC),
             )
             await commit(session)
 

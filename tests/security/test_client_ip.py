@@ -35,9 +35,7 @@ async def client_from(app: Any, address: str) -> AsyncIterator[httpx.AsyncClient
         yield client
 
 
-async def failed_login(
-    org: Org, client: httpx.AsyncClient, *forwarded_for: str
-) -> str | None:
+async def failed_login(org: Org, client: httpx.AsyncClient, *forwarded_for: str) -> str | None:
     """A wrong password sent with these X-Forwarded-For lines; the address its audit event
     recorded."""
     response = await client.post(
@@ -94,6 +92,7 @@ async def test_an_unknown_client_is_not_admitted_as_the_proxy_it_came_through(
     )
     assert allowed.status_code == 200, allowed.text
     async with client_from(proxied, BALANCER) as balancer:
+
         async def login(forwarded_for: str) -> httpx.Response:
             return await balancer.post(
                 "/v1/auth/login",

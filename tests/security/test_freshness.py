@@ -20,7 +20,9 @@ OFFICE = "198.51.100.0/24"
 
 
 @asynccontextmanager
-async def instance(database_url: str, address: str = "203.0.113.7") -> AsyncIterator[httpx.AsyncClient]:
+async def instance(
+    database_url: str, address: str = "203.0.113.7"
+) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(make_settings(database_url))
     async with LifespanManager(app):
         transport = httpx.ASGITransport(app=app, client=(address, 40000))

@@ -108,9 +108,12 @@ async def test_an_unhandled_failure_still_carries_them(tmp_path: Path) -> None:
             unmigrated, public_base_url="https://crm.example.com", cors_origins=APP_ORIGIN
         )
     )
-    async with LifespanManager(application), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=application), base_url="https://crm.example.com"
-    ) as client:
+    async with (
+        LifespanManager(application),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=application), base_url="https://crm.example.com"
+        ) as client,
+    ):
         response = await client.post(
             "/v1/auth/login",
             json={"email": "ada@example.com", "password": PASSWORD},

@@ -62,9 +62,7 @@ async def test_search_answers_post_only_and_is_no_record_id(
     assert searched.status_code == 200, searched.text
 
 
-async def test_head_is_the_get_without_its_body(
-    org: Org, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_head_is_the_get_without_its_body(org: Org, caplog: pytest.LogCaptureFixture) -> None:
     created = await org.client.post(
         "/v1/contacts", json={"first_name": "Ada", "last_name": "Head"}, headers=org.headers
     )

@@ -65,9 +65,7 @@ async def configure(org: Org, provider: OIDCProvider, **options: Any) -> httpx.R
 
 async def sign_in(service: Service, org: Org, subject: str) -> dict[str, str]:
     """The browser's round trip; returns the fragment the app receives."""
-    start = await service.client.get(
-        f"/v1/auth/sso/{org.id}/start", params={"login_hint": subject}
-    )
+    start = await service.client.get(f"/v1/auth/sso/{org.id}/start", params={"login_hint": subject})
     assert start.status_code == 302, start.text
     callback = await authorize(service.browser, start.headers["location"])
     assert callback.startswith("http://testserver/v1/auth/sso/callback?"), callback
@@ -167,14 +165,22 @@ async def test_required_sso_refuses_passwords_except_for_the_break_glass_admin(
 ) -> None:
     org = await new_org(service.app, service.client)
     email = unique_email("staff")
-    await org.client.post("/v1/users", json={"email": email, "password": PASSWORD}, headers=org.headers)
+    await org.client.post(
+        "/v1/users", json={"email": email, "password": PASSWORD}, headers=org.headers
+    )
     without_admin = await configure(org, oidc_provider, require_sso=True)
     assert_problem(without_admin, 422)
-    assert (await configure(org, oidc_provider, require_sso=True, break_glass_user_id=str(org.admin_id))).status_code == 200
+    assert (
+        await configure(org, oidc_provider, require_sso=True, break_glass_user_id=str(org.admin_id))
+    ).status_code == 200
 
-    refused = await service.client.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
+    refused = await service.client.post(
+        "/v1/auth/login", json={"email": email, "password": PASSWORD}
+    )
     assert assert_problem(refused, 403)["type"].endswith("/sso-required")
-    wrong = await service.client.post("/v1/auth/login", json={"email": email, "password": "not the password"})
+    wrong = await service.client.post(
+        "/v1/auth/login", json={"email": email, "password": "not the password"}
+    )
     assert_problem(wrong, 401)  # a wrong password learns nothing about the SSO rule
     admin = await service.client.post(
         "/v1/auth/login", json={"email": org.admin_email, "password": PASSWORD}
@@ -197,7 +203,11 @@ async def test_configuration_is_checked_by_discovery_and_hides_the_secret(
     assert secret not in shown.text and secret not in saved.text
     assert shown.json()["redirect_uri"] == "http://testserver/v1/auth/sso/callback"
     async with service.app.state.engine.connect() as connection:
-        stored = (await connection.execute(text("SELECT client_secret_sealed FROM identity_providers"))).scalars().all()
+        stored = (
+            (await connection.execute(text("SELECT client_secret_sealed FROM identity_providers")))
+            .scalars()
+            .all()
+        )
     assert stored and all(secret.encode() not in bytes(value) for value in stored)
 
 
@@ -260,13 +270,21 @@ async def test_tokens_from_another_issuer_are_refused(oidc_provider: OIDCProvide
         now = datetime.now(UTC)
         with pytest.raises(SsoRefused):  # signed by keys our provider never published
             validate_id_token(
-                token, jwks=await jwks_of(oidc_provider), issuer=oidc_provider.issuer,
-                client_id=CRM_CLIENT_ID, nonce=nonce, now=now,
+                token,
+                jwks=await jwks_of(oidc_provider),
+                issuer=oidc_provider.issuer,
+                client_id=CRM_CLIENT_ID,
+                nonce=nonce,
+                now=now,
             )
         with pytest.raises(SsoRefused):  # its own keys, but not the configured issuer
             validate_id_token(
-                token, jwks=await jwks_of(impostor), issuer=oidc_provider.issuer,
-                client_id=CRM_CLIENT_ID, nonce=nonce, now=now,
+                token,
+                jwks=await jwks_of(impostor),
+                issuer=oidc_provider.issuer,
+                client_id=CRM_CLIENT_ID,
+                nonce=nonce,
+                now=now,
             )
 
 
@@ -276,9 +294,7 @@ async def test_an_unknown_organization_has_no_sign_in(service: Service) -> None:
 
 async def _actions(org: Org) -> list[str]:
     """The organization's audit actions, oldest first."""
-    response = await org.client.get(
-        "/v1/audit-events", params={"limit": 200}, headers=org.headers
-    )
+    response = await org.client.get("/v1/audit-events", params={"limit": 200}, headers=org.headers)
     assert response.status_code == 200, response.text
     return [event["action"] for event in reversed(response.json()["data"])]
 
@@ -323,7 +339,8 @@ async def test_single_sign_on_writes_its_audit_events(
     [event] = refused.json()["data"]
     assert event["reason"] == "no_linked_user" and event["outcome"] == "failure"
     signed_in = await org.client.get(
-        "/v1/audit-events", params={"action": "auth.login_succeeded", "actor_id": user.json()["id"]},
+        "/v1/audit-events",
+        params={"action": "auth.login_succeeded", "actor_id": user.json()["id"]},
         headers=org.headers,
     )
     assert [e["reason"] for e in signed_in.json()["data"]] == ["single_sign_on"]

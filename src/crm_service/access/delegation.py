@@ -128,7 +128,9 @@ def descendants(parents: dict[uuid.UUID, uuid.UUID | None], role_id: uuid.UUID) 
     return found
 
 
-async def _roles_below(session: AsyncSession, principal: Principal) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
+async def _roles_below(
+    session: AsyncSession, principal: Principal
+) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
     """(roles the caller may place people in, roles the caller may edit)."""
     if principal.role_id is None:
         return set(), set()
@@ -193,14 +195,20 @@ async def check_role_change(
 
 
 async def check_group_change(
-    session: AsyncSession, principal: Principal, *, group_id: uuid.UUID | None, member_ids: Iterable[uuid.UUID]
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    group_id: uuid.UUID | None,
+    member_ids: Iterable[uuid.UUID],
 ) -> None:
     """Outside the Administrator profile: only groups one belongs to, and a new group only
     with oneself in it (so nobody opens to others what is shared with a group they lack)."""
     if is_administrator(principal):
         return
     if group_id is not None:
-        members = await repository.GroupRepository(session, principal.organization_id).members([group_id])
+        members = await repository.GroupRepository(session, principal.organization_id).members(
+            [group_id]
+        )
         if principal.user_id not in members[group_id]:
             raise _refuse(
                 principal,

@@ -118,7 +118,9 @@ class GroupRepository(NamedRepository[Group]):
         return set(result.scalars())
 
 
-async def lock_active_administrators(session: AsyncSession, organization_id: uuid.UUID) -> list[uuid.UUID]:
+async def lock_active_administrators(
+    session: AsyncSession, organization_id: uuid.UUID
+) -> list[uuid.UUID]:
     """The organization's active Administrators, locked until the transaction ends: the
     last-Administrator rule counts them under that lock.
 
@@ -172,7 +174,9 @@ class RecordShareRepository(OrganizationRepository[RecordShare]):
         )
         return list(result.scalars())
 
-    async def find(self, module: str, record_id: uuid.UUID, group_id: uuid.UUID) -> RecordShare | None:
+    async def find(
+        self, module: str, record_id: uuid.UUID, group_id: uuid.UUID
+    ) -> RecordShare | None:
         result = await self.session.execute(
             self.scoped().where(
                 RecordShare.module == module,

@@ -26,9 +26,12 @@ class ProfileCreate(InputModel):
     name: Name
     description: ProfileDescription | None = None
     modules: ModuleOperations = Field(
-        default_factory=dict, description="Operations allowed per module; a module left out allows none."
+        default_factory=dict,
+        description="Operations allowed per module; a module left out allows none.",
     )
-    view_sensitive: Flag = Field(default=False, description="See sensitive fields unmasked (each reveal is audited).")
+    view_sensitive: Flag = Field(
+        default=False, description="See sensitive fields unmasked (each reveal is audited)."
+    )
     rights: Rights = Field(default_factory=list, description="Administration rights.")
 
     def permissions(self) -> Permissions:
@@ -58,7 +61,9 @@ class ProfileUpdate(InputModel):
                 if self.modules is not None
                 else current.modules
             ),
-            view_sensitive=current.view_sensitive if self.view_sensitive is None else self.view_sensitive,
+            view_sensitive=current.view_sensitive
+            if self.view_sensitive is None
+            else self.view_sensitive,
             rights=current.rights if self.rights is None else frozenset(self.rights),
         )
 

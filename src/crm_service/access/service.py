@@ -80,14 +80,18 @@ async def list_profiles(*, session: AsyncSession, principal: Principal) -> list[
     return await repository.ProfileRepository(session, principal.organization_id).list()
 
 
-async def get_profile(*, session: AsyncSession, principal: Principal, profile_id: uuid.UUID) -> Profile:
+async def get_profile(
+    *, session: AsyncSession, principal: Principal, profile_id: uuid.UUID
+) -> Profile:
     profile = await repository.ProfileRepository(session, principal.organization_id).get(profile_id)
     if profile is None:
         raise NotFound("No such profile.")
     return profile
 
 
-async def create_profile(*, session: AsyncSession, principal: Principal, payload: ProfileCreate) -> Profile:
+async def create_profile(
+    *, session: AsyncSession, principal: Principal, payload: ProfileCreate
+) -> Profile:
     profiles = repository.ProfileRepository(session, principal.organization_id)
     if await profiles.name_taken(payload.name):
         raise Conflict("A profile with this name exists.")
@@ -103,7 +107,9 @@ async def create_profile(*, session: AsyncSession, principal: Principal, payload
     )
     _write_permissions(profile, granted)
     await profiles.add(profile)
-    audit(session, principal, AuditAction.PROFILE_CREATED, target_type="profile", target_id=profile.id)
+    audit(
+        session, principal, AuditAction.PROFILE_CREATED, target_type="profile", target_id=profile.id
+    )
     return profile
 
 
@@ -125,7 +131,11 @@ async def update_profile(
     # Both sides: nobody widens a profile past their own, nor edits one that holds more.
     for permissions in (current, merged):
         delegation.check_grant(
-            principal, permissions, reason="grant_beyond_own", target_type="profile", target_id=profile.id
+            principal,
+            permissions,
+            reason="grant_beyond_own",
+            target_type="profile",
+            target_id=profile.id,
         )
     for name in ("name", "description"):
         if name in changes:
@@ -143,18 +153,26 @@ async def update_profile(
     return profile
 
 
-async def delete_profile(*, session: AsyncSession, principal: Principal, profile_id: uuid.UUID) -> None:
+async def delete_profile(
+    *, session: AsyncSession, principal: Principal, profile_id: uuid.UUID
+) -> None:
     profile = await get_profile(session=session, principal=principal, profile_id=profile_id)
     if profile.builtin is not None:
         raise Conflict("Built-in profiles cannot be deleted.")
     delegation.check_grant(
-        principal, permissions_of(profile), reason="grant_beyond_own", target_type="profile", target_id=profile.id
+        principal,
+        permissions_of(profile),
+        reason="grant_beyond_own",
+        target_type="profile",
+        target_id=profile.id,
     )
     profiles = repository.ProfileRepository(session, principal.organization_id)
     if await profiles.holders(profile.id):
         raise Conflict("Users hold this profile; give them another one first.")
     await profiles.delete(profile)
-    audit(session, principal, AuditAction.PROFILE_DELETED, target_type="profile", target_id=profile_id)
+    audit(
+        session, principal, AuditAction.PROFILE_DELETED, target_type="profile", target_id=profile_id
+    )
 
 
 async def assign_profile(
@@ -203,7 +221,9 @@ async def get_role(*, session: AsyncSession, principal: Principal, role_id: uuid
     return role
 
 
-async def _check_parent(roles: repository.RoleRepository, role_id: uuid.UUID | None, parent_id: uuid.UUID | None) -> None:
+async def _check_parent(
+    roles: repository.RoleRepository, role_id: uuid.UUID | None, parent_id: uuid.UUID | None
+) -> None:
     if parent_id is None:
         return
     parents = await roles.parents()
@@ -214,7 +234,9 @@ async def _check_parent(roles: repository.RoleRepository, role_id: uuid.UUID | N
     current: uuid.UUID | None = parent_id
     while current is not None and current not in seen:
         if current == role_id:
-            raise _invalid("body.parent_id", "cycle", "a role cannot report to itself or below itself")
+            raise _invalid(
+                "body.parent_id", "cycle", "a role cannot report to itself or below itself"
+            )
         seen.add(current)
         current = parents.get(current)
 
@@ -272,7 +294,14 @@ async def update_role(
     for name, value in changes.items():
         setattr(role, name, value)
     await session.flush()
-    audit(session, principal, AuditAction.ROLE_UPDATED, target_type="role", target_id=role.id, fields=changes)
+    audit(
+        session,
+        principal,
+        AuditAction.ROLE_UPDATED,
+        target_type="role",
+        target_id=role.id,
+        fields=changes,
+    )
     return role
 
 
@@ -294,15 +323,22 @@ async def delete_role(*, session: AsyncSession, principal: Principal, role_id: u
     audit(session, principal, AuditAction.ROLE_DELETED, target_type="role", target_id=role_id)
 
 
-async def check_role(session: AsyncSession, organization_id: uuid.UUID, role_id: uuid.UUID | None) -> None:
-    if role_id is not None and await repository.RoleRepository(session, organization_id).get(role_id) is None:
+async def check_role(
+    session: AsyncSession, organization_id: uuid.UUID, role_id: uuid.UUID | None
+) -> None:
+    if (
+        role_id is not None
+        and await repository.RoleRepository(session, organization_id).get(role_id) is None
+    ):
         raise _invalid("body.role_id", "not_found", "no such role")
 
 
 # -- groups ---------------------------------------------------------------------------------
 
 
-async def list_groups(*, session: AsyncSession, principal: Principal) -> list[tuple[Group, list[uuid.UUID]]]:
+async def list_groups(
+    *, session: AsyncSession, principal: Principal
+) -> list[tuple[Group, list[uuid.UUID]]]:
     groups = repository.GroupRepository(session, principal.organization_id)
     found = await groups.list()
     members = await groups.members([group.id for group in found])
@@ -319,10 +355,14 @@ async def get_group(
     return group, (await groups.members([group.id]))[group.id]
 
 
-async def _check_members(session: AsyncSession, organization_id: uuid.UUID, user_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+async def _check_members(
+    session: AsyncSession, organization_id: uuid.UUID, user_ids: list[uuid.UUID]
+) -> list[uuid.UUID]:
     known = {user.id for user in await UserRepository(session, organization_id).list()}
     if not set(user_ids) <= known:
-        raise _invalid("body.member_ids", "not_found", "names a user this organization does not have")
+        raise _invalid(
+            "body.member_ids", "not_found", "names a user this organization does not have"
+        )
     return sorted(set(user_ids))
 
 
@@ -337,7 +377,14 @@ async def create_group(
     group = Group(id=uuid.uuid4(), organization_id=principal.organization_id, name=payload.name)
     await groups.add(group)
     await groups.set_members(group.id, members)
-    audit(session, principal, AuditAction.GROUP_CREATED, target_type="group", target_id=group.id, fields=["name", "member_ids"])
+    audit(
+        session,
+        principal,
+        AuditAction.GROUP_CREATED,
+        target_type="group",
+        target_id=group.id,
+        fields=["name", "member_ids"],
+    )
     return group, members
 
 
@@ -356,7 +403,14 @@ async def update_group(
         members = await _check_members(session, principal.organization_id, changes["member_ids"])
         await groups.set_members(group.id, members)
     await session.flush()
-    audit(session, principal, AuditAction.GROUP_UPDATED, target_type="group", target_id=group.id, fields=changes)
+    audit(
+        session,
+        principal,
+        AuditAction.GROUP_UPDATED,
+        target_type="group",
+        target_id=group.id,
+        fields=changes,
+    )
     return group, members
 
 
@@ -375,7 +429,10 @@ _OPENNESS = {SharingLevel.PRIVATE: 0, SharingLevel.READ_ONLY: 1, SharingLevel.RE
 async def get_sharing(*, session: AsyncSession, principal: Principal) -> SharingDefaults:
     stored = await repository.sharing_defaults(session, principal.organization_id)
     return SharingDefaults(
-        **{module.value: SharingLevel(stored.get(module.value, DEFAULT_LEVEL.value)) for module in Module}
+        **{
+            module.value: SharingLevel(stored.get(module.value, DEFAULT_LEVEL.value))
+            for module in Module
+        }
     )
 
 
@@ -394,13 +451,24 @@ async def set_sharing(
     delegation.check_sharing_opened(principal, opened)
     for module in Module:
         level = getattr(payload, module.value)
-        await repository.set_sharing_default(session, principal.organization_id, module.value, level.value)
+        await repository.set_sharing_default(
+            session, principal.organization_id, module.value, level.value
+        )
     if changed:
-        audit(session, principal, AuditAction.SHARING_CHANGED, target_type="organization", target_id=principal.organization_id, fields=changed)
+        audit(
+            session,
+            principal,
+            AuditAction.SHARING_CHANGED,
+            target_type="organization",
+            target_id=principal.organization_id,
+            fields=changed,
+        )
     return await get_sharing(session=session, principal=principal)
 
 
-async def visibility_for(session: AsyncSession, principal: Principal, module: Module) -> Visibility | None:
+async def visibility_for(
+    session: AsyncSession, principal: Principal, module: Module
+) -> Visibility | None:
     """What the caller may see of `module`; None when nothing limits them (a partner client,
     whose scopes decide). Cached for the request's session."""
     if principal.permissions is None or principal.user_id is None:
@@ -416,7 +484,9 @@ async def visibility_for(session: AsyncSession, principal: Principal, module: Mo
         cache[key] = visibility
         return visibility
     level = SharingLevel(
-        (await repository.sharing_defaults(session, organization_id)).get(module.value, DEFAULT_LEVEL.value)
+        (await repository.sharing_defaults(session, organization_id)).get(
+            module.value, DEFAULT_LEVEL.value
+        )
     )
     owner_ids = {principal.user_id}
     if principal.role_id is not None:

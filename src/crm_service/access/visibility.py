@@ -51,7 +51,9 @@ class Visibility:
             )
         )
 
-    def _owned_or_shared(self, model: Any, accesses: tuple[ShareAccess, ...]) -> ColumnElement[bool]:
+    def _owned_or_shared(
+        self, model: Any, accesses: tuple[ShareAccess, ...]
+    ) -> ColumnElement[bool]:
         clauses = [model.owner_id.in_(self.owner_ids)]
         if self.group_ids:
             clauses.append(self._shared(model, accesses))

@@ -127,7 +127,9 @@ async def organizations_with_events(session: AsyncSession) -> list[uuid.UUID]:
 async def organizations_without_chains(session: AsyncSession) -> list[uuid.UUID]:
     result = await session.execute(
         select(Organization.id)
-        .where(~select(AuditChain.shard).where(AuditChain.organization_id == Organization.id).exists())
+        .where(
+            ~select(AuditChain.shard).where(AuditChain.organization_id == Organization.id).exists()
+        )
         .order_by(Organization.id)
     )
     return list(result.scalars())

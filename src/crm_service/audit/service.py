@@ -223,14 +223,18 @@ async def verify_organization(
     """Walk every chain of one organization; note the first break of each."""
     key = await keyring_for(session, organization_id).audit_key()
     heads = await repository.chains(session, organization_id)
-    for stray in await repository.unchained_events(session, organization_id, [h.shard for h in heads]):
+    for stray in await repository.unchained_events(
+        session, organization_id, [h.shard for h in heads]
+    ):
         result.breaks.append(
             ChainBreak(organization_id, stray.shard, stray.id, stray.seq, "belongs to no chain")
         )
     if not heads:
         # Creating an organization writes its first events, which create every chain.
         result.breaks.append(
-            ChainBreak(organization_id, None, None, None, "the organization has no audit log at all")
+            ChainBreak(
+                organization_id, None, None, None, "the organization has no audit log at all"
+            )
         )
     else:
         # Every chain's head is created with the organization's first event.
@@ -319,7 +323,9 @@ async def purge_expired(
         locked.head_mac = macs.head_mac(key, locked)
         await repository.append(session, [], locked)
     if deleted:
-        record(session, Actor.system(organization_id), AuditAction.AUDIT_PURGED, target_type="audit")
+        record(
+            session, Actor.system(organization_id), AuditAction.AUDIT_PURGED, target_type="audit"
+        )
     await session.flush()
     return deleted
 

@@ -57,7 +57,9 @@ class Enrolment:
 
 
 def _secret_context(credential: TotpCredential) -> FieldContext:
-    return FieldContext(credential.organization_id, "totp_credentials", "secret_sealed", credential.id)
+    return FieldContext(
+        credential.organization_id, "totp_credentials", "secret_sealed", credential.id
+    )
 
 
 async def _seal_secret(session: AsyncSession, credential: TotpCredential, secret: str) -> None:
@@ -159,7 +161,9 @@ async def replace_recovery_codes(*, session: AsyncSession, user: User, now: date
     return codes
 
 
-async def _accept_recovery_code(session: AsyncSession, user: User, code: str, now: datetime) -> bool:
+async def _accept_recovery_code(
+    session: AsyncSession, user: User, code: str, now: datetime
+) -> bool:
     raw = code.replace("-", "").replace(" ", "").lower()
     if len(raw) != 12:
         return False
@@ -193,14 +197,18 @@ async def open_challenge(*, session: AsyncSession, user: User, now: datetime) ->
     return token
 
 
-async def challenge_user(*, session: AsyncSession, mfa_token: str, now: datetime) -> tuple[MfaChallenge, User]:
+async def challenge_user(
+    *, session: AsyncSession, mfa_token: str, now: datetime
+) -> tuple[MfaChallenge, User]:
     """The challenge and its user, or the one failure answer."""
     if not mfa_token.startswith(CHALLENGE_PREFIX) or len(mfa_token) > 128:
         raise SecondFactorFailed()
     challenge = await repository.find_challenge_by_token_hash(session, token_digest(mfa_token))
     if challenge is None or challenge.used_at is not None or challenge.expires_at <= now:
         raise SecondFactorFailed()
-    user = await repository.UserRepository(session, challenge.organization_id).get(challenge.user_id)
+    user = await repository.UserRepository(session, challenge.organization_id).get(
+        challenge.user_id
+    )
     if user is None or not user.is_active:
         raise SecondFactorFailed()
     return challenge, user
@@ -239,9 +247,9 @@ async def pass_second_step(
             recovery_codes = await replace_recovery_codes(session=session, user=user, now=now)
             _audit_user(session, user, client_ip, AuditAction.USER_MFA_ENROLLED)
     elif credential is not None:
-        accepted = await _accept_totp(session, credential, code, now) or await _accept_recovery_code(
-            session, user, code, now
-        )
+        accepted = await _accept_totp(
+            session, credential, code, now
+        ) or await _accept_recovery_code(session, user, code, now)
     else:
         accepted = False
     challenges = repository.MfaChallengeRepository(session, user.organization_id)
@@ -261,7 +269,12 @@ async def pass_second_step(
         )
         if locked:
             _audit_user(
-                session, user, client_ip, AuditAction.LOCKED_OUT, outcome=Outcome.DENIED, reason="too_many_failures"
+                session,
+                user,
+                client_ip,
+                AuditAction.LOCKED_OUT,
+                outcome=Outcome.DENIED,
+                reason="too_many_failures",
             )
         raise SecondFactorFailed()
     await repository.reset_mfa_failures(session, user.id)
@@ -280,7 +293,12 @@ async def disable(
     """Turn two-factor off (to reset it, enrol again). Needs the password; ends the user's
     other sessions."""
     await confirm_password(
-        session, user_id=user.id, password_hash=user.password_hash, password=password, client_ip=client_ip, now=now
+        session,
+        user_id=user.id,
+        password_hash=user.password_hash,
+        password=password,
+        client_ip=client_ip,
+        now=now,
     )
     totps = repository.TotpRepository(session, user.organization_id)
     credential = await totps.for_user(user.id)
@@ -299,7 +317,12 @@ async def new_recovery_codes(
     *, session: AsyncSession, user: User, password: str, now: datetime, client_ip: str | None
 ) -> list[str]:
     await confirm_password(
-        session, user_id=user.id, password_hash=user.password_hash, password=password, client_ip=client_ip, now=now
+        session,
+        user_id=user.id,
+        password_hash=user.password_hash,
+        password=password,
+        client_ip=client_ip,
+        now=now,
     )
     enabled, _ = await status(session=session, user=user)
     if not enabled:
@@ -312,7 +335,7 @@ async def new_recovery_codes(
 async def status(*, session: AsyncSession, user: User) -> tuple[bool, int]:
     credential = await repository.TotpRepository(session, user.organization_id).for_user(user.id)
     enabled = credential is not None and credential.confirmed_at is not None
-    left = len(await repository.RecoveryCodeRepository(session, user.organization_id).unused(user.id))
+    left = len(
+        await repository.RecoveryCodeRepository(session, user.organization_id).unused(user.id)
+    )
     return enabled, left
-
-

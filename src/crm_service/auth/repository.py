@@ -60,7 +60,11 @@ async def bearer_context(session: AsyncSession, token_hash: str) -> BearerContex
             case((IpAllowlist.enabled.is_(True), IpAllowlist.cidrs), else_=None),
             Role.ip_allowlist,
         )
-        .join(User, (User.id == AuthSession.user_id) & (User.organization_id == AuthSession.organization_id))
+        .join(
+            User,
+            (User.id == AuthSession.user_id)
+            & (User.organization_id == AuthSession.organization_id),
+        )
         .join(Profile, Profile.id == User.profile_id)
         .outerjoin(IpAllowlist, IpAllowlist.organization_id == User.organization_id)
         .outerjoin(Role, (Role.id == User.role_id) & (Role.organization_id == User.organization_id))
@@ -142,7 +146,9 @@ class RecoveryCodeRepository(OrganizationRepository[RecoveryCode]):
     model = RecoveryCode
 
     async def unused(self, user_id: uuid.UUID, lookup: str | None = None) -> list[RecoveryCode]:
-        statement = self.scoped().where(RecoveryCode.user_id == user_id, RecoveryCode.used_at.is_(None))
+        statement = self.scoped().where(
+            RecoveryCode.user_id == user_id, RecoveryCode.used_at.is_(None)
+        )
         if lookup is not None:
             statement = statement.where(RecoveryCode.lookup == lookup)
         return list((await self.session.execute(statement)).scalars())
@@ -170,9 +176,13 @@ class RecoveryCodeRepository(OrganizationRepository[RecoveryCode]):
         return result.rowcount == 1
 
 
-async def find_challenge_by_token_hash(session: AsyncSession, token_hash: str) -> MfaChallenge | None:
+async def find_challenge_by_token_hash(
+    session: AsyncSession, token_hash: str
+) -> MfaChallenge | None:
     """The mfa_token is the only key its holder presents, like a bearer token."""
-    result = await session.execute(select(MfaChallenge).where(MfaChallenge.token_hash == token_hash))
+    result = await session.execute(
+        select(MfaChallenge).where(MfaChallenge.token_hash == token_hash)
+    )
     return result.scalar_one_or_none()
 
 
@@ -235,7 +245,9 @@ async def reset_mfa_failures(session: AsyncSession, user_id: uuid.UUID) -> None:
     )
 
 
-async def identity_provider(session: AsyncSession, organization_id: uuid.UUID) -> IdentityProvider | None:
+async def identity_provider(
+    session: AsyncSession, organization_id: uuid.UUID
+) -> IdentityProvider | None:
     result = await session.execute(
         select(IdentityProvider).where(IdentityProvider.organization_id == organization_id)
     )
@@ -249,11 +261,15 @@ async def sso_attempt_by_state(session: AsyncSession, state_hash: str) -> SsoAtt
 
 
 async def sso_attempt_by_handoff(session: AsyncSession, handoff_hash: str) -> SsoAttempt | None:
-    result = await session.execute(select(SsoAttempt).where(SsoAttempt.handoff_hash == handoff_hash))
+    result = await session.execute(
+        select(SsoAttempt).where(SsoAttempt.handoff_hash == handoff_hash)
+    )
     return result.scalar_one_or_none()
 
 
-async def identity_by_subject(session: AsyncSession, issuer: str, subject: str) -> UserIdentity | None:
+async def identity_by_subject(
+    session: AsyncSession, issuer: str, subject: str
+) -> UserIdentity | None:
     """(issuer, subject) is unique across the service; the caller checks the organization."""
     result = await session.execute(
         select(UserIdentity).where(UserIdentity.issuer == issuer, UserIdentity.subject == subject)
@@ -267,7 +283,9 @@ async def identity_by_subject(session: AsyncSession, issuer: str, subject: str) 
 
 
 def _insert_missing(session: AsyncSession, keys: list[str], now: datetime):  # noqa: ANN202
-    rows = [{"key": key, "failures": 0, "window_started_at": now, "updated_at": now} for key in keys]
+    rows = [
+        {"key": key, "failures": 0, "window_started_at": now, "updated_at": now} for key in keys
+    ]
     if session.bind.dialect.name == "postgresql":
         return pg_insert(SignInAttempt).values(rows).on_conflict_do_nothing(index_elements=["key"])
     return sqlite_insert(SignInAttempt).values(rows).on_conflict_do_nothing(index_elements=["key"])

@@ -84,9 +84,7 @@ class RecoveryCodes(BaseModel):
 
 class MfaStatus(BaseModel):
     totp_enabled: bool
-    recovery_codes_left: int = Field(
-        ge=0, le=RECOVERY_CODES, json_schema_extra={"format": "int32"}
-    )
+    recovery_codes_left: int = Field(ge=0, le=RECOVERY_CODES, json_schema_extra={"format": "int32"})
 
 
 class UserCreate(InputModel):

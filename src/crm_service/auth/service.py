@@ -102,7 +102,9 @@ async def login(
             reason = (
                 "user_disabled"
                 if not user.is_active
-                else "locked_out" if not verdict.allowed else "wrong_password"
+                else "locked_out"
+                if not verdict.allowed
+                else "wrong_password"
             )
             audit(
                 session,
@@ -146,7 +148,12 @@ async def login(
         token = await mfa.open_challenge(session=session, user=user, now=now)
         return MfaRequired(mfa_token=token, enrolment_required=must_enrol)
     return await open_session(
-        session=session, user=user, settings=settings, now=now, client_ip=client_ip, method="password"
+        session=session,
+        user=user,
+        settings=settings,
+        now=now,
+        client_ip=client_ip,
+        method="password",
     )
 
 
@@ -193,7 +200,11 @@ async def complete_second_step(
     client_ip: str | None,
 ) -> TokenResponse:
     step = await mfa.pass_second_step(
-        session=session, mfa_token=payload.mfa_token, code=payload.code, now=now, client_ip=client_ip
+        session=session,
+        mfa_token=payload.mfa_token,
+        code=payload.code,
+        now=now,
+        client_ip=client_ip,
     )
     await check_client_address(session, step.user, client_ip)
     response = await open_session(
@@ -256,13 +267,17 @@ async def logout(*, session: AsyncSession, principal: Principal) -> None:
     )
     if auth_session is not None and auth_session.ended_at is None:
         auth_session.ended_at = utcnow()
-        audit(session, principal, AuditAction.LOGGED_OUT, target_type="session", target_id=auth_session.id)
+        audit(
+            session,
+            principal,
+            AuditAction.LOGGED_OUT,
+            target_type="session",
+            target_id=auth_session.id,
+        )
     await session.flush()
 
 
-async def create_user(
-    *, session: AsyncSession, principal: Principal, payload: UserCreate
-) -> User:
+async def create_user(*, session: AsyncSession, principal: Principal, payload: UserCreate) -> User:
     organization_id = principal.organization_id
     profile_id = payload.profile_id or await access.builtin_profile_id(
         session,
@@ -278,7 +293,9 @@ async def create_user(
     await delegation.check_role_placement(
         session, principal, new_role_id=payload.role_id, current_role_id=None, user_id=None
     )
-    user = await add_user(session=session, organization_id=principal.organization_id, payload=payload)
+    user = await add_user(
+        session=session, organization_id=principal.organization_id, payload=payload
+    )
     audit(
         session,
         principal,
@@ -355,15 +372,21 @@ async def end_user_sessions(
     await repository.SessionRepository(session, principal.organization_id).end_all_for_user(
         user_id, now
     )
-    audit(session, principal, AuditAction.USER_SESSIONS_ENDED, target_type="user", target_id=user_id)
+    audit(
+        session, principal, AuditAction.USER_SESSIONS_ENDED, target_type="user", target_id=user_id
+    )
 
 
-async def unlock_sign_in(*, session: AsyncSession, principal: Principal, user_id: uuid.UUID) -> None:
+async def unlock_sign_in(
+    *, session: AsyncSession, principal: Principal, user_id: uuid.UUID
+) -> None:
     """After 100 failed passwords an account waits for this (see auth.throttle)."""
     user = await get_user(session=session, principal=principal, user_id=user_id)
     await _check_manages(session, principal, user)
     await lift_locks(session, user.id)
-    audit(session, principal, AuditAction.USER_SIGN_IN_UNLOCKED, target_type="user", target_id=user.id)
+    audit(
+        session, principal, AuditAction.USER_SIGN_IN_UNLOCKED, target_type="user", target_id=user.id
+    )
 
 
 async def change_password(
@@ -384,7 +407,14 @@ async def change_password(
     await repository.SessionRepository(session, principal.organization_id).end_all_for_user(
         user.id, now, except_session=principal.session_id
     )
-    audit(session, principal, AuditAction.USER_PASSWORD_CHANGED, target_type="user", target_id=user.id, fields=["password"])
+    audit(
+        session,
+        principal,
+        AuditAction.USER_PASSWORD_CHANGED,
+        target_type="user",
+        target_id=user.id,
+        fields=["password"],
+    )
     await session.flush()
 
 
@@ -413,8 +443,12 @@ async def update_user(
     changes = payload.model_dump(exclude_unset=True)
     if "is_admin" in changes and "profile_id" not in changes:
         if changes["is_admin"] != user.is_admin:
-            builtin = BuiltinProfile.ADMINISTRATOR if changes["is_admin"] else BuiltinProfile.STANDARD
-            changes["profile_id"] = await access.builtin_profile_id(session, organization_id, builtin)
+            builtin = (
+                BuiltinProfile.ADMINISTRATOR if changes["is_admin"] else BuiltinProfile.STANDARD
+            )
+            changes["profile_id"] = await access.builtin_profile_id(
+                session, organization_id, builtin
+            )
     changes.pop("is_admin", None)
     if "role_id" in changes:
         await access.check_role(session, organization_id, changes["role_id"])
@@ -434,7 +468,11 @@ async def update_user(
     await _check_manages(session, principal, user)
     if new_permissions is not None:
         delegation.check_grant(
-            principal, new_permissions, reason="grant_beyond_own", target_type="user", target_id=user.id
+            principal,
+            new_permissions,
+            reason="grant_beyond_own",
+            target_type="user",
+            target_id=user.id,
         )
     if "role_id" in changed:
         await delegation.check_role_placement(
@@ -455,6 +493,13 @@ async def update_user(
     if changes.get("is_active") is False:
         await repository.SessionRepository(session, organization_id).end_all_for_user(user.id, now)
     if changed:
-        audit(session, principal, AuditAction.USER_UPDATED, target_type="user", target_id=user.id, fields=changed)
+        audit(
+            session,
+            principal,
+            AuditAction.USER_UPDATED,
+            target_type="user",
+            target_id=user.id,
+            fields=changed,
+        )
     await session.flush()
     return user

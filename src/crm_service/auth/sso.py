@@ -112,10 +112,14 @@ def _config_problem(field: str, rule: str, message: str) -> ValidationFailed:
 
 
 def _secret_context(provider: IdentityProvider) -> FieldContext:
-    return FieldContext(provider.organization_id, "identity_providers", "client_secret_sealed", provider.id)
+    return FieldContext(
+        provider.organization_id, "identity_providers", "client_secret_sealed", provider.id
+    )
 
 
-async def seal_client_secret(session: AsyncSession, provider: IdentityProvider, secret: str) -> None:
+async def seal_client_secret(
+    session: AsyncSession, provider: IdentityProvider, secret: str
+) -> None:
     provider.client_secret_sealed = await seal_organization_secret(
         session, provider.organization_id, secret, _secret_context(provider)
     )
@@ -130,7 +134,9 @@ async def _client_secret(session: AsyncSession, provider: IdentityProvider) -> s
     return secret
 
 
-async def provider_for(session: AsyncSession, organization_id: uuid.UUID) -> IdentityProvider | None:
+async def provider_for(
+    session: AsyncSession, organization_id: uuid.UUID
+) -> IdentityProvider | None:
     return await repository.identity_provider(session, organization_id)
 
 
@@ -250,7 +256,9 @@ async def callback(
             reason=reason,
         )
         await session.flush()
-        return CallbackResult(f"{provider.frontend_redirect_url}#{urlencode({'sso_error': reason})}")
+        return CallbackResult(
+            f"{provider.frontend_redirect_url}#{urlencode({'sso_error': reason})}"
+        )
     handoff = secrets.token_urlsafe(32)
     attempt.user_id = user.id
     attempt.handoff_hash = token_digest(handoff)
@@ -317,7 +325,9 @@ async def _linked_user(
     if identity is not None:
         if identity.organization_id != provider.organization_id:
             raise SsoRefused("identity_of_another_organization")
-        user = await repository.UserRepository(session, provider.organization_id).get(identity.user_id)
+        user = await repository.UserRepository(session, provider.organization_id).get(
+            identity.user_id
+        )
         if user is None:
             raise SsoRefused("unknown_user")
         return user
@@ -389,7 +399,9 @@ async def link_identity(
         created_at=now,
     )
     session.add(identity)
-    audit(session, principal, AuditAction.USER_IDENTITY_LINKED, target_type="user", target_id=user_id)
+    audit(
+        session, principal, AuditAction.USER_IDENTITY_LINKED, target_type="user", target_id=user_id
+    )
     await session.flush()
     return identity
 

@@ -89,7 +89,9 @@ async def _count_account_attempt(
 
 
 class SignInThrottle:
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], *, address_failures: int) -> None:
+    def __init__(
+        self, sessionmaker: async_sessionmaker[AsyncSession], *, address_failures: int
+    ) -> None:
         self._sessionmaker = sessionmaker
         self._address_failures = address_failures
 
@@ -111,7 +113,10 @@ class SignInThrottle:
             )
             if window_ends is not None:
                 await commit(session)
-                return Verdict(allowed=False, retry_after=max(1, math.ceil((window_ends - now).total_seconds())))
+                return Verdict(
+                    allowed=False,
+                    retry_after=max(1, math.ceil((window_ends - now).total_seconds())),
+                )
             if user_id is None:
                 await commit(session)
                 return Verdict(allowed=True)
@@ -142,7 +147,13 @@ class ReauthenticationFailed(Forbidden):
 
 
 async def confirm_password(
-    session: AsyncSession, *, user_id: uuid.UUID, password_hash: str, password: str, client_ip: str | None, now: datetime
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    password_hash: str,
+    password: str,
+    client_ip: str | None,
+    now: datetime,
 ) -> None:
     """Ask a signed-in user for their password again. A stolen session must not be a way to
     guess it unthrottled, so this counts like a sign-in at this address (in the request's

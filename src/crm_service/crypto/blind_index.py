@@ -54,5 +54,7 @@ def normalize(kind: IndexKind, value: str, *, phone_region: str | None) -> str:
 
 
 def blind_index(key: bytes, kind: IndexKind, value: str, *, phone_region: str | None) -> str:
-    message = kind.value.encode() + b"\x00" + normalize(kind, value, phone_region=phone_region).encode()
+    message = (
+        kind.value.encode() + b"\x00" + normalize(kind, value, phone_region=phone_region).encode()
+    )
     return hmac.new(key, message, hashlib.sha256).hexdigest()

@@ -100,9 +100,7 @@ def open_value(stored: bytes, key: DataKey, context: FieldContext) -> str:
     if header[1:17] != key.id.bytes:
         raise StoredValueIntegrityError("A stored value names another data key.")
     try:
-        plaintext = key.aead.decrypt(
-            header[17:], stored[_HEADER:], context.associated_data(header)
-        )
+        plaintext = key.aead.decrypt(header[17:], stored[_HEADER:], context.associated_data(header))
     except InvalidTag:
         raise StoredValueIntegrityError(
             "A stored value failed authentication (altered, or moved from elsewhere)."

@@ -62,7 +62,9 @@ class SealedRecord:
     def mark_all_pending(self) -> None:
         self.__dict__.setdefault("_pending", set()).update(self.__sealed_fields__)
 
-    def set_revealed(self, values: dict[str, str | None], *, erased: bool = False, key: DataKey | None = None) -> None:
+    def set_revealed(
+        self, values: dict[str, str | None], *, erased: bool = False, key: DataKey | None = None
+    ) -> None:
         self.__dict__["_plaintext"] = values
         self.__dict__["_pending"] = set()
         self.__dict__["_erased"] = erased

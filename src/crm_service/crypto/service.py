@@ -91,7 +91,11 @@ class UnwrappedKeyCache:
 
 def session_info(provider: KeyProvider, *, phone_region: str | None) -> dict[str, object]:
     """What each database session carries for the storage layer."""
-    return {"key_provider": provider, "key_cache": UnwrappedKeyCache(), "phone_region": phone_region}
+    return {
+        "key_provider": provider,
+        "key_cache": UnwrappedKeyCache(),
+        "phone_region": phone_region,
+    }
 
 
 class Keyring:
@@ -255,7 +259,9 @@ class Keyring:
 
 def keyring_for(session: AsyncSession, organization_id: uuid.UUID) -> Keyring:
     """The session carries the key provider and cache (set by the app's sessionmaker)."""
-    return Keyring(session, organization_id, session.info["key_provider"], session.info["key_cache"])
+    return Keyring(
+        session, organization_id, session.info["key_provider"], session.info["key_cache"]
+    )
 
 
 async def key_generation(

@@ -2,8 +2,9 @@
 
 The session is opened by a dependency and committed by :class:`CommitOnSuccessRoute` after the
 endpoint returns and before the response is sent (or, for an error that says it
-`keeps_changes`, such as a failed second factor, before the error is rendered); FastAPI runs yield-dependency cleanup only
-after sending, so committing there would acknowledge writes that might still fail. An error
+`keeps_changes`, such as a failed second factor, before the error is rendered); FastAPI runs
+yield-dependency cleanup only after sending, so committing there would acknowledge writes that
+might still fail. An error
 anywhere means no commit: the dependency's cleanup rolls the whole transaction back.
 """
 

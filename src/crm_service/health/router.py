@@ -65,8 +65,8 @@ async def readyz(request: Request) -> JSONResponse:
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
 )
 async def metrics(request: Request) -> Response:
-    """Prometheus text exposition: request counts and latencies by route template, never by value.
-    """
+    """Prometheus text exposition: request counts and latencies by route template, never by
+    value."""
     settings = request.app.state.settings
     body, content_type = render_metrics(settings.metrics_multiprocess_directory)
     return Response(body, media_type=content_type)

@@ -98,7 +98,9 @@ async def reseal_records(
         if number and stale_keys_only:
             await asyncio.sleep(settle_seconds)
             async with sessionmaker() as session:
-                if not await count_to_reseal(session, organization_id, module, stale_keys_only=True):
+                if not await count_to_reseal(
+                    session, organization_id, module, stale_keys_only=True
+                ):
                     break
         after: uuid.UUID | None = None
         while max_batches is None or batches < max_batches:

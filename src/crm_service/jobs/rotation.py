@@ -21,14 +21,22 @@ from crm_service.orgs.repository import lock_organization_for_storage_change
 
 
 async def organization_ids(session: AsyncSession) -> list[uuid.UUID]:
-    return list((await session.execute(select(Organization.id).order_by(Organization.id))).scalars())
+    return list(
+        (await session.execute(select(Organization.id).order_by(Organization.id))).scalars()
+    )
 
 
 async def begin_data_key_rotation(session: AsyncSession, organization_id: uuid.UUID) -> int:
     """Raise the organization's key generation; new writes seal under it from now on."""
     organization = await lock_organization_for_storage_change(session, organization_id)
     organization.key_generation += 1
-    record(session, Actor.system(organization_id), AuditAction.KEYS_ROTATED, target_type="organization", target_id=organization_id)
+    record(
+        session,
+        Actor.system(organization_id),
+        AuditAction.KEYS_ROTATED,
+        target_type="organization",
+        target_id=organization_id,
+    )
     await session.flush()
     # The organization key of the new generation exists before any request needs it.
     await keyring_for(session, organization_id).organization_key(organization.key_generation)

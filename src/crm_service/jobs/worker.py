@@ -95,7 +95,9 @@ async def _claim(session: AsyncSession, job: Job) -> WorkerJob | None:
             .where(WorkerJob.name == job.name)
             .values(last_started_at=WorkerJob.last_started_at)
         )
-    return (await session.execute(statement.execution_options(populate_existing=True))).scalar_one_or_none()
+    return (
+        await session.execute(statement.execution_options(populate_existing=True))
+    ).scalar_one_or_none()
 
 
 def _due(row: WorkerJob, job: Job, now: datetime) -> bool:

@@ -16,10 +16,10 @@ HEADERS: dict[str, dict[str, Any]] = {
         "schema": {"type": "string", "maxLength": 64, "pattern": "^[A-Za-z0-9._-]{1,64}$"},
     },
     "WWW-Authenticate": {
-        "description": "The Bearer challenge (RFC 6750), with `error=\"invalid_token\"` when "
+        "description": 'The Bearer challenge (RFC 6750), with `error="invalid_token"` when '
         "a token was sent but is not valid.",
         "required": True,
-        "schema": {"type": "string", "maxLength": 200, "pattern": "^Bearer realm=\"crm-service\""},
+        "schema": {"type": "string", "maxLength": 200, "pattern": '^Bearer realm="crm-service"'},
     },
     "Location": {
         "description": "The path of the resource this request created.",

@@ -101,7 +101,9 @@ async def set_ip_allowlist(
     """Replace the organization's allowlist. A list that excludes your own address is refused with
     409 unless `confirm_self_lockout` is true. Audited.
     """
-    return await org_security.set_ip_allowlist(session=session, principal=principal, payload=payload)
+    return await org_security.set_ip_allowlist(
+        session=session, principal=principal, payload=payload
+    )
 
 
 @router.get(

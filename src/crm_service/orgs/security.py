@@ -96,7 +96,14 @@ async def set_ip_allowlist(
         session.add(allowlist)
     allowlist.enabled = payload.enabled
     allowlist.cidrs = "\n".join(str(network) for network in networks)
-    audit(session, principal, AuditAction.IP_ALLOWLIST_CHANGED, target_type="organization", target_id=principal.organization_id, fields=["enabled", "cidrs"])
+    audit(
+        session,
+        principal,
+        AuditAction.IP_ALLOWLIST_CHANGED,
+        target_type="organization",
+        target_id=principal.organization_id,
+        fields=["enabled", "cidrs"],
+    )
     await session.flush()
     return _read(allowlist, principal.client_ip)
 
@@ -111,7 +118,14 @@ async def set_security(
 ) -> SecuritySettings:
     organization = await repository.organization(session, principal.organization_id)
     organization.mfa_required = payload.mfa_required
-    audit(session, principal, AuditAction.SECURITY_CHANGED, target_type="organization", target_id=principal.organization_id, fields=["mfa_required"])
+    audit(
+        session,
+        principal,
+        AuditAction.SECURITY_CHANGED,
+        target_type="organization",
+        target_id=principal.organization_id,
+        fields=["mfa_required"],
+    )
     await session.flush()
     return SecuritySettings(mfa_required=organization.mfa_required)
 
@@ -141,7 +155,11 @@ async def get_identity_provider(
 
 
 async def set_identity_provider(
-    *, session: AsyncSession, principal: Principal, payload: IdentityProviderSet, public_base_url: str
+    *,
+    session: AsyncSession,
+    principal: Principal,
+    payload: IdentityProviderSet,
+    public_base_url: str,
 ) -> IdentityProviderRead:
     provider = await sso.provider_for(session, principal.organization_id)
     if provider is None and payload.client_secret is None:
@@ -153,18 +171,34 @@ async def set_identity_provider(
         if payload.break_glass_user_id is None:
             raise ValidationFailed(
                 "Requiring single sign-on needs a break-glass administrator.",
-                errors=[FieldProblem(field="body.break_glass_user_id", rule="missing", message="required with require_sso")],
+                errors=[
+                    FieldProblem(
+                        field="body.break_glass_user_id",
+                        rule="missing",
+                        message="required with require_sso",
+                    )
+                ],
             )
-        admin = await UserRepository(session, principal.organization_id).get(payload.break_glass_user_id)
+        admin = await UserRepository(session, principal.organization_id).get(
+            payload.break_glass_user_id
+        )
         if admin is None or not admin.is_admin or not admin.is_active:
             raise ValidationFailed(
                 "The break-glass user must be an active administrator of this organization.",
-                errors=[FieldProblem(field="body.break_glass_user_id", rule="not_admin", message="no such administrator")],
+                errors=[
+                    FieldProblem(
+                        field="body.break_glass_user_id",
+                        rule="not_admin",
+                        message="no such administrator",
+                    )
+                ],
             )
     document = await sso.discover(payload.issuer)
     is_new = provider is None
     if provider is None:
-        provider = IdentityProvider(id=uuid.uuid4(), organization_id=principal.organization_id, protocol="oidc")
+        provider = IdentityProvider(
+            id=uuid.uuid4(), organization_id=principal.organization_id, protocol="oidc"
+        )
     if payload.client_secret is not None:
         # Sealed before the row joins the session: creating a first organization key flushes.
         await sso.seal_client_secret(session, provider, payload.client_secret)
@@ -180,7 +214,14 @@ async def set_identity_provider(
     if is_new:
         session.add(provider)
     configured = payload.model_dump(exclude_none=True)  # names only: the secret stays here
-    audit(session, principal, AuditAction.SSO_CONFIGURED, target_type="identity_provider", target_id=provider.id, fields=configured)
+    audit(
+        session,
+        principal,
+        AuditAction.SSO_CONFIGURED,
+        target_type="identity_provider",
+        target_id=provider.id,
+        fields=configured,
+    )
     await session.flush()
     return _provider_read(provider, public_base_url)
 
@@ -190,5 +231,11 @@ async def remove_identity_provider(*, session: AsyncSession, principal: Principa
     if provider is None:
         raise NotFound("Single sign-on is not configured.")
     await session.delete(provider)
-    audit(session, principal, AuditAction.SSO_REMOVED, target_type="identity_provider", target_id=provider.id)
+    audit(
+        session,
+        principal,
+        AuditAction.SSO_REMOVED,
+        target_type="identity_provider",
+        target_id=provider.id,
+    )
     await session.flush()

@@ -37,6 +37,19 @@ async def bootstrap_organization(
         payload=UserCreate(email=admin_email, password=password, is_admin=True),
     )
     actor = Actor.system(organization.id)
-    record(session, actor, AuditAction.ORGANIZATION_CREATED, target_type="organization", target_id=organization.id)
-    record(session, actor, AuditAction.USER_CREATED, target_type="user", target_id=admin.id, fields=["email", "is_admin"])
+    record(
+        session,
+        actor,
+        AuditAction.ORGANIZATION_CREATED,
+        target_type="organization",
+        target_id=organization.id,
+    )
+    record(
+        session,
+        actor,
+        AuditAction.USER_CREATED,
+        target_type="user",
+        target_id=admin.id,
+        fields=["email", "is_admin"],
+    )
     return Bootstrapped(organization=organization, admin=admin)

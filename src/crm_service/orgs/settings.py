@@ -54,7 +54,9 @@ async def classify_fields(
         raise ValidationFailed(
             f"{module.value} has no such field.",
             errors=[
-                FieldProblem(field=f"body.fields.{name}", rule="unknown_field", message="no such field")
+                FieldProblem(
+                    field=f"body.fields.{name}", rule="unknown_field", message="no such field"
+                )
                 for name in unknown
             ],
         )
@@ -65,7 +67,14 @@ async def classify_fields(
     changed = False
     reclassified = [name for name, value in payload.fields.items() if before[name] is not value]
     if reclassified:
-        audit(session, principal, AuditAction.FIELDS_CLASSIFIED, target_type="module", target_id=module.value, fields=reclassified)
+        audit(
+            session,
+            principal,
+            AuditAction.FIELDS_CLASSIFIED,
+            target_type="module",
+            target_id=module.value,
+            fields=reclassified,
+        )
     for name, classification in payload.fields.items():
         if before[name] is classification:
             continue
@@ -73,4 +82,6 @@ async def classify_fields(
         override = None if classification is defaults[name] else classification.value
         await repository.set(module, name, override)
     fields = await module_fields(session=session, principal=principal, module=module)
-    return ClassificationChange(fields=fields.model_copy(update={"resealing": changed}), changed=changed)
+    return ClassificationChange(
+        fields=fields.model_copy(update={"resealing": changed}), changed=changed
+    )

@@ -108,7 +108,11 @@ async def list_bin(
 
 
 async def _binned_for_change(
-    session: AsyncSession, principal: Principal, module: Module, record_id: uuid.UUID, change: Change
+    session: AsyncSession,
+    principal: Principal,
+    module: Module,
+    record_id: uuid.UUID,
+    change: Change,
 ) -> tuple[RecordService[Any], Any, RecordRepository[Any]]:
     _require_delete_scope(principal, module)
     service = SERVICES[module]
@@ -134,7 +138,11 @@ async def restore(
     await repository.save(record)
     await service.note(session, principal, repository, record, HistoryAction.RESTORED, {})
     audit(
-        session, principal, AuditAction.RECORD_RESTORED, target_type=service.noun, target_id=record_id
+        session,
+        principal,
+        AuditAction.RECORD_RESTORED,
+        target_type=service.noun,
+        target_id=record_id,
     )
 
 
@@ -158,7 +166,9 @@ async def purge_record(
     """Delete a binned record for good: its row, shares and history; and, when no other
     record is the same data subject, the subject's keys, so no copy anywhere stays readable."""
     module = repository.module.value
-    await RecordShareRepository(session, record.organization_id).delete_for_record(module, record.id)
+    await RecordShareRepository(session, record.organization_id).delete_for_record(
+        module, record.id
+    )
     await delete_history(session, record.organization_id, module, record.id)
     await LegalBasisRepository(session, record.organization_id).delete_for(
         repository.module, record.id
@@ -169,7 +179,9 @@ async def purge_record(
     if subject_id is not None:
         # A lead and the contact it became are one data subject.
         still_used = [
-            await other(session, record.organization_id).subject_in_use(subject_id, except_id=record.id)
+            await other(session, record.organization_id).subject_in_use(
+                subject_id, except_id=record.id
+            )
             for other in (LeadRepository, ContactRepository)
         ]
         if not any(still_used):
@@ -182,7 +194,7 @@ async def purge_expired(
 ) -> int:
     """The worker's job: purge one batch per module of what outstayed the retention."""
     purged = 0
-    for module, service in SERVICES.items():
+    for service in SERVICES.values():
         repository_class = service.repository_class
         expired = await expired_in_bin(session, repository_class.model, now - retention, batch_size)
         for row in expired:

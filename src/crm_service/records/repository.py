@@ -56,8 +56,12 @@ class RecordRepository(OrganizationRepository[ModelT]):
 
     def scoped(self, *, binned: bool = False) -> Select[tuple[ModelT]]:
         """The caller's visible records: live ones, or those in the recycle bin."""
-        statement = super().scoped().where(
-            self.model.deleted_at.is_not(None) if binned else self.model.deleted_at.is_(None)
+        statement = (
+            super()
+            .scoped()
+            .where(
+                self.model.deleted_at.is_not(None) if binned else self.model.deleted_at.is_(None)
+            )
         )
         if self.visibility is not None:
             clause = self.visibility.read_clause(self.model)
@@ -92,17 +96,13 @@ class RecordRepository(OrganizationRepository[ModelT]):
         return clauses
 
     async def get(self, id_: uuid.UUID, *, binned: bool = False) -> ModelT | None:
-        result = await self.session.execute(
-            self.scoped(binned=binned).where(self.model.id == id_)
-        )
+        result = await self.session.execute(self.scoped(binned=binned).where(self.model.id == id_))
         record = result.scalar_one_or_none()
         if record is not None:
             await self.storage.reveal([record])
         return record
 
-    async def binned_page(
-        self, *, after: tuple[Any, uuid.UUID] | None, limit: int
-    ) -> list[ModelT]:
+    async def binned_page(self, *, after: tuple[Any, uuid.UUID] | None, limit: int) -> list[ModelT]:
         """Records in the recycle bin, most recently deleted first (not revealed)."""
         statement = self.scoped(binned=True)
         clause = newest_first_after(self.model.deleted_at, self.model.id, after)
@@ -249,9 +249,7 @@ class ProcessingLockRepository(OrganizationRepository[SubjectProcessingLock]):
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def expired_in_bin(
-    session: AsyncSession, model: Any, before: Any, limit: int
-) -> list[Any]:
+async def expired_in_bin(session: AsyncSession, model: Any, before: Any, limit: int) -> list[Any]:
     """Records of every organization in the bin since before `before` (the worker's purge),
     except those of a locked or restricted data subject: purging is processing too, and a
     restricted subject's data must be kept. They are purged once the lock is lifted."""

@@ -114,7 +114,9 @@ def build_record_router(spec: RecordModuleSpec) -> CRMRouter:
         response_model=ListSchema,
         responses=problem_responses(401, 403, 422),
     )
-    async def list_(query: Annotated[QuerySchema, Query()], principal: Reader, session: DbSession) -> Any:
+    async def list_(
+        query: Annotated[QuerySchema, Query()], principal: Reader, session: DbSession
+    ) -> Any:
         page = await service.list(session=session, principal=principal, query=query)
         return present_page(page)
 
@@ -153,7 +155,10 @@ def build_record_router(spec: RecordModuleSpec) -> CRMRouter:
         description=f"Fields left out keep their value; null clears an optional one. With "
         f"`If-Match`, a {noun} changed since you read it answers 412 and is not touched.",
         response_model=ReadSchema,
-        responses={200: headers("ETag"), **problem_responses(401, 403, 404, 409, 412, 413, 422, 423)},
+        responses={
+            200: headers("ETag"),
+            **problem_responses(401, 403, 404, 409, 412, 413, 422, 423),
+        },
     )
     async def update(
         record_id: uuid.UUID,

@@ -218,7 +218,9 @@ class RecordSearch(InputModel):
     Unknown fields are refused (422)."""
 
     limit: integer(ge=1, le=MAX_LIMIT) = DEFAULT_LIMIT
-    cursor: CursorText | None = Field(default=None, description="`next_cursor` of the previous page.")
+    cursor: CursorText | None = Field(
+        default=None, description="`next_cursor` of the previous page."
+    )
     sort: RecordSort = RecordSort.CREATED_DESC
     owner_id: uuid.UUID | None = None
 

@@ -112,7 +112,10 @@ class RecordService(Generic[ModelT]):
     def origin_of(self, principal: Principal) -> Origin:
         """A new data subject, entered through the API by `principal`."""
         if principal.client_id is not None:
-            source = {"source_channel": SourceChannel.API.value, "source_client_id": principal.client_id}
+            source = {
+                "source_channel": SourceChannel.API.value,
+                "source_client_id": principal.client_id,
+            }
         else:
             source = {"source_channel": SourceChannel.MANUAL.value}
         return Origin(subject_id=uuid.uuid4(), new_subject=True, source=source)
@@ -223,9 +226,7 @@ class RecordService(Generic[ModelT]):
             changes=changes,
         )
 
-    async def visible(
-        self, repository: RecordRepository[Any], record_id: uuid.UUID
-    ) -> ModelT:
+    async def visible(self, repository: RecordRepository[Any], record_id: uuid.UUID) -> ModelT:
         """A live record the caller may see (else 404) whose subject was not erased (else 410)."""
         record = await repository.get(record_id)
         if record is None:
@@ -315,7 +316,13 @@ class RecordService(Generic[ModelT]):
         record.deleted_by_id = principal.user_id  # type: ignore[attr-defined]
         await repository.save(record)
         await self.note(session, principal, repository, record, HistoryAction.DELETED, {})
-        audit(session, principal, AuditAction.RECORD_DELETED, target_type=self.noun, target_id=record_id)
+        audit(
+            session,
+            principal,
+            AuditAction.RECORD_DELETED,
+            target_type=self.noun,
+            target_id=record_id,
+        )
 
     async def history(
         self,
@@ -356,9 +363,7 @@ class RecordService(Generic[ModelT]):
         )
         return items, disclosure, next_cursor
 
-    async def list(
-        self, *, session: AsyncSession, principal: Principal, query: BaseModel
-    ) -> Page:
+    async def list(self, *, session: AsyncSession, principal: Principal, query: BaseModel) -> Page:
         require_operation(principal, self.module, Operation.READ)
         repository = await self.repository(session, principal)
         values = query.model_dump()

@@ -167,5 +167,3 @@ class RecordStorage:
             column=column,
             record_id=str(record.id),
         )
-
-

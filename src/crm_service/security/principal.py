@@ -132,7 +132,9 @@ def require_right(right: Right):  # noqa: ANN201 - returns a FastAPI dependency
 
     async def dependency(principal: CurrentPrincipal) -> Principal:
         if not principal.has(Scope.ADMIN) or not principal.has_right(right):
-            raise Forbidden(f"This needs the scope crm.admin and the administration right {right.value}.")
+            raise Forbidden(
+                f"This needs the scope crm.admin and the administration right {right.value}."
+            )
         return principal
 
     dependency.required_scopes = (Scope.ADMIN,)  # type: ignore[attr-defined]

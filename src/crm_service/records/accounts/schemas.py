@@ -33,8 +33,12 @@ class AccountInput(InputModel):
     billing_postal_code: PostalCode | None = None
     billing_country: ShortText | None = None
     description: Description | None = None
-    tax_id: Identifier | None = Field(default=None, description="Tax identification number (sensitive).")
-    owner_id: uuid.UUID | None = Field(default=None, description="Owning user; defaults to the creator.")
+    tax_id: Identifier | None = Field(
+        default=None, description="Tax identification number (sensitive)."
+    )
+    owner_id: uuid.UUID | None = Field(
+        default=None, description="Owning user; defaults to the creator."
+    )
 
 
 class AccountCreate(AccountInput):

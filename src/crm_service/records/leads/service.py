@@ -114,7 +114,9 @@ class LeadService(RecordService[Lead]):
                     Module.LEADS, lead.id
                 )
             )[0]
-            legal_basis = LegalBasisSet(basis=LegalBasis(current.basis), assessment=current.assessment)
+            legal_basis = LegalBasisSet(
+                basis=LegalBasis(current.basis), assessment=current.assessment
+            )
         # The contact is the same data subject: same subject id, so the same data key, and
         # the lead's origin, since where the person came from does not change.
         contacts = await contact_service.repository(session, principal)
