@@ -292,14 +292,7 @@ async def disable(
 ) -> None:
     """Turn two-factor off (to reset it, enrol again). Needs the password; ends the user's
     other sessions."""
-    await confirm_password(
-        session,
-        user_id=user.id,
-        password_hash=user.password_hash,
-        password=password,
-        client_ip=client_ip,
-        now=now,
-    )
+    await confirm_password(session, user, password, client_ip=client_ip, now=now)
     totps = repository.TotpRepository(session, user.organization_id)
     credential = await totps.for_user(user.id)
     if credential is None:
@@ -316,14 +309,7 @@ async def disable(
 async def new_recovery_codes(
     *, session: AsyncSession, user: User, password: str, now: datetime, client_ip: str | None
 ) -> list[str]:
-    await confirm_password(
-        session,
-        user_id=user.id,
-        password_hash=user.password_hash,
-        password=password,
-        client_ip=client_ip,
-        now=now,
-    )
+    await confirm_password(session, user, password, client_ip=client_ip, now=now)
     enabled, _ = await status(session=session, user=user)
     if not enabled:
         raise NotFound("Two-factor is not on.")

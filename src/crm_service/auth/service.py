@@ -396,12 +396,7 @@ async def change_password(
     assert principal.user_id is not None
     user = await get_user(session=session, principal=principal, user_id=principal.user_id)
     await confirm_password(
-        session,
-        user_id=user.id,
-        password_hash=user.password_hash,
-        password=payload.current_password,
-        client_ip=principal.client_ip,
-        now=now,
+        session, user, payload.current_password, client_ip=principal.client_ip, now=now
     )
     user.password_hash = await hash_password(payload.new_password)
     await repository.SessionRepository(session, principal.organization_id).end_all_for_user(

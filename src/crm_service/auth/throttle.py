@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_service.auth import repository
+from crm_service.auth.models import User
 from crm_service.auth.passwords import verify_password
 from crm_service.db.session import commit
 from crm_service.errors import Forbidden
@@ -147,22 +148,16 @@ class ReauthenticationFailed(Forbidden):
 
 
 async def confirm_password(
-    session: AsyncSession,
-    *,
-    user_id: uuid.UUID,
-    password_hash: str,
-    password: str,
-    client_ip: str | None,
-    now: datetime,
+    session: AsyncSession, user: User, password: str, *, client_ip: str | None, now: datetime
 ) -> None:
     """Ask a signed-in user for their password again. A stolen session must not be a way to
     guess it unthrottled, so this counts like a sign-in at this address (in the request's
     transaction: the user's own rows, locked only while their one confirmation runs)."""
     address = _address(client_ip)
-    verdict = await _count_account_attempt(session, user_id, address, now)
-    if not await verify_password(password_hash if verdict.allowed else None, password):
+    verdict = await _count_account_attempt(session, user.id, address, now)
+    if not await verify_password(user.password_hash if verdict.allowed else None, password):
         raise ReauthenticationFailed()
-    await repository.clear_attempts(session, [f"pair:{user_id}:{address}", f"account:{user_id}"])
+    await repository.clear_attempts(session, [f"pair:{user.id}:{address}", f"account:{user.id}"])
 
 
 async def lift_locks(session: AsyncSession, user_id: uuid.UUID) -> None:
