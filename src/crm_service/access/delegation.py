@@ -194,37 +194,21 @@ async def check_role_change(
         )
 
 
-async def check_group_change(
-    session: AsyncSession,
-    principal: Principal,
-    *,
-    group_id: uuid.UUID | None,
-    member_ids: Iterable[uuid.UUID],
+def check_group_change(
+    principal: Principal, *, group_id: uuid.UUID | None, members: Iterable[uuid.UUID]
 ) -> None:
     """Outside the Administrator profile: only groups one belongs to, and a new group only
-    with oneself in it (so nobody opens to others what is shared with a group they lack)."""
-    if is_administrator(principal):
+    with oneself in it (so nobody opens to others what is shared with a group they lack).
+    `members` are the group's members now, or those a new group is created with."""
+    if is_administrator(principal) or principal.user_id in set(members):
         return
-    if group_id is not None:
-        members = await repository.GroupRepository(session, principal.organization_id).members(
-            [group_id]
-        )
-        if principal.user_id not in members[group_id]:
-            raise _refuse(
-                principal,
-                "You can change only the groups you belong to.",
-                reason="not_a_member",
-                target_type="group",
-                target_id=group_id,
-            )
-    elif principal.user_id not in set(member_ids):
-        raise _refuse(
-            principal,
-            "A group you create must include you.",
-            reason="not_a_member",
-            target_type="group",
-            target_id=None,
-        )
+    raise _refuse(
+        principal,
+        "You can change only the groups you belong to; a group you create must include you.",
+        reason="not_a_member",
+        target_type="group",
+        target_id=group_id,
+    )
 
 
 def check_sharing_opened(principal: Principal, opened: list[str]) -> None:

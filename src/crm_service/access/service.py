@@ -373,7 +373,7 @@ async def create_group(
     if await groups.name_taken(payload.name):
         raise Conflict("A group with this name exists.")
     members = await _check_members(session, principal.organization_id, payload.member_ids)
-    await delegation.check_group_change(session, principal, group_id=None, member_ids=members)
+    delegation.check_group_change(principal, group_id=None, members=members)
     group = Group(id=uuid.uuid4(), organization_id=principal.organization_id, name=payload.name)
     await groups.add(group)
     await groups.set_members(group.id, members)
@@ -392,7 +392,7 @@ async def update_group(
     *, session: AsyncSession, principal: Principal, group_id: uuid.UUID, payload: GroupUpdate
 ) -> tuple[Group, list[uuid.UUID]]:
     group, members = await get_group(session=session, principal=principal, group_id=group_id)
-    await delegation.check_group_change(session, principal, group_id=group.id, member_ids=members)
+    delegation.check_group_change(principal, group_id=group.id, members=members)
     groups = repository.GroupRepository(session, principal.organization_id)
     changes = payload.model_dump(exclude_unset=True)
     if "name" in changes:
@@ -416,7 +416,7 @@ async def update_group(
 
 async def delete_group(*, session: AsyncSession, principal: Principal, group_id: uuid.UUID) -> None:
     group, members = await get_group(session=session, principal=principal, group_id=group_id)
-    await delegation.check_group_change(session, principal, group_id=group.id, member_ids=members)
+    delegation.check_group_change(principal, group_id=group.id, members=members)
     await repository.GroupRepository(session, principal.organization_id).delete(group)
     audit(session, principal, AuditAction.GROUP_DELETED, target_type="group", target_id=group_id)
 
