@@ -145,6 +145,9 @@ async def test_the_builtin_administrator_cannot_be_changed(org: Org) -> None:
         "manage_access",
         "view_audit",
         "view_all_records",
+        "manage_integrations",
+        "manage_privacy",
+        "view_restricted",
     }
 
 

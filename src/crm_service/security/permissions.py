@@ -29,6 +29,9 @@ class Right(StrEnum):
     MANAGE_ACCESS = "manage_access"  # profiles, roles, groups, sharing defaults
     VIEW_AUDIT = "view_audit"  # the audit log
     VIEW_ALL_RECORDS = "view_all_records"  # every record, whatever the sharing rules say
+    MANAGE_INTEGRATIONS = "manage_integrations"  # partner clients, webhooks, compliance settings
+    MANAGE_PRIVACY = "manage_privacy"  # consent purposes, web forms, privacy requests, blocklist
+    VIEW_RESTRICTED = "view_restricted"  # read a restricted subject's records (audited)
 
 
 class BuiltinProfile(StrEnum):
