@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -117,8 +118,13 @@ async def database_url(request: pytest.FixtureRequest, databases: TestDatabases)
     return url
 
 
+# Backups and the forget-log of the test apps go here, never into the working tree.
+BACKUP_DIR = Path(tempfile.mkdtemp(prefix="crm-test-backups-"))
+
+
 def make_settings(database_url: str, **overrides: Any) -> Settings:
     overrides.setdefault("master_key", MASTER_KEY)
+    overrides.setdefault("backup_dir", BACKUP_DIR)
     return Settings(database_url=database_url, log_json=True, **overrides)
 
 

@@ -192,6 +192,7 @@ def main() -> None:
 def _database(settings: Settings) -> tuple[Any, Any]:
     """An engine and a sessionmaker whose sessions can seal and reveal records."""
     from crm_service import models  # noqa: F401 - registers every table
+    from crm_service.backups.forget_log import ForgetLog
     from crm_service.crypto.master import key_provider_from_settings
     from crm_service.crypto.service import session_info
     from crm_service.db.engine import make_engine, make_sessionmaker
@@ -199,6 +200,7 @@ def _database(settings: Settings) -> tuple[Any, Any]:
     engine = make_engine(settings.database_url)
     provider = key_provider_from_settings(settings)
     info = session_info(provider, phone_region=settings.default_phone_region)
+    info["forget_log"] = ForgetLog(settings.forget_log_path, provider)
     return engine, make_sessionmaker(engine, info=info)
 
 

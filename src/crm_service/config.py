@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     # Retention (days): the recycle bin before the worker purges, the audit log.
     recycle_bin_retention_days: int = Field(default=60, ge=1)
     audit_retention_days: int = Field(default=3 * 365, ge=30)
+    # Backups: where they and the forget-log are written, how often the worker takes one
+    # (unset: never), how many it keeps.
+    backup_dir: Path = Path("var/backups")
+    backup_interval_hours: float | None = Field(default=None, gt=0)
+    backup_keep: int = Field(default=14, ge=1)
     # How often `crm-service worker` looks for due jobs.
     worker_interval_seconds: float = Field(default=60.0, gt=0)
 
@@ -187,6 +192,10 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def forget_log_path(self) -> Path:
+        return self.backup_dir / "forget.log"
 
     @property
     def is_embedded(self) -> bool:

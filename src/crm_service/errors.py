@@ -143,6 +143,12 @@ class Gone(CRMError):
     status, slug, title = 410, "erased", "Erased"
 
 
+class Blocklisted(CRMError):
+    """An email or phone number of an erased data subject (the blocklist); never says which."""
+
+    status, slug, title = 409, "blocklisted", "Blocklisted"
+
+
 class PreconditionFailed(CRMError):
     status, slug, title = 412, "precondition-failed", "Precondition failed"
 

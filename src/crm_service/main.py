@@ -15,6 +15,7 @@ from crm_service.audit.router import router as audit_router
 from crm_service.auth.router import router as auth_router
 from crm_service.auth.sso_router import router as sso_router
 from crm_service.auth.throttle import SignInThrottle
+from crm_service.backups.forget_log import ForgetLog
 from crm_service.clock import Clock
 from crm_service.config import Settings, get_settings
 from crm_service.crypto.master import key_provider_from_settings
@@ -28,6 +29,7 @@ from crm_service.log import RequestContextMiddleware, configure_logging_for
 from crm_service.metrics import forget_this_process, watch_pool
 from crm_service.openapi import install_openapi
 from crm_service.orgs.router import router as settings_router
+from crm_service.privacy.router import router as privacy_router
 from crm_service.records.accounts.router import router as accounts_router
 from crm_service.records.contacts.router import router as contacts_router
 from crm_service.records.leads.router import router as leads_router
@@ -64,6 +66,7 @@ TAGS = [
     },
     {"name": "access", "description": "Profiles, roles, groups and sharing."},
     {"name": "audit", "description": "The tamper-evident audit log."},
+    {"name": "privacy", "description": "Erasure of data subjects and the blocklist."},
 ]
 # The document is served by each deployment itself, so its one server is the one serving it.
 SERVERS = [
@@ -89,6 +92,7 @@ ROUTERS = (
     settings_router,
     access_router,
     audit_router,
+    privacy_router,
 )
 
 
@@ -103,10 +107,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         watch_pool(engine)
         app.state.engine = engine
         app.state.key_provider = key_provider_from_settings(settings)
-        app.state.sessionmaker = make_sessionmaker(
-            engine,
-            info=session_info(app.state.key_provider, phone_region=settings.default_phone_region),
-        )
+        info = session_info(app.state.key_provider, phone_region=settings.default_phone_region)
+        info["forget_log"] = ForgetLog(settings.forget_log_path, app.state.key_provider)
+        app.state.sessionmaker = make_sessionmaker(engine, info=info)
         app.state.sign_in_throttle = SignInThrottle(
             app.state.sessionmaker, address_failures=settings.sign_in_address_failures
         )

@@ -269,6 +269,22 @@ async def _sharing(w: World) -> tuple[Call, list[str]]:
     return ("PUT", "/v1/settings/sharing", body, w.org.headers), ["settings.sharing_changed"]
 
 
+async def _erase(w: World) -> tuple[Call, list[str]]:
+    lead = await _post(w.org, "/v1/leads", {"last_name": "Erased", "email": unique_email()})
+    body = {"module": "leads", "record_id": lead["id"]}
+    return ("POST", "/v1/privacy/erasures", body, w.org.headers), ["privacy.subject_erased"]
+
+
+async def _unblock(w: World) -> tuple[Call, list[str]]:
+    lead = await _post(w.org, "/v1/leads", {"last_name": "Erased", "email": unique_email()})
+    await _post(w.org, "/v1/privacy/erasures", {"module": "leads", "record_id": lead["id"]})
+    listed = await w.org.client.get("/v1/privacy/blocklist", headers=w.org.headers)
+    entry = listed.json()["data"][0]["id"]
+    return ("DELETE", f"/v1/privacy/blocklist/{entry}", None, w.org.headers), [
+        "privacy.blocklist_entry_removed"
+    ]
+
+
 def _crud(
     kind: str, path: str, create_body: Callable[[], dict[str, Any]], update_body: dict[str, Any]
 ) -> dict[tuple[str, str], Case]:
@@ -319,6 +335,8 @@ CASES: dict[tuple[str, str], Case] = {
     **_crud("profile", "/v1/profiles", _named("Profile"), {"view_sensitive": True}),
     **_crud("role", "/v1/roles", _named("Role"), {"name": "Renamed role"}),
     **_crud("group", "/v1/groups", _named("Group"), {"name": "Renamed group"}),
+    ("POST", "/v1/privacy/erasures"): _erase,
+    ("DELETE", "/v1/privacy/blocklist/{entry_id}"): _unblock,
 }
 
 

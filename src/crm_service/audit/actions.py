@@ -55,6 +55,10 @@ class AuditAction(StrEnum):
     SSO_CONFIGURED = "settings.sso_configured"
     SSO_REMOVED = "settings.sso_removed"
     SHARING_CHANGED = "settings.sharing_changed"
+    # Data-subject rights (target_type erasure: the receipt; blocklist: the entry)
+    SUBJECT_ERASED = "privacy.subject_erased"
+    BLOCKLIST_ENTRY_REMOVED = "privacy.blocklist_entry_removed"
+    BACKUP_RESTORED = "backup.restored"
     # Keys and the log itself
     KEYS_ROTATED = "keys.rotated"
     MASTER_KEY_ROTATED = "keys.master_rotated"

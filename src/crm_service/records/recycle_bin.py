@@ -26,6 +26,7 @@ from crm_service.crypto.service import keyring_for
 from crm_service.db.session import CRMRouter, DbSession
 from crm_service.errors import Forbidden, NotFound, problem_responses
 from crm_service.kit.modules import Module
+from crm_service.privacy.blocklist import identifiers_of, refuse_blocklisted
 from crm_service.records.accounts.service import accounts
 from crm_service.records.contacts.repository import ContactRepository
 from crm_service.records.contacts.service import contacts
@@ -133,6 +134,8 @@ async def restore(
     service, record, repository = await _binned_for_change(
         session, principal, module, record_id, Change.RESTORE
     )
+    # Its email or phone may have been erased (as another subject's) since it was deleted.
+    await refuse_blocklisted(session, principal.organization_id, identifiers_of(record))
     record.deleted_at = None
     record.deleted_by_id = None
     await repository.save(record)

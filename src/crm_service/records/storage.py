@@ -28,6 +28,7 @@ from crm_service.crypto.codec import (
 from crm_service.crypto.service import key_generation, keyring_for
 from crm_service.kit.modules import Module
 from crm_service.orgs.models import FieldClassification
+from crm_service.privacy.blocklist import identifiers_of, refuse_blocklisted
 from crm_service.records.fields import CATALOG, Classification
 from crm_service.records.models import PersonColumns
 
@@ -107,6 +108,8 @@ class RecordStorage:
         # The key (and with it the FOR SHARE read of the organization) before the
         # classification, so a concurrent reclassification cannot slip between them.
         key = await self._active_key(record)
+        # What the caller wrote (not what re-sealing touches): only new values can be refused.
+        written = set(record.pending_fields)
         if force or (record.sealing_key is not None and record.sealing_key.id != key.id):
             record.mark_all_pending()
         classification = await self.classification()
@@ -123,6 +126,11 @@ class RecordStorage:
             kind: IndexKind | None = record.__indexed_fields__.get(field)
             if kind is not None:
                 setattr(record, f"{field}_bidx", await self.index_of(kind, value))
+        if isinstance(record, PersonColumns):
+            # An erased subject's email or phone is not entered again (409 `blocklisted`).
+            await refuse_blocklisted(
+                self.session, self.organization_id, identifiers_of(record, written)
+            )
         record.data_key_id = key.id
         record.set_revealed(plaintext, key=key)
 
