@@ -1,4 +1,4 @@
-"""The `crm-service` command: serve, migrate, bootstrap, openapi, worker, keys, audit.
+"""The `crm-service` command: serve, migrate, bootstrap, openapi, worker, keys, audit, backup.
 
 Failures an operator can cause or fix (a setting, the database, the port) end in one line on
 stderr saying what is wrong and what to do, and a documented exit code (`ExitCode`); the
@@ -713,6 +713,155 @@ def audit_verify(
         typer.echo(f"{summary}: {len(result.breaks)} chain(s) broken", err=True)
         raise typer.Exit(code=1)
     typer.echo(f"{summary}: intact")
+
+
+backup = typer.Typer(
+    help="Encrypted backups, their verification and restore (with the forget-log).",
+    invoke_without_command=True,
+    callback=_help_without_command,
+)
+app.add_typer(backup, name="backup")
+
+
+def _backup_provider(settings: Settings) -> Any:
+    from crm_service.crypto.master import key_provider_from_settings
+
+    return key_provider_from_settings(settings)
+
+
+@backup.command("create")
+def backup_create(
+    to: Annotated[
+        Path | None, typer.Option("--to", help="Write it here instead of CRM_BACKUP_DIR.")
+    ] = None,
+) -> None:
+    """Take an encrypted backup while the service serves; prints its file and manifest."""
+    from dataclasses import asdict
+
+    from crm_service.backups.service import BackupError, create_backup, verify_file
+    from crm_service.clock import Clock
+
+    settings = get_settings()
+    provider = _backup_provider(settings)
+    try:
+        made = asyncio.run(create_backup(settings, provider, now=Clock().now(), to=to))
+        verify_file(made.path, provider)
+    except BackupError as exc:
+        raise _fail(f"backup failed: {exc}") from None
+    typer.echo(json.dumps({"file": str(made.path), "size": made.size, **asdict(made.manifest)}))
+
+
+@backup.command("list")
+def backup_list(
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Another directory than CRM_BACKUP_DIR.")
+    ] = None,
+) -> None:
+    """Every backup, oldest first: time, size, schema revision and master key."""
+    from crm_service.backups.service import BackupError, backup_files, describe
+
+    settings = get_settings()
+    provider = _backup_provider(settings)
+    for path in backup_files(directory or settings.backup_dir):
+        try:
+            found = describe(path, provider)
+        except BackupError as exc:
+            typer.echo(f"{path.name}\tunreadable: {exc}")
+            continue
+        manifest = found.manifest
+        typer.echo(
+            f"{path.name}\t{manifest.created_at}\t{found.size} bytes\t"
+            f"revision {manifest.schema_revision}\t{manifest.master_key_id}"
+        )
+
+
+@backup.command("verify")
+def backup_verify(file: Annotated[Path, typer.Argument(help="The backup file.")]) -> None:
+    """Authenticate every chunk and the manifest. Exits 1 with what is wrong (truncated,
+    reordered, changed, another backup's manifest)."""
+    from crm_service.backups.service import BackupError, verify_file
+
+    settings = get_settings()
+    try:
+        manifest = verify_file(file, _backup_provider(settings))
+    except OSError as exc:
+        raise _fail(f"{file}: cannot read it ({exc.strerror})") from None
+    except BackupError as exc:
+        raise _fail(f"{file}: NOT intact: {exc}") from None
+    typer.echo(
+        f"{file}: intact ({manifest.chunk_count} chunks, {manifest.organization_count} "
+        f"organization(s), revision {manifest.schema_revision}, taken {manifest.created_at})"
+    )
+
+
+@backup.command("restore")
+def backup_restore(
+    file: Annotated[Path, typer.Argument(help="The backup file.")],
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Replace a database that holds data, unasked.")
+    ] = False,
+    without_forget_log: Annotated[
+        bool,
+        typer.Option(
+            "--without-forget-log",
+            help="Restore although the forget-log is missing: subjects erased since the "
+            "backup come back. Audited.",
+        ),
+    ] = False,
+) -> None:
+    """Restore a backup (stop the service first), migrate it forward and erase again everyone
+    the forget-log names, before anything serves it."""
+    from crm_service.backups.service import (
+        BackupError,
+        ForgetLogError,
+        RestoreRefused,
+        restore_backup,
+    )
+    from crm_service.clock import Clock
+
+    settings = get_settings()
+    provider = _backup_provider(settings)
+    if without_forget_log and not settings.forget_log_path.exists():
+        typer.echo(
+            "WARNING: restoring WITHOUT the forget-log: every data subject erased after this "
+            "backup was taken comes back, readable. Erase them again before serving.",
+            err=True,
+        )
+
+    def attempt(overwrite: bool) -> Any:
+        return asyncio.run(
+            restore_backup(
+                settings,
+                provider,
+                lambda: _database(settings),
+                file,
+                now=Clock().now(),
+                overwrite=overwrite,
+                without_forget_log=without_forget_log,
+            )
+        )
+
+    try:
+        try:
+            report = attempt(yes)
+        except RestoreRefused as exc:
+            if yes or "--yes" not in str(exc) or not sys.stdin.isatty():
+                raise
+            typer.confirm(f"{exc}. Replace it?", abort=True)
+            report = attempt(True)
+    except RestoreRefused as exc:
+        raise _fail(f"restore refused: {exc}") from None
+    except (BackupError, ForgetLogError) as exc:
+        raise _fail(f"restore refused, nothing changed: {exc}") from None
+    typer.echo(
+        f"restored backup {report.manifest.backup_id} (taken {report.manifest.created_at}, "
+        f"revision {report.manifest.schema_revision}); forget-log: "
+        + (
+            "none (restored without it)"
+            if report.without_forget_log
+            else f"{report.reapplied} erasure(s) re-applied of {report.forget_log_entries}"
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -55,6 +55,22 @@ JOB_LAST_SUCCESS = Gauge(
     multiprocess_mode="max",
 )
 
+BACKUP_LAST_SUCCESS = Gauge(
+    "crm_backup_last_success_timestamp_seconds",
+    "When the last scheduled backup was written and verified (Unix time)",
+    multiprocess_mode="max",
+)
+BACKUP_LAST_SIZE = Gauge(
+    "crm_backup_last_size_bytes",
+    "Size of the last scheduled backup",
+    multiprocess_mode="mostrecent",
+)
+
+
+def observe_backup(*, succeeded_at: float, size: int) -> None:
+    BACKUP_LAST_SUCCESS.set(succeeded_at)
+    BACKUP_LAST_SIZE.set(size)
+
 
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
     REQUESTS.labels(method, route, str(status)).inc()

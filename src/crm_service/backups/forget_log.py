@@ -105,6 +105,19 @@ class ForgetLog:
 
     # -- writing -----------------------------------------------------------------------------
 
+    def ensure(self) -> None:
+        """Start the log (its header) if there is none: a backup exists, so must the log
+        that a restore of it checks, even before the first erasure."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(_canonical(self._header()) + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
     def append(
         self,
         *,

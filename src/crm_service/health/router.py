@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from fastapi import Request, Response
@@ -9,9 +10,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from crm_service.db.session import CRMRouter
-from crm_service.health.service import readiness
+from crm_service.health.service import last_backup, readiness
 from crm_service.kit.schemas import text
-from crm_service.metrics import render_metrics
+from crm_service.metrics import observe_backup, render_metrics
 
 router = CRMRouter(tags=["operations"])
 
@@ -26,9 +27,15 @@ class ReadinessChecks(BaseModel):
     migrations: text(32)
 
 
+class BackupStatus(BaseModel):
+    last_success_at: datetime
+    size_bytes: int
+
+
 class Readiness(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: ReadinessChecks
+    backup: BackupStatus | None = None  # a detail: the last scheduled backup, if any
 
 
 @router.get("/healthz", operation_id="getHealth", summary="Liveness: the process answers")
@@ -53,8 +60,13 @@ async def readyz(request: Request) -> JSONResponse:
         engine=state.engine, head_revision=state.head_revision, redis=state.redis
     )
     ready = all(value in ("ok", "not_configured") for value in checks.values())
-    body = Readiness(status="ok" if ready else "unavailable", checks=ReadinessChecks(**checks))
-    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+    backup = await last_backup(state.engine) if checks["database"] == "ok" else None
+    body = Readiness(
+        status="ok" if ready else "unavailable",
+        checks=ReadinessChecks(**checks),
+        backup=BackupStatus(**backup) if backup is not None else None,
+    )
+    return JSONResponse(body.model_dump(mode="json"), status_code=200 if ready else 503)
 
 
 @router.get(
@@ -68,5 +80,11 @@ async def metrics(request: Request) -> Response:
     """Prometheus text exposition: request counts and latencies by route template, never by
     value."""
     settings = request.app.state.settings
+    # The worker may run elsewhere: the last backup comes from the job's shared row.
+    backup = await last_backup(request.app.state.engine)
+    if backup is not None:
+        observe_backup(
+            succeeded_at=backup["last_success_at"].timestamp(), size=backup["size_bytes"]
+        )
     body, content_type = render_metrics(settings.metrics_multiprocess_directory)
     return Response(body, media_type=content_type)

@@ -6,10 +6,11 @@ import asyncio
 from typing import Any
 
 import structlog
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_service.db.migrations import current_revision
+from crm_service.jobs.models import WorkerJob
 
 logger = structlog.get_logger("crm_service.health")
 CHECK_TIMEOUT_SECONDS = 2.0
@@ -25,6 +26,27 @@ async def _migrations(engine: AsyncEngine, head: str | None) -> str:
     async with engine.connect() as connection:
         current = await current_revision(connection)
     return "ok" if current == head else "pending"
+
+
+async def last_backup(engine: AsyncEngine) -> dict[str, Any] | None:
+    """The last scheduled backup that was written and verified (the worker's `backup` job
+    row, shared by every instance), or None when none was yet."""
+    try:
+        async with engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    select(WorkerJob.last_finished_at, WorkerJob.last_result).where(
+                        WorkerJob.name == "backup"
+                    )
+                )
+            ).first()
+    except Exception as exc:  # noqa: BLE001 - a detail, never a reason to fail readiness
+        logger.warning("backup_status_unavailable", error_type=type(exc).__name__)
+        return None
+    if row is None or row[0] is None or row[1] is None:
+        return None
+    # The job's result is the size in KiB.
+    return {"last_success_at": row[0], "size_bytes": int(row[1]) * 1024}
 
 
 async def _redis(client: Any) -> str:

@@ -57,6 +57,21 @@ async def _forget_sign_in_attempts(session: AsyncSession, settings: Settings, no
     return await forget_old_attempts(session, now)
 
 
+async def _take_backup(session: AsyncSession, settings: Settings, now: datetime) -> int:
+    from crm_service.backups.service import scheduled_backup
+    from crm_service.metrics import observe_backup
+
+    made = await scheduled_backup(settings, session.info["key_provider"], now=now)
+    observe_backup(succeeded_at=time.time(), size=made.size)
+    logger.info("backup_taken", file=made.path.name, size=made.size)
+    return -(-made.size // 1024)  # the job's result: the backup's size in KiB
+
+
+def _backup_interval(settings: Settings) -> timedelta | None:
+    hours = settings.backup_interval_hours
+    return None if hours is None else timedelta(hours=hours)
+
+
 @dataclass(frozen=True)
 class Job:
     name: str
@@ -64,12 +79,15 @@ class Job:
     run: Callable[[AsyncSession, Settings, datetime], Awaitable[int]]
     # A run that did a full batch is due again at once: there may be more.
     batch_size: int | None = None
+    # A job whose period is a setting: None switches it off.
+    interval: Callable[[Settings], timedelta | None] | None = None
 
 
 JOBS: tuple[Job, ...] = (
     Job("purge_recycle_bin", timedelta(hours=1), _purge_recycle_bin, batch_size=BATCH_SIZE),
     Job("purge_audit_log", timedelta(days=1), _purge_audit_log),
     Job("forget_sign_in_attempts", timedelta(hours=1), _forget_sign_in_attempts),
+    Job("backup", timedelta(hours=24), _take_backup, interval=_backup_interval),
 )
 
 
@@ -100,8 +118,8 @@ async def _claim(session: AsyncSession, job: Job) -> WorkerJob | None:
     ).scalar_one_or_none()
 
 
-def _due(row: WorkerJob, job: Job, now: datetime) -> bool:
-    return row.last_finished_at is None or row.last_finished_at + job.every <= now
+def _due(row: WorkerJob, every: timedelta, now: datetime) -> bool:
+    return row.last_finished_at is None or row.last_finished_at + every <= now
 
 
 async def run_due_jobs(
@@ -119,10 +137,13 @@ async def run_due_jobs(
     for job in JOBS:
         if only is not None and job.name not in only:
             continue
+        every = job.interval(settings) if job.interval is not None else job.every
+        if every is None:
+            continue
         try:
             async with sessionmaker() as session:
                 row = await _claim(session, job)
-                if row is None or not _due(row, job, now):
+                if row is None or not _due(row, every, now):
                     continue
                 row.last_started_at = now
                 try:
