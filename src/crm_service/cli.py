@@ -639,7 +639,8 @@ def worker(
         str, typer.Option("--metrics-host", help="Address for --metrics-port.")
     ] = "127.0.0.1",
 ) -> None:
-    """Run periodic jobs: purge the recycle bin and expired audit events. Any number of
+    """Run periodic jobs: purge the recycle bin and expired audit events, take scheduled
+    backups. Any number of
     workers may run; on PostgreSQL no job's work is done twice. Exits 1 if a job failed
     (--once)."""
     settings = get_settings()

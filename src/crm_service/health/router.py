@@ -35,7 +35,8 @@ class BackupStatus(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: ReadinessChecks
-    backup: BackupStatus | None = None  # a detail: the last scheduled backup, if any
+    # A detail, present once a scheduled backup succeeded: the last one.
+    backup: BackupStatus | None = None
 
 
 @router.get("/healthz", operation_id="getHealth", summary="Liveness: the process answers")
@@ -66,7 +67,9 @@ async def readyz(request: Request) -> JSONResponse:
         checks=ReadinessChecks(**checks),
         backup=BackupStatus(**backup) if backup is not None else None,
     )
-    return JSONResponse(body.model_dump(mode="json"), status_code=200 if ready else 503)
+    return JSONResponse(
+        body.model_dump(mode="json", exclude_none=True), status_code=200 if ready else 503
+    )
 
 
 @router.get(
