@@ -42,6 +42,7 @@ from crm_service.audit.service import record as audit
 from crm_service.crypto.blind_index import IndexKind, blind_index
 from crm_service.crypto.codec import FieldContext, open_value, sealed_key_id
 from crm_service.crypto.service import keyring_for
+from crm_service.errors import ServiceUnavailable
 from crm_service.privacy import repository
 from crm_service.privacy.blocklist import Identifier, add_entries
 
@@ -186,13 +187,21 @@ async def erase_subject(
     # restore then erases that subject (who asked to be erased): erring on their side.
     forget_log = session.info.get("forget_log")
     if forget_log is not None:
-        forget_log.append(
-            organization_id=organization_id,
-            subject_id=subject_id,
-            identifiers=receipt.identifiers,
-            erased_at=now,
-            receipt_id=receipt.id,
-        )
+        try:
+            forget_log.append(
+                organization_id=organization_id,
+                subject_id=subject_id,
+                identifiers=receipt.identifiers,
+                erased_at=now,
+                receipt_id=receipt.id,
+            )
+        except OSError as exc:
+            # Not erased rather than erased in a way a restore would undo.
+            logger.error("forget_log_unwritable", error_type=type(exc).__name__)
+            raise ServiceUnavailable(
+                "The forget-log cannot be written (CRM_BACKUP_DIR); nothing was erased. "
+                "Try again once an operator has fixed it."
+            ) from None
     logger.info("subject_erased", receipt_id=str(receipt.id), **receipt.counts)
     return receipt
 
