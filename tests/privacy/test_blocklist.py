@@ -110,9 +110,14 @@ async def test_every_route_refuses_a_blocklisted_email_or_phone(org: Org, route:
     response = await route(org, email, phone)
     problem = assert_problem(response, 409)
     assert problem["type"].endswith("/blocklisted")
-    assert email not in response.text and phone.replace(" ", "") not in response.text.replace(
-        " ", ""
+    compact = response.text.replace(" ", "")
+    assert email not in response.text and phone.replace(" ", "") not in compact
+    # The refusal is audited (and nothing else of the request is kept).
+    refusals = await org.client.get(
+        "/v1/audit-events", params={"action": "privacy.blocklist_refused"}, headers=org.headers
     )
+    [event] = refusals.json()["data"]
+    assert event["outcome"] == "denied" and event["reason"] == "blocklisted"
 
 
 async def test_entries_are_listed_without_values_and_removed_by_admins(org: Org, app: Any) -> None:

@@ -58,6 +58,7 @@ class AuditAction(StrEnum):
     # Data-subject rights (target_type erasure: the receipt; blocklist: the entry)
     SUBJECT_ERASED = "privacy.subject_erased"
     BLOCKLIST_ENTRY_REMOVED = "privacy.blocklist_entry_removed"
+    BLOCKLIST_REFUSED = "privacy.blocklist_refused"  # an erased email or phone entered again
     BACKUP_RESTORED = "backup.restored"
     # Keys and the log itself
     KEYS_ROTATED = "keys.rotated"

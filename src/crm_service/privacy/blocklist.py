@@ -14,16 +14,20 @@ mobile is refused as anyone's phone too.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
 from sqlalchemy import delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_service.audit.actions import AuditAction, Outcome
+from crm_service.audit.service import record as audit
 from crm_service.crypto.blind_index import IndexKind, blind_index
 from crm_service.crypto.service import keyring_for
 from crm_service.errors import Blocklisted
 from crm_service.privacy.models import BlocklistEntry
+from crm_service.security.principal import Principal
 
 # (kind, HMAC) pairs; kind is "email" or "phone".
 Identifier = tuple[str, str]
@@ -71,6 +75,31 @@ async def refuse_blocklisted(
             "An email or phone number given belongs to a data subject who was erased; it "
             "cannot be entered again unless an administrator removes it from the blocklist."
         )
+
+
+@contextmanager
+def audited_refusal(
+    principal: Principal, *, target_type: str, target_id: uuid.UUID | None = None
+) -> Iterator[None]:
+    """A blocklist refusal inside this block is audited (`privacy.blocklist_refused`,
+    outcome denied) while everything else the request did is rolled back."""
+    try:
+        yield
+    except Blocklisted as error:
+
+        def keep(session: AsyncSession) -> None:
+            audit(
+                session,
+                principal,
+                AuditAction.BLOCKLIST_REFUSED,
+                target_type=target_type,
+                target_id=target_id,
+                outcome=Outcome.DENIED,
+                reason="blocklisted",
+            )
+
+        error.after_rollback = keep
+        raise
 
 
 async def is_blocklisted(

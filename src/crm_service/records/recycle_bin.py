@@ -26,7 +26,7 @@ from crm_service.crypto.service import keyring_for
 from crm_service.db.session import CRMRouter, DbSession
 from crm_service.errors import Forbidden, NotFound, problem_responses
 from crm_service.kit.modules import Module
-from crm_service.privacy.blocklist import identifiers_of, refuse_blocklisted
+from crm_service.privacy.blocklist import audited_refusal, identifiers_of, refuse_blocklisted
 from crm_service.records.accounts.service import accounts
 from crm_service.records.contacts.repository import ContactRepository
 from crm_service.records.contacts.service import contacts
@@ -135,7 +135,8 @@ async def restore(
         session, principal, module, record_id, Change.RESTORE
     )
     # Its email or phone may have been erased (as another subject's) since it was deleted.
-    await refuse_blocklisted(session, principal.organization_id, identifiers_of(record))
+    with audited_refusal(principal, target_type=service.noun, target_id=record_id):
+        await refuse_blocklisted(session, principal.organization_id, identifiers_of(record))
     record.deleted_at = None
     record.deleted_by_id = None
     await repository.save(record)

@@ -32,6 +32,7 @@ from crm_service.auth.repository import UserRepository
 from crm_service.db.base import Base, utcnow
 from crm_service.errors import FieldProblem, Forbidden, Gone, NotFound, ValidationFailed
 from crm_service.kit.modules import Module
+from crm_service.privacy.blocklist import audited_refusal
 from crm_service.records.disclosure import DisclosurePolicy, FieldDisclosure, Shown, View
 from crm_service.records.etag import check_if_match
 from crm_service.records.models import PersonColumns, SourceChannel
@@ -133,13 +134,14 @@ class RecordService(Generic[ModelT]):
             repository.storage, [name for name, value in values.items() if value is not None]
         )
         await self.check_references(session=session, principal=principal, values=values)
-        created = await self.insert(
-            session=session,
-            principal=principal,
-            repository=repository,
-            values=values,
-            legal_basis=getattr(payload, "legal_basis", None),
-        )
+        with audited_refusal(principal, target_type=self.noun):
+            created = await self.insert(
+                session=session,
+                principal=principal,
+                repository=repository,
+                values=values,
+                legal_basis=getattr(payload, "legal_basis", None),
+            )
         # The caller just sent these values: showing them back is no reveal.
         await policy.show(View.RECORD, Shown(repository, [created], sent=frozenset(values)))
         return created
@@ -278,7 +280,8 @@ class RecordService(Generic[ModelT]):
         changed = [name for name, value in changes.items() if before[name] != value]
         for name in changed:
             setattr(record, name, changes[name])
-        saved = await repository.save(record)
+        with audited_refusal(principal, target_type=self.noun, target_id=record.id):
+            saved = await repository.save(record)
         if changed:
             await self.note(
                 session,

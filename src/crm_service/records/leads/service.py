@@ -13,6 +13,7 @@ from crm_service.audit.service import record as audit
 from crm_service.db.base import utcnow
 from crm_service.errors import Conflict
 from crm_service.kit.modules import Module
+from crm_service.privacy.blocklist import audited_refusal
 from crm_service.records.accounts.models import Account
 from crm_service.records.accounts.service import accounts as account_service
 from crm_service.records.contacts.models import Contact
@@ -120,28 +121,29 @@ class LeadService(RecordService[Lead]):
         # The contact is the same data subject: same subject id, so the same data key, and
         # the lead's origin, since where the person came from does not change.
         contacts = await contact_service.repository(session, principal)
-        contact = await contact_service.insert(
-            session=session,
-            principal=principal,
-            repository=contacts,
-            values={
-                **{field: getattr(lead, field) for field in PERSON_FIELDS},
-                "owner_id": lead.owner_id,
-                "account_id": account.id if account is not None else None,
-            },
-            origin=Origin(
-                subject_id=lead.subject_id,
-                new_subject=False,
-                source={
-                    "source_channel": lead.source_channel,
-                    "source_client_id": lead.source_client_id,
-                    "source_batch_id": lead.source_batch_id,
-                    "source_form": lead.source_form,
+        with audited_refusal(principal, target_type=self.noun, target_id=lead.id):
+            contact = await contact_service.insert(
+                session=session,
+                principal=principal,
+                repository=contacts,
+                values={
+                    **{field: getattr(lead, field) for field in PERSON_FIELDS},
+                    "owner_id": lead.owner_id,
+                    "account_id": account.id if account is not None else None,
                 },
-            ),
-            legal_basis=legal_basis,
-            carried_from_lead_id=lead.id,
-        )
+                origin=Origin(
+                    subject_id=lead.subject_id,
+                    new_subject=False,
+                    source={
+                        "source_channel": lead.source_channel,
+                        "source_client_id": lead.source_client_id,
+                        "source_batch_id": lead.source_batch_id,
+                        "source_form": lead.source_form,
+                    },
+                ),
+                legal_basis=legal_basis,
+                carried_from_lead_id=lead.id,
+            )
 
         before_status = lead.status
         lead.status = LeadStatus.CONVERTED.value
