@@ -13,7 +13,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -96,6 +96,13 @@ def session_info(provider: KeyProvider, *, phone_region: str | None) -> dict[str
         "key_cache": UnwrappedKeyCache(),
         "phone_region": phone_region,
     }
+
+
+# Built once (every read of a record opens its keys): a reused statement keeps its cache key.
+_KEYS_BY_ID = select(DataKeyRecord).where(
+    DataKeyRecord.organization_id == bindparam("organization_id"),
+    DataKeyRecord.id.in_(bindparam("key_ids", expanding=True)),
+)
 
 
 class Keyring:
@@ -230,7 +237,9 @@ class Keyring:
         wanted = set(key_ids)
         if not wanted:
             return {}
-        result = await self.session.execute(self._scoped().where(DataKeyRecord.id.in_(wanted)))
+        result = await self.session.execute(
+            _KEYS_BY_ID, {"organization_id": self.organization_id, "key_ids": list(wanted)}
+        )
         return {record.id: self._open(record) for record in result.scalars()}
 
     async def destroy_subject_keys(self, subject_id: uuid.UUID) -> int:

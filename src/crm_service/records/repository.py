@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
-from sqlalchemy import ColumnElement, Select, delete, exists, or_, select
+from sqlalchemy import ColumnElement, Select, bindparam, delete, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.access.visibility import Visibility
@@ -31,6 +31,23 @@ from crm_service.records.paging import (
 from crm_service.records.storage import RecordStorage
 
 ModelT = TypeVar("ModelT", bound=Base)
+
+
+# (model, binned) -> a record by id within an organization, built once per model: a statement
+# object reused keeps its cache key, so the hot read is neither rebuilt nor re-keyed.
+_BY_ID: dict[tuple[type[Any], bool], Select[Any]] = {}
+
+
+def _by_id(model: type[Any], binned: bool) -> Select[Any]:
+    statement = _BY_ID.get((model, binned))
+    if statement is None:
+        statement = select(model).where(
+            model.organization_id == bindparam("organization_id"),
+            model.deleted_at.is_not(None) if binned else model.deleted_at.is_(None),
+            model.id == bindparam("record_id"),
+        )
+        _BY_ID[(model, binned)] = statement
+    return statement
 
 
 class RecordRepository(OrganizationRepository[ModelT]):
@@ -96,7 +113,17 @@ class RecordRepository(OrganizationRepository[ModelT]):
         return clauses
 
     async def get(self, id_: uuid.UUID, *, binned: bool = False) -> ModelT | None:
-        result = await self.session.execute(self.scoped(binned=binned).where(self.model.id == id_))
+        clause = None if self.visibility is None else self.visibility.read_clause(self.model)
+        if clause is None:
+            # Nothing but the organization limits the caller: the statement built once.
+            result = await self.session.execute(
+                _by_id(self.model, binned),
+                {"organization_id": self.organization_id, "record_id": id_},
+            )
+        else:
+            result = await self.session.execute(
+                self.scoped(binned=binned).where(self.model.id == id_)
+            )
         record = result.scalar_one_or_none()
         if record is not None:
             await self.storage.reveal([record])

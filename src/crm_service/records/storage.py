@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.crypto.blind_index import IndexKind, blind_index
@@ -34,14 +34,17 @@ from crm_service.records.models import PersonColumns
 logger = structlog.get_logger("crm_service.records.storage")
 
 
+_CLASSIFICATIONS = select(FieldClassification.field, FieldClassification.classification).where(
+    FieldClassification.organization_id == bindparam("organization_id"),
+    FieldClassification.module == bindparam("module"),
+)
+
+
 async def classifications(
     session: AsyncSession, organization_id: uuid.UUID, module: Module
 ) -> dict[str, Classification]:
     result = await session.execute(
-        select(FieldClassification.field, FieldClassification.classification).where(
-            FieldClassification.organization_id == organization_id,
-            FieldClassification.module == module.value,
-        )
+        _CLASSIFICATIONS, {"organization_id": organization_id, "module": module.value}
     )
     overrides = {field: Classification(value) for field, value in result.all()}
     return {spec.name: overrides.get(spec.name, spec.default) for spec in CATALOG[module]}
