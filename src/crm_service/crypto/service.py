@@ -217,18 +217,28 @@ class Keyring:
     async def index_key(self) -> bytes:
         # Index keys do not follow data-key generations: a new one would need every index
         # recomputed. Master rotation re-wraps them like any other key.
-        key = await self.active_key(DataKeyPurpose.BLIND_INDEX, ORGANIZATION_WIDE, 1)
-        return key.material
+        return await self._lasting_key("index", DataKeyPurpose.BLIND_INDEX)
 
     async def audit_key(self) -> bytes:
-        # Like index keys, outside generations: the whole log is verified with one key. Its
-        # material never changes (master rotation re-wraps the same bytes) and it is never
-        # destroyed, so it is kept for the cache's lifetime without reading its row.
-        cached = self.cache.recall(("audit", self.organization_id))
+        # Like index keys, outside generations: the whole log is verified with one key.
+        return await self._lasting_key("audit", DataKeyPurpose.AUDIT)
+
+    async def _lasting_key(self, name: str, purpose: DataKeyPurpose) -> bytes:
+        """An organization-wide key whose material never changes (master rotation re-wraps
+        the same bytes) and that is never destroyed: kept for the cache's lifetime without
+        reading its row. Only a key read from the database is kept, never one this
+        transaction just created: a rollback would leave the cache holding material no row
+        has."""
+        cached = self.cache.recall((name, self.organization_id))
         if cached is not None:
             return cached
-        key = await self.active_key(DataKeyPurpose.AUDIT, ORGANIZATION_WIDE, 1)
-        self.cache.remember(("audit", self.organization_id), key.material)
+        record = await self._active_record(purpose, ORGANIZATION_WIDE)
+        if record is None:
+            return (await self.active_key(purpose, ORGANIZATION_WIDE, 1)).material
+        key = self._open(record)
+        if key is None:  # an active key is never destroyed
+            raise KeyMaterialError("The active data key has no material.")
+        self.cache.remember((name, self.organization_id), key.material)
         return key.material
 
     async def keys_by_id(self, key_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, DataKey | None]:
@@ -240,7 +250,15 @@ class Keyring:
         result = await self.session.execute(
             _KEYS_BY_ID, {"organization_id": self.organization_id, "key_ids": list(wanted)}
         )
-        return {record.id: self._open(record) for record in result.scalars()}
+        return self.open_rows(result.scalars())
+
+    def open_rows(self, records: Iterable[DataKeyRecord]) -> dict[uuid.UUID, DataKey | None]:
+        """Open key rows already read (of this organization); a destroyed key maps to None."""
+        return {
+            record.id: self._open(record)
+            for record in records
+            if record.organization_id == self.organization_id
+        }
 
     async def destroy_subject_keys(self, subject_id: uuid.UUID) -> int:
         """Erase a data subject: delete the material of every key they ever had."""
