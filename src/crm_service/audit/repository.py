@@ -8,7 +8,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -74,19 +84,63 @@ async def reserve(
     raise RuntimeError("an audit chain head could not be created")
 
 
+# One statement per number of events (a transaction writes a few) and their columns: the
+# events inserted by a data-modifying CTE of the head's update. Written as text with typed
+# parameters because SQLAlchemy does not cache a DML CTE: built once each, it is neither
+# rebuilt nor recompiled per request. PostgreSQL only; SQLite writes them in two statements.
+_APPEND_IN_ONE: dict[tuple[int, tuple[str, ...]], Any] = {}
+_APPEND_IN_ONE_MAX = 16
+_HEAD_VALUES = ("last_mac", "anchor_seq", "anchor_mac", "head_mac")
+
+
+def _append_in_one(count: int, columns: tuple[str, ...]) -> Any:
+    statement = _APPEND_IN_ONE.get((count, columns))
+    if statement is None:
+        events = AuditEvent.__table__
+        parameters = [
+            bindparam(f"e{n}_{name}", type_=events.c[name].type)
+            for n in range(count)
+            for name in columns
+        ]
+        parameters += [
+            bindparam("head_organization_id", type_=_HEADS.c.organization_id.type),
+            bindparam("head_shard", type_=_HEADS.c.shard.type),
+            *(bindparam(f"head_{name}", type_=_HEADS.c[name].type) for name in _HEAD_VALUES),
+        ]
+        rows = ", ".join(
+            "(" + ", ".join(f":e{n}_{name}" for name in columns) + ")" for n in range(count)
+        )
+        statement = text(
+            f"WITH inserted_events AS (INSERT INTO {events.name} ({', '.join(columns)}) "
+            f"VALUES {rows}) "
+            f"UPDATE {_HEADS.name} SET "
+            + ", ".join(f"{name} = :head_{name}" for name in _HEAD_VALUES)
+            + " WHERE organization_id = :head_organization_id AND shard = :head_shard"
+        ).bindparams(*parameters)
+        _APPEND_IN_ONE[(count, columns)] = statement
+    return statement
+
+
 async def append(session: AsyncSession, events: list[dict[str, Any]], head: ChainHead) -> None:
-    """Insert a transaction's events and move the chain's head past them."""
+    """Insert a transaction's events and move the chain's head past them: on PostgreSQL in
+    one statement, elsewhere in two."""
+    if events and len(events) <= _APPEND_IN_ONE_MAX and session.bind.dialect.name == "postgresql":
+        columns = tuple(events[0])
+        parameters: dict[str, Any] = {
+            "head_organization_id": head.organization_id,
+            "head_shard": head.shard,
+            **{f"head_{name}": getattr(head, name) for name in _HEAD_VALUES},
+        }
+        for n, event in enumerate(events):
+            parameters.update({f"e{n}_{name}": event[name] for name in columns})
+        await session.execute(_append_in_one(len(events), columns), parameters)
+        return
     if events:
         await session.execute(insert(AuditEvent.__table__), events)
     await session.execute(
         update(_HEADS)
         .where(_HEADS.c.organization_id == head.organization_id, _HEADS.c.shard == head.shard)
-        .values(
-            last_mac=head.last_mac,
-            anchor_seq=head.anchor_seq,
-            anchor_mac=head.anchor_mac,
-            head_mac=head.head_mac,
-        )
+        .values(**{name: getattr(head, name) for name in _HEAD_VALUES})
     )
 
 

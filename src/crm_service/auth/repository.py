@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, delete, func, literal, or_, select, update
+from sqlalchemy import bindparam, case, delete, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -49,10 +49,8 @@ class BearerContext:
     role_allowlist: str | None
 
 
-async def bearer_context(session: AsyncSession, token_hash: str) -> BearerContext | None:
-    """The session with this token hash, its user, the user's profile and the address lists
-    that apply to them: one statement on the hot path of every authenticated request."""
-    statement = (
+def _bearer_statement():  # noqa: ANN202 - a select()
+    return (
         select(
             AuthSession,
             User,
@@ -68,9 +66,19 @@ async def bearer_context(session: AsyncSession, token_hash: str) -> BearerContex
         .join(Profile, Profile.id == User.profile_id)
         .outerjoin(IpAllowlist, IpAllowlist.organization_id == User.organization_id)
         .outerjoin(Role, (Role.id == User.role_id) & (Role.organization_id == User.organization_id))
-        .where(AuthSession.token_hash == token_hash)
+        .where(AuthSession.token_hash == bindparam("token_hash"))
     )
-    row = (await session.execute(statement)).first()
+
+
+# Built once: every authenticated request runs it, and a statement object reused keeps its
+# cache key, so SQLAlchemy neither rebuilds nor re-keys it per request.
+_BEARER = _bearer_statement()
+
+
+async def bearer_context(session: AsyncSession, token_hash: str) -> BearerContext | None:
+    """The session with this token hash, its user, the user's profile and the address lists
+    that apply to them: one statement on the hot path of every authenticated request."""
+    row = (await session.execute(_BEARER, {"token_hash": token_hash})).first()
     if row is None:
         return None
     return BearerContext(*row)

@@ -345,7 +345,8 @@ async def get_user(*, session: AsyncSession, principal: Principal, user_id: uuid
 async def list_my_sessions(
     *, session: AsyncSession, principal: Principal, now: datetime
 ) -> list[tuple[AuthSession, bool]]:
-    assert principal.user_id is not None
+    """The caller's open sessions (a signed-in user: its route takes `SignedInUser`), each
+    with whether it is the one making this request."""
     sessions = await repository.SessionRepository(session, principal.organization_id).open_for_user(
         principal.user_id, now
     )
@@ -392,8 +393,8 @@ async def unlock_sign_in(
 async def change_password(
     *, session: AsyncSession, principal: Principal, payload: PasswordChange, now: datetime
 ) -> None:
-    """Needs the current password; ends every other session of the user."""
-    assert principal.user_id is not None
+    """Needs the current password; ends every other session of the user (the caller is a
+    signed-in user: its route takes `SignedInUser`)."""
     user = await get_user(session=session, principal=principal, user_id=principal.user_id)
     await confirm_password(
         session, user, payload.current_password, client_ip=principal.client_ip, now=now

@@ -13,7 +13,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -96,6 +96,13 @@ def session_info(provider: KeyProvider, *, phone_region: str | None) -> dict[str
         "key_cache": UnwrappedKeyCache(),
         "phone_region": phone_region,
     }
+
+
+# Built once (every read of a record opens its keys): a reused statement keeps its cache key.
+_KEYS_BY_ID = select(DataKeyRecord).where(
+    DataKeyRecord.organization_id == bindparam("organization_id"),
+    DataKeyRecord.id.in_(bindparam("key_ids", expanding=True)),
+)
 
 
 class Keyring:
@@ -210,18 +217,28 @@ class Keyring:
     async def index_key(self) -> bytes:
         # Index keys do not follow data-key generations: a new one would need every index
         # recomputed. Master rotation re-wraps them like any other key.
-        key = await self.active_key(DataKeyPurpose.BLIND_INDEX, ORGANIZATION_WIDE, 1)
-        return key.material
+        return await self._lasting_key("index", DataKeyPurpose.BLIND_INDEX)
 
     async def audit_key(self) -> bytes:
-        # Like index keys, outside generations: the whole log is verified with one key. Its
-        # material never changes (master rotation re-wraps the same bytes) and it is never
-        # destroyed, so it is kept for the cache's lifetime without reading its row.
-        cached = self.cache.recall(("audit", self.organization_id))
+        # Like index keys, outside generations: the whole log is verified with one key.
+        return await self._lasting_key("audit", DataKeyPurpose.AUDIT)
+
+    async def _lasting_key(self, name: str, purpose: DataKeyPurpose) -> bytes:
+        """An organization-wide key whose material never changes (master rotation re-wraps
+        the same bytes) and that is never destroyed: kept for the cache's lifetime without
+        reading its row. Only a key read from the database is kept, never one this
+        transaction just created: a rollback would leave the cache holding material no row
+        has."""
+        cached = self.cache.recall((name, self.organization_id))
         if cached is not None:
             return cached
-        key = await self.active_key(DataKeyPurpose.AUDIT, ORGANIZATION_WIDE, 1)
-        self.cache.remember(("audit", self.organization_id), key.material)
+        record = await self._active_record(purpose, ORGANIZATION_WIDE)
+        if record is None:
+            return (await self.active_key(purpose, ORGANIZATION_WIDE, 1)).material
+        key = self._open(record)
+        if key is None:  # an active key is never destroyed
+            raise KeyMaterialError("The active data key has no material.")
+        self.cache.remember((name, self.organization_id), key.material)
         return key.material
 
     async def keys_by_id(self, key_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, DataKey | None]:
@@ -230,8 +247,18 @@ class Keyring:
         wanted = set(key_ids)
         if not wanted:
             return {}
-        result = await self.session.execute(self._scoped().where(DataKeyRecord.id.in_(wanted)))
-        return {record.id: self._open(record) for record in result.scalars()}
+        result = await self.session.execute(
+            _KEYS_BY_ID, {"organization_id": self.organization_id, "key_ids": list(wanted)}
+        )
+        return self.open_rows(result.scalars())
+
+    def open_rows(self, records: Iterable[DataKeyRecord]) -> dict[uuid.UUID, DataKey | None]:
+        """Open key rows already read (of this organization); a destroyed key maps to None."""
+        return {
+            record.id: self._open(record)
+            for record in records
+            if record.organization_id == self.organization_id
+        }
 
     async def destroy_subject_keys(self, subject_id: uuid.UUID) -> int:
         """Erase a data subject: delete the material of every key they ever had."""

@@ -173,8 +173,10 @@ class DisclosurePolicy:
 
     async def refuse_hidden_input(self, storage: RecordStorage, names: Iterable[str]) -> None:
         """403 when the caller sets or filters on a field they may not see."""
-        disclosure = await self.fields(storage)
         names = set(names)
+        if not names:
+            return  # nothing set or filtered on: nothing to refuse (and nothing to read)
+        disclosure = await self.fields(storage)
         masked = sorted(names & set(disclosure.masked))
         if masked:
             raise Forbidden(

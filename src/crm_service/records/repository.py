@@ -8,10 +8,11 @@ import uuid
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
-from sqlalchemy import ColumnElement, Select, delete, exists, or_, select
+from sqlalchemy import ColumnElement, Select, bindparam, delete, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.access.visibility import Visibility
+from crm_service.crypto.models import DataKeyRecord
 from crm_service.db.base import Base, utcnow
 from crm_service.db.repository import OrganizationRepository
 from crm_service.kit.modules import Module
@@ -28,9 +29,45 @@ from crm_service.records.paging import (
     newest_first_after,
     to_page,
 )
-from crm_service.records.storage import RecordStorage
+from crm_service.records.storage import RecordStorage, classification_column
 
 ModelT = TypeVar("ModelT", bound=Base)
+
+
+# (model, binned) -> a record by id within an organization, built once per model: a statement
+# object reused keeps its cache key, so the hot read is neither rebuilt nor re-keyed.
+_BY_ID: dict[tuple[type[Any], bool], Select[Any]] = {}
+
+
+def _by_id(model: type[Any], module: Module, binned: bool) -> Select[Any]:
+    statement = _BY_ID.get((model, binned))
+    if statement is None:
+        statement = with_keys_and_classification(
+            select(model).where(
+                model.organization_id == bindparam("organization_id"),
+                model.deleted_at.is_not(None) if binned else model.deleted_at.is_(None),
+                model.id == bindparam("record_id"),
+            ),
+            model,
+            module,
+            bindparam("organization_id"),
+        )
+        _BY_ID[(model, binned)] = statement
+    return statement
+
+
+def with_keys_and_classification(
+    statement: Select[Any], model: Any, module: Module, organization_id: Any
+) -> Select[Any]:
+    """A read of records that also brings, in the same round trip, each record's data key row
+    (joined by its organization too) and the organization's field classification."""
+    return statement.add_columns(
+        DataKeyRecord, classification_column(module, organization_id)
+    ).outerjoin(
+        DataKeyRecord,
+        (DataKeyRecord.id == model.data_key_id)
+        & (DataKeyRecord.organization_id == model.organization_id),
+    )
 
 
 class RecordRepository(OrganizationRepository[ModelT]):
@@ -96,10 +133,28 @@ class RecordRepository(OrganizationRepository[ModelT]):
         return clauses
 
     async def get(self, id_: uuid.UUID, *, binned: bool = False) -> ModelT | None:
-        result = await self.session.execute(self.scoped(binned=binned).where(self.model.id == id_))
-        record = result.scalar_one_or_none()
-        if record is not None:
-            await self.storage.reveal([record])
+        clause = None if self.visibility is None else self.visibility.read_clause(self.model)
+        if clause is None:
+            # Nothing but the organization limits the caller: the statement built once.
+            result = await self.session.execute(
+                _by_id(self.model, self.module, binned),
+                {"organization_id": self.organization_id, "record_id": id_},
+            )
+        else:
+            result = await self.session.execute(
+                with_keys_and_classification(
+                    self.scoped(binned=binned).where(self.model.id == id_),
+                    self.model,
+                    self.module,
+                    self.organization_id,
+                )
+            )
+        row = result.one_or_none()
+        if row is None:
+            return None
+        record, key_row, classification = row
+        self.storage.carry_classification(classification)
+        await self.storage.reveal([record], [key_row])
         return record
 
     async def binned_page(self, *, after: tuple[Any, uuid.UUID] | None, limit: int) -> list[ModelT]:
@@ -121,9 +176,17 @@ class RecordRepository(OrganizationRepository[ModelT]):
 
     async def page(self, *, filters: dict[str, Any], request: PageRequest) -> Page:
         statement = self.scoped().where(*await self.filter_clauses(filters))
-        result = await self.session.execute(apply_keyset(statement, self.model, request))
-        rows = list(result.scalars())
-        await self.storage.reveal(rows)
+        statement = with_keys_and_classification(
+            apply_keyset(statement, self.model, request),
+            self.model,
+            self.module,
+            self.organization_id,
+        )
+        result = (await self.session.execute(statement)).all()
+        rows = [row[0] for row in result]
+        if result:
+            self.storage.carry_classification(result[0][2])
+        await self.storage.reveal(rows, [row[1] for row in result])
         page = to_page(rows, request)
         # Erased subjects drop out of lists; the cursor still moves past them.
         return Page(items=[r for r in page.items if not r.erased], next_cursor=page.next_cursor)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.crypto.blind_index import IndexKind, blind_index
@@ -25,6 +25,7 @@ from crm_service.crypto.codec import (
     seal,
     store_plain,
 )
+from crm_service.crypto.models import DataKeyRecord
 from crm_service.crypto.service import key_generation, keyring_for
 from crm_service.kit.modules import Module
 from crm_service.orgs.models import FieldClassification
@@ -35,17 +36,49 @@ from crm_service.records.models import PersonColumns
 logger = structlog.get_logger("crm_service.records.storage")
 
 
+_CLASSIFICATIONS = select(FieldClassification.field, FieldClassification.classification).where(
+    FieldClassification.organization_id == bindparam("organization_id"),
+    FieldClassification.module == bindparam("module"),
+)
+
+
 async def classifications(
     session: AsyncSession, organization_id: uuid.UUID, module: Module
 ) -> dict[str, Classification]:
     result = await session.execute(
-        select(FieldClassification.field, FieldClassification.classification).where(
+        _CLASSIFICATIONS, {"organization_id": organization_id, "module": module.value}
+    )
+    return _classified(module, {field: value for field, value in result.all()})
+
+
+def _classified(module: Module, overrides: dict[str, str]) -> dict[str, Classification]:
+    return {
+        spec.name: Classification(overrides[spec.name]) if spec.name in overrides else spec.default
+        for spec in CATALOG[module]
+    }
+
+
+def classification_column(module: Module, organization_id: Any) -> Any:
+    """The organization's classification overrides of `module` as one text column
+    (`field=classification,...`, NULL without any), for a record read to carry along: the
+    classification then comes in the same statement, and the same snapshot, as the records."""
+    return (
+        select(
+            func.aggregate_strings(
+                FieldClassification.field + "=" + FieldClassification.classification, ","
+            )
+        )
+        .where(
             FieldClassification.organization_id == organization_id,
             FieldClassification.module == module.value,
         )
+        .scalar_subquery()
     )
-    overrides = {field: Classification(value) for field, value in result.all()}
-    return {spec.name: overrides.get(spec.name, spec.default) for spec in CATALOG[module]}
+
+
+def parse_classification_column(module: Module, text: str | None) -> dict[str, Classification]:
+    pairs = (item.partition("=") for item in text.split(",")) if text else ()
+    return _classified(module, {field: value for field, _, value in pairs})
 
 
 class RecordStorage:
@@ -59,6 +92,11 @@ class RecordStorage:
         self._classification: dict[str, Classification] | None = None
         self._index_key: bytes | None = None
         self._generation: int | None = None
+
+    def carry_classification(self, text: str | None) -> None:
+        """Take the classification a record read carried (see `classification_column`)."""
+        if self._classification is None:
+            self._classification = parse_classification_column(self.module, text)
 
     async def classification(self) -> dict[str, Classification]:
         if self._classification is None:
@@ -90,7 +128,11 @@ class RecordStorage:
     async def _active_key(self, record: Any) -> DataKey:
         generation = await self.generation()
         if isinstance(record, PersonColumns):
-            if record.is_new_subject and record.sealing_key is None:
+            if record.is_new_subject:
+                # The subject's first key, made by this transaction when the record was first
+                # sealed: what derives from the record (its history) seals under it too.
+                if record.sealing_key is not None:
+                    return record.sealing_key
                 return await self.keyring.new_subject_key(record.subject_id, generation)
             return await self.keyring.subject_key(record.subject_id, generation)
         return await self.keyring.organization_key(generation)
@@ -140,11 +182,20 @@ class RecordStorage:
         phone_region = self.session.info.get("phone_region")
         return blind_index(await self.index_key(), kind, value, phone_region=phone_region)
 
-    async def reveal(self, records: Sequence[Any]) -> None:
-        """Open every sealed value of `records`; a record whose key was destroyed is erased."""
-        keys = await self.keyring.keys_by_id(
-            {record.data_key_id for record in records if record.data_key_id is not None}
-        )
+    async def reveal(
+        self, records: Sequence[Any], key_rows: Sequence[DataKeyRecord | None] | None = None
+    ) -> None:
+        """Open every sealed value of `records`; a record whose key was destroyed is erased.
+
+        `key_rows` are the records' data key rows when the read that loaded them joined them
+        (the organization's key named by each record's `data_key_id`, or None); without
+        them the keys are read here."""
+        if key_rows is None:
+            keys = await self.keyring.keys_by_id(
+                {record.data_key_id for record in records if record.data_key_id is not None}
+            )
+        else:
+            keys = self.keyring.open_rows(row for row in key_rows if row is not None)
         for record in records:
             if record.data_key_id not in keys:
                 self._integrity_failure(record, "data_key_id")

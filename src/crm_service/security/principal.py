@@ -113,6 +113,18 @@ async def authenticate(
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
 
 
+async def signed_in_user(principal: CurrentPrincipal) -> Principal:
+    """The caller, who must be a user through a sign-in session (the `/v1/me` routes): a
+    principal without a user, such as a partner client, is refused."""
+    if principal.user_id is None:
+        raise Forbidden("This needs a signed-in user; a partner client cannot use it.")
+    return principal
+
+
+# A route's signature says it acts for the signed-in user: `principal.user_id` is set.
+SignedInUser = Annotated[Principal, Depends(signed_in_user)]
+
+
 def require(*scopes: Scope):  # noqa: ANN201 - returns a FastAPI dependency
     """A dependency that authenticates and demands every one of `scopes`."""
 
