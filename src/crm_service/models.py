@@ -18,6 +18,7 @@ from crm_service.auth.models import (
 from crm_service.crypto.models import DataKeyRecord
 from crm_service.db.tenancy import Organization
 from crm_service.jobs.models import WorkerJob
+from crm_service.mail.models import OutboxMessage
 from crm_service.orgs.models import FieldClassification, IpAllowlist
 from crm_service.records.accounts.models import Account
 from crm_service.records.contacts.models import Contact
@@ -45,6 +46,7 @@ __all__ = [
     "LegalBasisEntry",
     "MfaChallenge",
     "Organization",
+    "OutboxMessage",
     "RecoveryCode",
     "SsoAttempt",
     "SubjectProcessingLock",
