@@ -55,6 +55,8 @@ class AuditAction(StrEnum):
     SSO_CONFIGURED = "settings.sso_configured"
     SSO_REMOVED = "settings.sso_removed"
     SHARING_CHANGED = "settings.sharing_changed"
+    # Mail
+    MAIL_REVEALED = "mail.revealed"  # an operator opened a queued message (`outbox show`)
     # Keys and the log itself
     KEYS_ROTATED = "keys.rotated"
     MASTER_KEY_ROTATED = "keys.master_rotated"
