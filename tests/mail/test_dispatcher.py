@@ -318,3 +318,51 @@ async def test_two_workers_send_each_message_once(
             await session.execute(select(OutboxMessage).where(OutboxMessage.id.in_(ids)))
         ).scalars()
         assert {(row.status, row.attempts) for row in rows} == {(MailStatus.SENT, 1)}
+
+
+async def test_a_message_claimed_by_a_worker_that_died_is_sent_after_its_lease(
+    org: Org, app: Any, smtp_server: SmtpServer
+) -> None:
+    from crm_service.mail.dispatcher import LEASE, _claim
+
+    to = _address()
+    message_id = await _queue(app, org, to)
+    start = _now()
+    # A worker claims the due mail and dies before sending anything.
+    async with app.state.sessionmaker() as session:
+        claimed = await _claim(session, start, 10_000)
+        await commit(session)
+    assert message_id in {item.id for item in claimed}
+    settings = _with(app, smtp_url=smtp_server.url)
+    await _send(app, settings, start + LEASE - timedelta(seconds=1))
+    assert smtp_server.inbox.to(to) == []
+    assert (await _row(app, message_id)).status == MailStatus.SENDING
+    await _send(app, settings, start + LEASE)
+    assert len(smtp_server.inbox.to(to)) == 1
+    row = await _row(app, message_id)
+    assert (row.status, row.attempts) == (MailStatus.SENT, 2)
+
+
+async def test_settled_mail_is_purged_after_its_keep_days(
+    org: Org, app: Any, smtp_server: SmtpServer
+) -> None:
+    sent = await _queue(app, org, _address())
+    waiting = await _queue(app, org, _address())
+    async with app.state.sessionmaker() as session:
+        await session.execute(
+            OutboxMessage.__table__.update()
+            .where(OutboxMessage.id == waiting)
+            .values(next_attempt_at=_now() + timedelta(days=400))
+        )
+        await commit(session)
+    await _send(app, _with(app, smtp_url=smtp_server.url), _now())
+    assert (await _row(app, sent)).status == MailStatus.SENT
+    later = _now() + timedelta(days=31)
+    done = await run_due_jobs(
+        app.state.sessionmaker, app.state.settings, later, only={"purge_settled_mail"}
+    )
+    assert done["purge_settled_mail"] >= 1
+    async with app.state.sessionmaker() as session:
+        assert await session.get(OutboxMessage, sent) is None
+        # Mail still waiting to go out is never purged.
+        assert await session.get(OutboxMessage, waiting) is not None
