@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     bootstrap_password: SecretStr | None = None
 
     # Sign-in
+    # How long the link of an invitation to join an organization (POST /v1/users) works.
+    invitation_ttl_hours: int = Field(default=72, ge=1, le=24 * 30)
     session_absolute_ttl_seconds: int = Field(default=12 * 3600, ge=60)
     session_idle_ttl_seconds: int = Field(default=30 * 60, ge=60)
     # Failed password sign-ins one source address may make in 15 minutes (then 429).

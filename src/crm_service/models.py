@@ -14,6 +14,7 @@ from crm_service.auth.models import (
     TotpCredential,
     User,
     UserIdentity,
+    UserInvitation,
 )
 from crm_service.crypto.models import DataKeyRecord
 from crm_service.db.tenancy import Organization
@@ -53,5 +54,6 @@ __all__ = [
     "TotpCredential",
     "User",
     "UserIdentity",
+    "UserInvitation",
     "WorkerJob",
 ]

@@ -28,6 +28,8 @@ class AuditAction(StrEnum):
     SSO_LOGIN_REFUSED = "auth.sso_login_refused"
     # Users
     USER_CREATED = "user.created"
+    USER_INVITED = "user.invited"  # POST /v1/users: an invitation mailed to the address
+    USER_INVITATION_ACCEPTED = "user.invitation_accepted"
     USER_UPDATED = "user.updated"
     USER_PASSWORD_CHANGED = "user.password_changed"
     USER_SESSIONS_ENDED = "user.sessions_ended"
