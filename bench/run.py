@@ -497,7 +497,9 @@ class Bench:
                 ),
                 201,
             )["id"]
-            identities["standard_record"], identities["standard"] = self.set_up_restricted(client)
+            identities["standard_record"], identities["standard"] = self.set_up_restricted(
+                client, main_url
+            )
             self.seed(main_url, admin, self.args.contacts, "seed_contacts_s")
             identities["plain"] = expect(
                 client.get(lookup_path(self.args.contacts), headers=bearer(identities["admin"])),
@@ -540,7 +542,24 @@ class Bench:
         self.timings[timing] = time.perf_counter() - started
         log(f"seeded {count:,} contacts in {self.timings[timing]:.0f} s")
 
-    def set_up_restricted(self, client: httpx.Client) -> tuple[str, str]:
+    def accept_invitation(self, client: httpx.Client, database_url: str, email: str) -> str:
+        """Accept the invitation mailed to `email` as its owner would, reading the link from
+        the outbox the operator's way (`outbox list`, `outbox show`); returns the user id."""
+        listed = self.cli(database_url, "outbox", "list", "--json", "--status", "queued")
+        for line in listed.splitlines():
+            entry = json.loads(line)
+            if entry["template"] != "user_invitation":
+                continue
+            shown = self.cli(database_url, "outbox", "show", entry["id"])
+            if f"To: {email}" in shown:
+                token = shown.split("#token=", 1)[1].split()[0]
+                accepted = client.post(
+                    "/v1/auth/invitations/accept", json={"token": token, "password": PASSWORD}
+                )
+                return expect(accepted, 201)["id"]
+        raise RuntimeError(f"no invitation mailed to {email}")
+
+    def set_up_restricted(self, client: httpx.Client, database_url: str) -> tuple[str, str]:
         """The restricted organization: private sharing, its IP allowlist on (loopback only), a
         Standard user in a role, owning one contact. Returns that contact's id and the user's
         token."""
@@ -558,19 +577,15 @@ class Bench:
         role = expect(client.post("/v1/roles", json={"name": "Sales rep"}, headers=headers), 201)[
             "id"
         ]
-        user = expect(
+        expect(
             client.post(
                 "/v1/users",
-                json={
-                    "email": "rep@example.com",
-                    "password": PASSWORD,
-                    "profile_id": standard,
-                    "role_id": role,
-                },
+                json={"email": "rep@example.com", "profile_id": standard, "role_id": role},
                 headers=headers,
             ),
-            201,
-        )["id"]
+            202,
+        )
+        user = self.accept_invitation(client, database_url, "rep@example.com")
         record = expect(
             client.post("/v1/contacts", json=dict(PERSON, owner_id=user), headers=headers), 201
         )["id"]

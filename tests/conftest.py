@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import secrets
 import tempfile
 import uuid
@@ -164,13 +165,60 @@ class Org:
     async def add_user(self, *, is_admin: bool = False) -> dict[str, str]:
         """Create a user through the API and return that user's auth headers."""
         email = unique_email("user")
-        response = await self.client.post(
-            "/v1/users",
-            json={"email": email, "password": PASSWORD, "is_admin": is_admin},
-            headers=self.headers,
-        )
-        assert response.status_code == 201, response.text
+        created = await create_user(self, {"email": email, "is_admin": is_admin})
+        assert created.status_code == 201, created.text
         return await self.login(email)
+
+
+async def mailed_invitation_token(app: Any, organization_id: uuid.UUID, email: str) -> str:
+    """The token of the newest invitation mailed to `email`, read from the outbox as the
+    person would read it from their mail."""
+    from sqlalchemy import select
+
+    from crm_service.mail.models import OutboxMessage
+    from crm_service.mail.outbox import open_content
+
+    async with app.state.sessionmaker() as session:
+        messages = (
+            await session.execute(
+                select(OutboxMessage)
+                .where(
+                    OutboxMessage.organization_id == organization_id,
+                    OutboxMessage.template == "user_invitation",
+                )
+                .order_by(OutboxMessage.created_at.desc())
+            )
+        ).scalars()
+        for message in messages:
+            content = await open_content(session, message)
+            if content is not None and content.to == email.casefold():
+                found = re.search(r"#token=([A-Za-z0-9_-]+)", content.text)
+                assert found, "the invitation mail carries no link"
+                return found.group(1)
+    raise AssertionError("no invitation was mailed to that address")
+
+
+async def accept_invitation(
+    org: Org, email: str, password: str = PASSWORD, **fields: Any
+) -> httpx.Response:
+    token = await mailed_invitation_token(org.app, org.id, email)
+    return await org.client.post(
+        "/v1/auth/invitations/accept", json={"token": token, "password": password, **fields}
+    )
+
+
+async def create_user(
+    org: Org, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> httpx.Response:
+    """A user as an administrator makes one: invited (202), then accepted by the person with
+    the password in `body` (default PASSWORD). Returns the acceptance (201, the user), or the
+    invitation's answer when that was not 202."""
+    body = dict(body)
+    password = body.pop("password", PASSWORD)
+    invited = await org.client.post("/v1/users", json=body, headers=headers or org.headers)
+    if invited.status_code != 202:
+        return invited
+    return await accept_invitation(org, body["email"], password)
 
 
 PROBLEM_JSON = "application/problem+json"

@@ -14,10 +14,12 @@ from crm_service.auth.models import (
     TotpCredential,
     User,
     UserIdentity,
+    UserInvitation,
 )
 from crm_service.crypto.models import DataKeyRecord
 from crm_service.db.tenancy import Organization
 from crm_service.jobs.models import WorkerJob
+from crm_service.mail.models import OutboxMessage
 from crm_service.orgs.models import FieldClassification, IpAllowlist
 from crm_service.privacy.models import BlocklistEntry, ErasureReceipt
 from crm_service.records.accounts.models import Account
@@ -48,11 +50,13 @@ __all__ = [
     "LegalBasisEntry",
     "MfaChallenge",
     "Organization",
+    "OutboxMessage",
     "RecoveryCode",
     "SsoAttempt",
     "SubjectProcessingLock",
     "TotpCredential",
     "User",
     "UserIdentity",
+    "UserInvitation",
     "WorkerJob",
 ]

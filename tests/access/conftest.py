@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import PASSWORD, Org, unique_email
+from tests.conftest import Org, create_user, unique_email
 
 MODULES = ["leads", "contacts", "accounts"]
 PERSON_MODULES = ["leads", "contacts"]
@@ -37,12 +37,12 @@ async def add_member(
     is_admin: bool = False,
 ) -> Member:
     email = unique_email("member")
-    body: dict[str, Any] = {"email": email, "password": PASSWORD, "is_admin": is_admin}
+    body: dict[str, Any] = {"email": email, "is_admin": is_admin}
     if role_id is not None:
         body["role_id"] = role_id
     if profile_id is not None:
         body["profile_id"] = profile_id
-    response = await org.client.post("/v1/users", json=body, headers=org.headers)
+    response = await create_user(org, body)
     assert response.status_code == 201, response.text
     return Member(id=response.json()["id"], email=email, headers=await org.login(email))
 

@@ -115,7 +115,12 @@ async def test_filters_by_actor_action_target_and_type(org: Org) -> None:
     )
 
     by_colleague = await list_events(org, actor_id=colleague_id)
-    assert {e["action"] for e in by_colleague} == {"auth.login_succeeded", "record.created"}
+    # Accepting their invitation was the colleague's act too.
+    assert {e["action"] for e in by_colleague} == {
+        "user.invitation_accepted",
+        "auth.login_succeeded",
+        "record.created",
+    }
     assert {e["actor_id"] for e in by_colleague} == {colleague_id}
     assert theirs in {e["target_id"] for e in by_colleague}
 

@@ -23,7 +23,7 @@ from crm_service.audit.models import AuditEvent
 from crm_service.clock import FixedClock
 from crm_service.main import ROUTERS
 from tests.auth.test_totp import STEP, code_at, step_start_near_now
-from tests.conftest import PASSWORD, Org, unique_email
+from tests.conftest import PASSWORD, Org, create_user, mailed_invitation_token, unique_email
 
 # Covered by the single sign-on tests, which need the real OpenID provider.
 ELSEWHERE = {
@@ -148,7 +148,8 @@ async def _logout(w: World) -> tuple[Call, list[str]]:
 
 async def _new_user(w: World) -> tuple[str, dict[str, str]]:
     email = unique_email("walker")
-    await _post(w.org, "/v1/users", {"email": email, "password": PASSWORD})
+    accepted = await create_user(w.org, {"email": email, "password": PASSWORD})
+    assert accepted.status_code == 201, accepted.text
     return email, await w.org.login(email)
 
 
@@ -223,8 +224,20 @@ async def _password(w: World) -> tuple[Call, list[str]]:
 
 
 async def _create_user(w: World) -> tuple[Call, list[str]]:
-    body = {"email": unique_email("created"), "password": PASSWORD}
-    return ("POST", "/v1/users", body, w.org.headers), ["user.created"]
+    body = {"email": unique_email("created")}
+    return ("POST", "/v1/users", body, w.org.headers), ["user.invited"]
+
+
+async def _accept_invitation(w: World) -> tuple[Call, list[str]]:
+    email = unique_email("accepted")
+    invited = await w.org.client.post("/v1/users", json={"email": email}, headers=w.org.headers)
+    assert invited.status_code == 202, invited.text
+    token = await mailed_invitation_token(w.org.app, w.org.id, email)
+    body = {"token": token, "password": PASSWORD}
+    return ("POST", "/v1/auth/invitations/accept", body, {}), [
+        "user.created",
+        "user.invitation_accepted",
+    ]
 
 
 async def _update_user(w: World) -> tuple[Call, list[str]]:
@@ -319,6 +332,7 @@ CASES: dict[tuple[str, str], Case] = {
     ("DELETE", "/v1/me/sessions/{session_id}"): _end_my_session,
     ("POST", "/v1/me/password"): _password,
     ("POST", "/v1/users"): _create_user,
+    ("POST", "/v1/auth/invitations/accept"): _accept_invitation,
     ("PATCH", "/v1/users/{user_id}"): _update_user,
     ("DELETE", "/v1/users/{user_id}/sessions"): _end_user_sessions,
     ("POST", "/v1/users/{user_id}/unlock"): _unlock_user,
@@ -373,7 +387,9 @@ async def world(org: Org) -> AsyncIterator[World]:
     org.app.state.clock = FixedClock(step_start_near_now())
     try:
         email = unique_email("colleague")
-        colleague = await _post(org, "/v1/users", {"email": email, "password": PASSWORD})
+        accepted = await create_user(org, {"email": email, "password": PASSWORD})
+        assert accepted.status_code == 201, accepted.text
+        colleague = accepted.json()
         group = await _post(org, "/v1/groups", {"name": "Walkers"})
         yield World(
             org=org, colleague_id=colleague["id"], colleague_email=email, ids={"group": group["id"]}

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import text
 
 from crm_service.db.base import Base
-from tests.conftest import PASSWORD, Org
+from tests.conftest import PASSWORD, Org, create_user
 
 
 def person(tag: str) -> dict[str, Any]:
@@ -136,13 +136,12 @@ async def test_no_value_written_or_mistyped_appears_in_the_audit_tables(org: Org
 
     user_email = f"Xavier.Quill{secrets.token_hex(3)}@Example.org"
     user_name = f"Xavier Quill {secrets.token_hex(2)}z"
-    user = await write(
+    accepted = await create_user(
         org,
-        "POST",
-        "/v1/users",
         {"email": user_email, "password": PASSWORD, "full_name": user_name, "is_admin": False},
-        201,
     )
+    assert accepted.status_code == 201, accepted.text
+    user = accepted.json()
     renamed = f"Xavier Q. Quill {secrets.token_hex(2)}z"
     await write(org, "PATCH", f"/v1/users/{user['id']}", {"full_name": renamed}, 200)
     wrong_password = f"hunter2-Zebra-{secrets.token_hex(4)}"

@@ -13,7 +13,7 @@ from sqlalchemy import text, update
 from crm_service.auth.models import AuthSession
 from crm_service.auth.tokens import token_digest
 from crm_service.db.base import utcnow
-from tests.conftest import PASSWORD, Org, unique_email
+from tests.conftest import PASSWORD, Org, create_user, unique_email
 
 
 async def _login(client: httpx.AsyncClient, email: str, password: str) -> httpx.Response:
@@ -55,9 +55,7 @@ async def test_unknown_email_costs_a_password_verification_too(org: Org) -> None
 
 async def test_disabled_user_cannot_sign_in_and_answer_is_the_same(org: Org, app: Any) -> None:
     email = unique_email("leaver")
-    created = await org.client.post(
-        "/v1/users", json={"email": email, "password": PASSWORD}, headers=org.headers
-    )
+    created = await create_user(org, {"email": email, "password": PASSWORD})
     async with app.state.engine.begin() as connection:
         await connection.execute(
             text("UPDATE users SET is_active = :no WHERE email = :email"),
@@ -118,10 +116,8 @@ async def test_malformed_and_forged_tokens_are_refused(org: Org) -> None:
 
 async def test_admin_creates_users_who_can_sign_in(org: Org) -> None:
     email = unique_email("new")
-    created = await org.client.post(
-        "/v1/users",
-        json={"email": email, "password": PASSWORD, "full_name": "New Person"},
-        headers=org.headers,
+    created = await create_user(
+        org, {"email": email, "password": PASSWORD, "full_name": "New Person"}
     )
     assert created.status_code == 201
     assert created.headers["location"] == f"/v1/users/{created.json()['id']}"
@@ -136,24 +132,16 @@ async def test_admin_creates_users_who_can_sign_in(org: Org) -> None:
 
 async def test_only_admins_manage_users(org: Org) -> None:
     standard = await org.add_user()
-    response = await org.client.post(
-        "/v1/users", json={"email": unique_email(), "password": PASSWORD}, headers=standard
-    )
+    response = await org.client.post("/v1/users", json={"email": unique_email()}, headers=standard)
     assert response.status_code == 403
     assert "crm.admin" in response.json()["detail"]
     assert (await org.client.get("/v1/users", headers=standard)).status_code == 403
 
 
 async def test_duplicate_and_weak_user_input_is_refused(org: Org) -> None:
-    duplicate = await org.client.post(
-        "/v1/users",
-        json={"email": org.admin_email.upper(), "password": PASSWORD},
-        headers=org.headers,
-    )
+    duplicate = await create_user(org, {"email": org.admin_email.upper(), "password": PASSWORD})
     assert duplicate.status_code == 409
-    short = await org.client.post(
-        "/v1/users", json={"email": unique_email(), "password": "short"}, headers=org.headers
-    )
+    short = await create_user(org, {"email": unique_email(), "password": "short"})
     assert short.status_code == 422
     assert short.json()["errors"][0]["field"] == "body.password"
     assert "short" not in short.text.replace("string_too_short", "")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from crm_service.clock import FixedClock
-from tests.conftest import PASSWORD, Org, assert_problem, unique_email
+from tests.conftest import PASSWORD, Org, assert_problem, create_user, unique_email
 
 
 @pytest.fixture
@@ -68,9 +68,7 @@ async def test_nobody_ends_someone_elses_session_through_their_own_list(org: Org
 
 async def test_admins_end_every_session_of_a_user(org: Org, other_org: Org) -> None:
     email = unique_email("worker")
-    created = await org.client.post(
-        "/v1/users", json={"email": email, "password": PASSWORD}, headers=org.headers
-    )
+    created = await create_user(org, {"email": email, "password": PASSWORD})
     user_id = created.json()["id"]
     first, second = await org.login(email), await org.login(email)
     ended = await org.client.delete(f"/v1/users/{user_id}/sessions", headers=org.headers)
@@ -111,9 +109,7 @@ async def test_changing_the_password_ends_the_other_sessions(org: Org) -> None:
 
 async def test_disabling_a_user_ends_all_their_sessions_at_once(org: Org) -> None:
     email = unique_email("leaver")
-    created = await org.client.post(
-        "/v1/users", json={"email": email, "password": PASSWORD}, headers=org.headers
-    )
+    created = await create_user(org, {"email": email, "password": PASSWORD})
     user_id = created.json()["id"]
     sessions = [await org.login(email) for _ in range(3)]
     disabled = await org.client.patch(

@@ -21,7 +21,15 @@ from asgi_lifespan import LifespanManager
 from crm_service.clock import FixedClock
 from crm_service.jobs.worker import run_due_jobs
 from crm_service.main import create_app
-from tests.conftest import PASSWORD, Org, assert_problem, make_settings, new_org, unique_email
+from tests.conftest import (
+    PASSWORD,
+    Org,
+    assert_problem,
+    create_user,
+    make_settings,
+    new_org,
+    unique_email,
+)
 
 WRONG = "not the password at all"
 
@@ -122,9 +130,7 @@ async def test_the_account_cap_holds_against_many_addresses_until_an_admin_unloc
         async with client_at(app, owner_ip) as owner:
             org = await new_org(app, owner)
             victim_email = unique_email("victim")
-            created = await owner.post(
-                "/v1/users", json={"email": victim_email, "password": PASSWORD}, headers=org.headers
-            )
+            created = await create_user(org, {"email": victim_email, "password": PASSWORD})
             assert created.status_code == 201, created.text
             victim_id = created.json()["id"]
             # Ten addresses, ten failures each, waiting out every lock-out in between.
@@ -277,11 +283,7 @@ async def test_the_worker_forgets_old_counters_but_not_an_account_at_the_cap(
     async with service(database_url) as app:
         async with client_at(app, fresh_address()) as owner:
             org = await new_org(app, owner)
-            victim = await owner.post(
-                "/v1/users",
-                json={"email": unique_email("capped"), "password": PASSWORD},
-                headers=org.headers,
-            )
+            victim = await create_user(org, {"email": unique_email("capped"), "password": PASSWORD})
             email = victim.json()["email"]
             for _ in range(10):
                 async with client_at(app, fresh_address()) as attacker:

@@ -39,6 +39,7 @@ from tests.conftest import (
     Org,
     TestDatabases,
     assert_problem,
+    create_user,
     make_settings,
     new_org,
     unique_email,
@@ -132,9 +133,7 @@ class TotpUser:
 async def new_user(org: Org) -> tuple[str, str, dict[str, str]]:
     """A user of `org` (created through the API): id, email, and a signed-in session."""
     email = unique_email("totp")
-    created = await org.client.post(
-        "/v1/users", json={"email": email, "password": PASSWORD}, headers=org.headers
-    )
+    created = await create_user(org, {"email": email, "password": PASSWORD})
     assert created.status_code == 201, created.text
     return created.json()["id"], email, await org.login(email)
 

@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 
 from crm_service.crypto.service import keyring_for
 from crm_service.db.session import commit
-from tests.conftest import PASSWORD, Org, assert_problem, unique_email
+from tests.conftest import PASSWORD, Org, assert_problem, create_user, unique_email
 
 REVEALED = "record.sensitive_revealed"
 
@@ -78,11 +78,7 @@ async def entries(org: Org, module: str, record_id: str, **params: Any) -> list[
 async def add_standard_user(org: Org) -> tuple[str, dict[str, str]]:
     """A user on the built-in Standard profile (no view_sensitive): their id and headers."""
     email = unique_email("standard")
-    response = await org.client.post(
-        "/v1/users",
-        json={"email": email, "password": PASSWORD, "is_admin": False},
-        headers=org.headers,
-    )
+    response = await create_user(org, {"email": email, "password": PASSWORD, "is_admin": False})
     assert response.status_code == 201, response.text
     return response.json()["id"], await org.login(email)
 

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import PASSWORD, Org, assert_problem, count_rows, unique_email
+from tests.conftest import PASSWORD, Org, assert_problem, count_rows, create_user, unique_email
 
 MODULES = ["leads", "contacts", "accounts"]
 # The exact-match lookup each module offers on a value every test record has.
@@ -111,7 +111,7 @@ async def add_user(org: Org, profile_id: str | None = None) -> tuple[str, dict[s
     body: dict[str, Any] = {"email": email, "password": PASSWORD, "is_admin": False}
     if profile_id is not None:
         body["profile_id"] = profile_id
-    response = await org.client.post("/v1/users", json=body, headers=org.headers)
+    response = await create_user(org, body)
     assert response.status_code == 201, response.text
     return response.json()["id"], await org.login(email)
 

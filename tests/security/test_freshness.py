@@ -14,7 +14,14 @@ from asgi_lifespan import LifespanManager
 
 from crm_service.main import create_app
 from tests.access.conftest import create_profile
-from tests.conftest import PASSWORD, assert_problem, make_settings, new_org, unique_email
+from tests.conftest import (
+    PASSWORD,
+    assert_problem,
+    create_user,
+    make_settings,
+    new_org,
+    unique_email,
+)
 
 OFFICE = "198.51.100.0/24"
 
@@ -33,9 +40,7 @@ async def instance(
 
 async def signed_in_user(org: Any, client: httpx.AsyncClient, **fields: Any) -> dict[str, str]:
     email = unique_email("fresh")
-    created = await client.post(
-        "/v1/users", json={"email": email, "password": PASSWORD, **fields}, headers=org.headers
-    )
+    created = await create_user(org, {"email": email, "password": PASSWORD, **fields})
     assert created.status_code == 201, created.text
     login = await client.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
     assert login.status_code == 200, login.text

@@ -11,7 +11,15 @@ import httpx
 from asgi_lifespan import LifespanManager
 
 from crm_service.main import create_app
-from tests.conftest import PASSWORD, Org, assert_problem, error_fields, make_settings, unique_email
+from tests.conftest import (
+    PASSWORD,
+    Org,
+    assert_problem,
+    create_user,
+    error_fields,
+    make_settings,
+    unique_email,
+)
 
 ADMIN_ADDRESS = "203.0.113.7"  # the address the shared test client connects from
 
@@ -158,10 +166,8 @@ async def test_a_roles_narrower_list_applies_on_top_of_the_organizations(org: Or
     assert role.status_code == 201, role.text
     assert role.json()["ip_allowlist"] == office
     email = unique_email("rep")
-    created = await org.client.post(
-        "/v1/users",
-        json={"email": email, "password": PASSWORD, "role_id": role.json()["id"]},
-        headers=org.headers,
+    created = await create_user(
+        org, {"email": email, "password": PASSWORD, "role_id": role.json()["id"]}
     )
     assert created.status_code == 201, created.text
 
@@ -221,11 +227,7 @@ async def test_a_role_list_that_is_not_networks_is_refused(org: Org) -> None:
 async def test_an_admin_cannot_narrow_their_own_roles_list_to_lock_themselves_out(org: Org) -> None:
     role = (await org.client.post("/v1/roles", json={"name": "Admins"}, headers=org.headers)).json()
     second = unique_email("second.admin")
-    await org.client.post(
-        "/v1/users",
-        json={"email": second, "password": PASSWORD, "is_admin": True},
-        headers=org.headers,
-    )
+    await create_user(org, {"email": second, "password": PASSWORD, "is_admin": True})
     second_headers = await org.login(second)
     placed = await org.client.patch(
         f"/v1/users/{org.admin_id}", json={"role_id": role["id"]}, headers=second_headers

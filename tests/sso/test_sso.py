@@ -18,7 +18,15 @@ from sqlalchemy import text
 
 from crm_service.auth.sso import SsoRefused, validate_id_token
 from crm_service.main import create_app
-from tests.conftest import PASSWORD, Org, assert_problem, make_settings, new_org, unique_email
+from tests.conftest import (
+    PASSWORD,
+    Org,
+    assert_problem,
+    create_user,
+    make_settings,
+    new_org,
+    unique_email,
+)
 from tests.sso.conftest import (
     CRM_CLIENT_ID,
     OTHER_CLIENT_ID,
@@ -129,9 +137,7 @@ async def test_without_just_in_time_users_only_linked_subjects_get_in(
 
     # An existing user whose email has nothing to do with the subject: linking is by sub.
     email = unique_email("carol.at.work")
-    created = await org.client.post(
-        "/v1/users", json={"email": email, "password": PASSWORD}, headers=org.headers
-    )
+    created = await create_user(org, {"email": email, "password": PASSWORD})
     linked = await org.client.post(
         "/v1/settings/sso/identities",
         json={"user_id": created.json()["id"], "subject": subject},
@@ -152,11 +158,8 @@ async def test_an_existing_account_is_never_taken_over_by_email(
     await configure(org, oidc_provider, allow_jit=True)
     subject = f"dave-{secrets.token_hex(4)}"
     # The provider will assert email <subject>@example.com; a user with it already exists.
-    await org.client.post(
-        "/v1/users",
-        json={"email": f"{subject}@example.com", "password": PASSWORD},
-        headers=org.headers,
-    )
+    created = await create_user(org, {"email": f"{subject}@example.com", "password": PASSWORD})
+    assert created.status_code == 201, created.text
     assert (await sign_in(service, org, subject)).get("sso_error") == "email_in_use"
 
 
@@ -165,9 +168,7 @@ async def test_required_sso_refuses_passwords_except_for_the_break_glass_admin(
 ) -> None:
     org = await new_org(service.app, service.client)
     email = unique_email("staff")
-    await org.client.post(
-        "/v1/users", json={"email": email, "password": PASSWORD}, headers=org.headers
-    )
+    await create_user(org, {"email": email, "password": PASSWORD})
     without_admin = await configure(org, oidc_provider, require_sso=True)
     assert_problem(without_admin, 422)
     assert (
@@ -307,9 +308,7 @@ async def test_single_sign_on_writes_its_audit_events(
     assert (await configure(org, oidc_provider, allow_jit=False)).status_code == 200
     subject = f"dora-{secrets.token_hex(4)}"
     assert (await sign_in(service, org, subject)).get("sso_error") == "no_linked_user"
-    user = await org.client.post(
-        "/v1/users", json={"email": unique_email("dora"), "password": PASSWORD}, headers=org.headers
-    )
+    user = await create_user(org, {"email": unique_email("dora"), "password": PASSWORD})
     linked = await org.client.post(
         "/v1/settings/sso/identities",
         json={"user_id": user.json()["id"], "subject": subject},
@@ -325,7 +324,9 @@ async def test_single_sign_on_writes_its_audit_events(
     expected_order = [
         "settings.sso_configured",
         "auth.sso_login_refused",
+        "user.invited",
         "user.created",
+        "user.invitation_accepted",
         "user.identity_linked",
         "auth.sso_login_succeeded",
         "auth.login_succeeded",

@@ -28,6 +28,8 @@ class AuditAction(StrEnum):
     SSO_LOGIN_REFUSED = "auth.sso_login_refused"
     # Users
     USER_CREATED = "user.created"
+    USER_INVITED = "user.invited"  # POST /v1/users: an invitation mailed to the address
+    USER_INVITATION_ACCEPTED = "user.invitation_accepted"
     USER_UPDATED = "user.updated"
     USER_PASSWORD_CHANGED = "user.password_changed"
     USER_SESSIONS_ENDED = "user.sessions_ended"
@@ -60,6 +62,8 @@ class AuditAction(StrEnum):
     BLOCKLIST_ENTRY_REMOVED = "privacy.blocklist_entry_removed"
     BLOCKLIST_REFUSED = "privacy.blocklist_refused"  # an erased email or phone entered again
     BACKUP_RESTORED = "backup.restored"
+    # Mail
+    MAIL_REVEALED = "mail.revealed"  # an operator opened a queued message (`outbox show`)
     # Keys and the log itself
     KEYS_ROTATED = "keys.rotated"
     MASTER_KEY_ROTATED = "keys.master_rotated"

@@ -162,3 +162,33 @@ class SignInAttempt(Base):
     window_started_at: Mapped[datetime | None]
     locked_until: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class UserInvitation(IdMixin, OrganizationScoped, Base):
+    """An invitation to join an organization, mailed to the address; the person accepts it by
+    choosing a password. Creating one answers the same whether or not the address has an
+    account elsewhere: only the address's owner learns that, when they try to accept.
+    Only the SHA-256 of the mailed token is stored."""
+
+    __tablename__ = "user_invitations"
+    __table_args__ = (UniqueConstraint("organization_id", "email"),)
+
+    # Case-folded, like users.email (a sign-in identifier once accepted).
+    email: Mapped[str] = mapped_column(String(254))
+    full_name: Mapped[str | None] = mapped_column(String(200))
+    profile_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE"), index=True
+    )
+    role_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("roles.id", ondelete="CASCADE"), index=True
+    )
+    invited_by: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    accepted_at: Mapped[datetime | None]
+    user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )

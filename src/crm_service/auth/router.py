@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request, Response, status
 
-from crm_service.auth import mfa, service
-from crm_service.auth.models import User
+from crm_service.auth import invitations, mfa, service
+from crm_service.auth.models import User, UserInvitation
 from crm_service.auth.schemas import (
+    InvitationAccept,
+    InvitationList,
+    InvitationRead,
     LoginRequest,
     MfaEnrolmentStart,
     MfaRequired,
@@ -23,7 +27,7 @@ from crm_service.auth.schemas import (
     TokenResponse,
     TotpConfirm,
     TotpEnrolment,
-    UserCreate,
+    UserInvite,
     UserList,
     UserRead,
     UserUpdate,
@@ -309,18 +313,84 @@ async def _me(session: DbSession, principal: Principal) -> User:
 @router.post(
     "/users",
     operation_id="createUser",
-    summary="Create a user in the caller's organization",
-    status_code=status.HTTP_201_CREATED,
-    response_model=UserRead,
+    summary="Invite a user to the caller's organization",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=InvitationRead,
     responses=problem_responses(401, 403, 409, 422),
 )
 async def create_user(
-    payload: UserCreate, principal: Admin, session: DbSession, response: Response
-) -> UserRead:
-    """A user with a profile (given, or Administrator or Standard by `is_admin`) and optional role.
-    Needs the right `manage_users`; an email already in use answers 409.
+    payload: UserInvite, principal: Admin, session: DbSession, request: Request, response: Response
+) -> InvitationRead:
+    """Mails an invitation to the address; the user exists once the person accepts it by
+    choosing a password (`POST /v1/auth/invitations/accept`). The answer is the same whether
+    or not the address has an account in another organization; an address already in your
+    organization answers 409. Inviting an address again replaces its earlier link. The profile
+    is the one given, or Administrator or Standard by `is_admin`. Needs the right
+    `manage_users`.
     """
-    user = await service.create_user(session=session, principal=principal, payload=payload)
+    now = request.app.state.clock.now()
+    invitation = await invitations.invite_user(
+        session=session,
+        principal=principal,
+        payload=payload,
+        settings=request.app.state.settings,
+        now=now,
+    )
+    response.headers["Location"] = f"/v1/users/invitations/{invitation.id}"
+    return _invitation_read(invitation, now)
+
+
+def _invitation_read(invitation: UserInvitation, now: datetime) -> InvitationRead:
+    return InvitationRead(
+        id=invitation.id,
+        organization_id=invitation.organization_id,
+        email=invitation.email,
+        full_name=invitation.full_name,
+        profile_id=invitation.profile_id,
+        role_id=invitation.role_id,
+        status=invitations.status_of(invitation, now),
+        created_at=invitation.created_at,
+        expires_at=invitation.expires_at,
+    )
+
+
+@router.get(
+    "/users/invitations",
+    operation_id="listInvitations",
+    summary="Invitations of the caller's organization",
+    response_model=InvitationList,
+    responses=problem_responses(401, 403),
+)
+async def list_invitations(
+    principal: Admin, session: DbSession, request: Request
+) -> InvitationList:
+    """Every invitation, pending, accepted or expired. Needs the right `manage_users`."""
+    now = request.app.state.clock.now()
+    found = await invitations.list_invitations(session, principal.organization_id)
+    return InvitationList(data=[_invitation_read(invitation, now) for invitation in found])
+
+
+@router.post(
+    "/auth/invitations/accept",
+    operation_id="acceptInvitation",
+    summary="Accept an invitation by choosing a password",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserRead,
+    responses=problem_responses(404, 409, 422),
+)
+async def accept_invitation(
+    payload: InvitationAccept, session: DbSession, request: Request, response: Response
+) -> UserRead:
+    """Creates the invited user with the chosen password; then sign in as usual. The token is
+    the one of the mailed link. An unknown, used or expired token answers 404; an address
+    that already has an account (in any organization) 409 `address-registered`.
+    """
+    user = await invitations.accept_invitation(
+        session=session,
+        payload=payload,
+        now=request.app.state.clock.now(),
+        client_ip=request.client.host if request.client else None,
+    )
     response.headers["Location"] = f"/v1/users/{user.id}"
     return UserRead.model_validate(user)
 

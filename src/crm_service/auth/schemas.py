@@ -100,6 +100,47 @@ class UserCreate(InputModel):
     role_id: uuid.UUID | None = Field(default=None, description="The user's role, if any.")
 
 
+class UserInvite(InputModel):
+    email: Email
+    full_name: LongName | None = None
+    is_admin: Flag = Field(
+        default=False,
+        description="Shorthand for the built-in Administrator profile (else Standard) when "
+        "`profile_id` is not given.",
+    )
+    profile_id: uuid.UUID | None = Field(default=None, description="The user's profile.")
+    role_id: uuid.UUID | None = Field(default=None, description="The user's role, if any.")
+    language: Literal["en", "ja"] = Field(
+        default="en", description="The language of the invitation mail."
+    )
+
+
+class InvitationRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    email: text(254)
+    full_name: text(200) | None
+    profile_id: uuid.UUID
+    role_id: uuid.UUID | None
+    status: Literal["pending", "accepted", "expired"]
+    created_at: datetime
+    expires_at: datetime
+
+
+class InvitationList(BaseModel):
+    data: list[InvitationRead]
+
+
+class InvitationAccept(InputModel):
+    token: Token = Field(description="The token of the mailed invitation link.")
+    password: Password
+    full_name: LongName | None = Field(
+        default=None, description="Your name, if the invitation did not give it (or to correct it)."
+    )
+
+
 class UserRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

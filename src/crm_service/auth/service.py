@@ -277,36 +277,6 @@ async def logout(*, session: AsyncSession, principal: Principal) -> None:
     await session.flush()
 
 
-async def create_user(*, session: AsyncSession, principal: Principal, payload: UserCreate) -> User:
-    organization_id = principal.organization_id
-    profile_id = payload.profile_id or await access.builtin_profile_id(
-        session,
-        organization_id,
-        BuiltinProfile.ADMINISTRATOR if payload.is_admin else BuiltinProfile.STANDARD,
-    )
-    granted = await access.permissions_of_profile_id(session, organization_id, profile_id)
-    if granted is not None:
-        delegation.check_grant(
-            principal, granted, reason="grant_beyond_own", target_type="user", target_id=None
-        )
-    await access.check_role(session, organization_id, payload.role_id)
-    await delegation.check_role_placement(
-        session, principal, new_role_id=payload.role_id, current_role_id=None, user_id=None
-    )
-    user = await add_user(
-        session=session, organization_id=principal.organization_id, payload=payload
-    )
-    audit(
-        session,
-        principal,
-        AuditAction.USER_CREATED,
-        target_type="user",
-        target_id=user.id,
-        fields=payload.model_dump(exclude={"password"}, exclude_none=True),
-    )
-    return user
-
-
 async def add_user(
     *, session: AsyncSession, organization_id: uuid.UUID, payload: UserCreate
 ) -> User:

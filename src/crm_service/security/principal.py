@@ -36,6 +36,8 @@ PUBLIC_PATHS: frozenset[str] = frozenset(
         "/v1/auth/sso/{organization_id}/start",
         "/v1/auth/sso/callback",
         "/v1/auth/sso/token",
+        # Accepting an invitation: authenticated by the mailed token in the body.
+        "/v1/auth/invitations/accept",
     }
 )
 
