@@ -18,6 +18,7 @@ from crm_service.auth.models import (
 from crm_service.crypto.models import DataKeyRecord
 from crm_service.db.tenancy import Organization
 from crm_service.jobs.models import WorkerJob
+from crm_service.oauth.models import OAuthClient, OAuthToken, UsedClientAssertion
 from crm_service.orgs.models import FieldClassification, IpAllowlist
 from crm_service.records.accounts.models import Account
 from crm_service.records.contacts.models import Contact
@@ -44,6 +45,8 @@ __all__ = [
     "Lead",
     "LegalBasisEntry",
     "MfaChallenge",
+    "OAuthClient",
+    "OAuthToken",
     "Organization",
     "RecoveryCode",
     "SsoAttempt",
@@ -51,5 +54,6 @@ __all__ = [
     "TotpCredential",
     "User",
     "UserIdentity",
+    "UsedClientAssertion",
     "WorkerJob",
 ]

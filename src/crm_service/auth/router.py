@@ -31,7 +31,7 @@ from crm_service.auth.schemas import (
 from crm_service.db.session import CRMRouter, DbSession
 from crm_service.errors import problem_responses
 from crm_service.security.permissions import Right
-from crm_service.security.principal import CurrentPrincipal, Principal, require_right
+from crm_service.security.principal import CurrentUser, Principal, require_right
 
 router = CRMRouter(prefix="/v1", tags=["auth"])
 Admin = Annotated[Principal, Depends(require_right(Right.MANAGE_USERS))]
@@ -108,7 +108,7 @@ async def start_required_enrolment(
     status_code=status.HTTP_204_NO_CONTENT,
     responses=problem_responses(401),
 )
-async def logout(principal: CurrentPrincipal, session: DbSession) -> Response:
+async def logout(principal: CurrentUser, session: DbSession) -> Response:
     """Ends the session whose token made this request."""
     await service.logout(session=session, principal=principal)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -121,7 +121,7 @@ async def logout(principal: CurrentPrincipal, session: DbSession) -> Response:
     response_model=UserRead,
     responses=problem_responses(401),
 )
-async def get_me(principal: CurrentPrincipal, session: DbSession) -> UserRead:
+async def get_me(principal: CurrentUser, session: DbSession) -> UserRead:
     """The user the token belongs to."""
     assert principal.user_id is not None
     user = await service.get_user(session=session, principal=principal, user_id=principal.user_id)
@@ -135,7 +135,7 @@ async def get_me(principal: CurrentPrincipal, session: DbSession) -> UserRead:
     response_model=MfaStatus,
     responses=problem_responses(401),
 )
-async def get_my_two_factor(principal: CurrentPrincipal, session: DbSession) -> MfaStatus:
+async def get_my_two_factor(principal: CurrentUser, session: DbSession) -> MfaStatus:
     """Your own two-factor state; never the secret."""
     user = await _me(session, principal)
     enabled, left = await mfa.status(session=session, user=user)
@@ -150,7 +150,7 @@ async def get_my_two_factor(principal: CurrentPrincipal, session: DbSession) -> 
     responses=problem_responses(401, 409),
 )
 async def start_totp_enrolment(
-    principal: CurrentPrincipal, session: DbSession, request: Request
+    principal: CurrentUser, session: DbSession, request: Request
 ) -> TotpEnrolment:
     """Starts (or restarts) TOTP enrolment for your account; two-factor is on only once a code
     confirms it. 409 when it is already on.
@@ -170,7 +170,7 @@ async def start_totp_enrolment(
     responses=problem_responses(401, 404, 422),
 )
 async def confirm_totp_enrolment(
-    payload: TotpConfirm, principal: CurrentPrincipal, session: DbSession, request: Request
+    payload: TotpConfirm, principal: CurrentUser, session: DbSession, request: Request
 ) -> RecoveryCodes:
     """A first code from the authenticator switches two-factor on and answers the recovery codes,
     shown this once.
@@ -194,7 +194,7 @@ async def confirm_totp_enrolment(
     responses=problem_responses(401, 403, 404, 422),
 )
 async def disable_totp(
-    payload: PasswordConfirm, principal: CurrentPrincipal, session: DbSession, request: Request
+    payload: PasswordConfirm, principal: CurrentUser, session: DbSession, request: Request
 ) -> Response:
     """Needs your password. Your other sessions end."""
     user = await _me(session, principal)
@@ -217,7 +217,7 @@ async def disable_totp(
     responses=problem_responses(401, 403, 404, 422),
 )
 async def replace_recovery_codes(
-    payload: PasswordConfirm, principal: CurrentPrincipal, session: DbSession, request: Request
+    payload: PasswordConfirm, principal: CurrentUser, session: DbSession, request: Request
 ) -> RecoveryCodes:
     """Needs your password; the new codes are shown this once."""
     user = await _me(session, principal)
@@ -239,7 +239,7 @@ async def replace_recovery_codes(
     responses=problem_responses(401),
 )
 async def list_my_sessions(
-    principal: CurrentPrincipal, session: DbSession, request: Request
+    principal: CurrentUser, session: DbSession, request: Request
 ) -> SessionList:
     """Every unexpired session of yours, marking the one this request used."""
     sessions = await service.list_my_sessions(
@@ -267,7 +267,7 @@ async def list_my_sessions(
     responses=problem_responses(401, 404, 422),
 )
 async def end_my_session(
-    session_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession, request: Request
+    session_id: uuid.UUID, principal: CurrentUser, session: DbSession, request: Request
 ) -> Response:
     """Ends one of your sessions; another user's answers 404."""
     await service.end_my_session(
@@ -287,7 +287,7 @@ async def end_my_session(
     responses=problem_responses(401, 403, 422),
 )
 async def change_my_password(
-    payload: PasswordChange, principal: CurrentPrincipal, session: DbSession, request: Request
+    payload: PasswordChange, principal: CurrentUser, session: DbSession, request: Request
 ) -> Response:
     """Needs the current password; the new one must be 12 to 128 characters. Your other sessions
     end.
