@@ -163,7 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RateLimited, render_rate_limited)
     for router in ROUTERS:
         app.include_router(router)
-    install_openapi(app, public_paths=PUBLIC_PATHS)
+    install_openapi(app, public_paths=PUBLIC_PATHS, routers=ROUTERS)
 
     # Added innermost first. A request passes: security headers (on every response, the
     # last-resort 500 included), CORS (likewise, so a browser can read errors), the request

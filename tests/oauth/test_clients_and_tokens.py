@@ -15,6 +15,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey
 from sqlalchemy import text
 
+from crm_service.clock import FixedClock
 from tests.conftest import Org, assert_problem
 from tests.oauth.conftest import Partner, register, token
 
@@ -184,8 +185,6 @@ async def test_rotation_keeps_the_old_secret_for_the_grace_period(org: Org) -> N
     await token(org.client, new)
     await token(org.client, partner)  # within the grace period
     clock = org.app.state.clock
-    from crm_service.clock import FixedClock
-
     org.app.state.clock = FixedClock(clock.now())
     try:
         org.app.state.clock.advance(seconds=86401)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import httpx
 from fastapi.routing import APIRoute
 
+from crm_service.clock import FixedClock
+from crm_service.jobs.worker import run_due_jobs
 from crm_service.main import ROUTERS
-from tests.conftest import Org, assert_problem
+from tests.conftest import Org, assert_problem, count_rows
 from tests.oauth.conftest import EVERY_RECORD_SCOPE, register, token
 
 
@@ -148,8 +151,6 @@ async def test_revocation_and_introspection_only_for_the_owning_client(
 
 
 async def test_expired_tokens_are_invalid(org: Org) -> None:
-    from crm_service.clock import FixedClock
-
     partner = await register(org)
     bearer = await token(org.client, partner)
     clock = org.app.state.clock
@@ -187,3 +188,15 @@ async def test_the_client_and_organization_address_lists_hold_on_every_call(org:
     )
     assert org_list.status_code == 200, org_list.text
     assert_problem(await org.client.get("/v1/leads", headers=bearer), 403)
+
+
+async def test_the_worker_forgets_expired_tokens(org: Org) -> None:
+    partner = await register(org)
+    await token(org.client, partner)
+    assert await count_rows(org.app, "oauth_tokens", org.id) == 1
+    later = org.app.state.clock.now() + timedelta(hours=2)
+    done = await run_due_jobs(
+        org.app.state.sessionmaker, org.app.state.settings, later, only={"forget_expired_tokens"}
+    )
+    assert done["forget_expired_tokens"] >= 1
+    assert await count_rows(org.app, "oauth_tokens", org.id) == 0

@@ -193,6 +193,7 @@ async def test_worker_once_purges_what_outstayed_the_retention(
         "purge_recycle_bin": 3,
         "purge_audit_log": 0,
         "forget_sign_in_attempts": 0,
+        "forget_expired_tokens": 0,
     }
 
     async with running(database) as (app, http):

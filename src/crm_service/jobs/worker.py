@@ -57,6 +57,12 @@ async def _forget_sign_in_attempts(session: AsyncSession, settings: Settings, no
     return await forget_old_attempts(session, now)
 
 
+async def _forget_expired_tokens(session: AsyncSession, settings: Settings, now: datetime) -> int:
+    from crm_service.oauth.service import forget_expired
+
+    return await forget_expired(session, now)
+
+
 @dataclass(frozen=True)
 class Job:
     name: str
@@ -70,6 +76,7 @@ JOBS: tuple[Job, ...] = (
     Job("purge_recycle_bin", timedelta(hours=1), _purge_recycle_bin, batch_size=BATCH_SIZE),
     Job("purge_audit_log", timedelta(days=1), _purge_audit_log),
     Job("forget_sign_in_attempts", timedelta(hours=1), _forget_sign_in_attempts),
+    Job("forget_expired_tokens", timedelta(hours=1), _forget_expired_tokens),
 )
 
 

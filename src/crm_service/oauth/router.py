@@ -212,15 +212,20 @@ def _oauth_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "invalid_client: client authentication failed (with `WWW-Authenticate: Basic`)",
         429: "temporarily_unavailable: too many failed client authentications from this address",
     }
-    return {
-        code: {
-            "description": descriptions[code],
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/OAuthErrorBody"}}
-            },
-        }
-        for code in statuses
+    answers: dict[int | str, dict[str, Any]] = {
+        code: {"description": descriptions[code], "model": OAuthErrorBody} for code in statuses
     }
+    if 401 in answers:
+        answers[401]["headers"] = {
+            "WWW-Authenticate": {
+                "description": "The Basic challenge for client authentication (RFC 6749 §5.2).",
+                "required": True,
+                "schema": {"type": "string", "maxLength": 100, "pattern": "^Basic realm="},
+            }
+        }
+    if 429 in answers:
+        answers[429]["headers"] = {"Retry-After": {"$ref": "#/components/headers/Retry-After"}}
+    return answers
 
 
 def _oauth_request(request: Request, body: bytes, endpoint: str) -> service.OAuthRequest:
@@ -326,7 +331,3 @@ async def introspect_token(request: Request, session: DbSession, response: Respo
     )
     response.headers.update(NO_STORE)
     return answer
-
-
-# The OAuth error body is named by the responses above.
-OAUTH_SCHEMAS = {"OAuthErrorBody": OAuthErrorBody}

@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from crm_service.kit.schemas import Flag, InputModel, IpNetwork, LongName, integer, text
 from crm_service.security.scopes import Scope
 
+# A count or a time in seconds in a response (int64, never negative).
+Count = Annotated[int, Field(ge=0, le=2**53, json_schema_extra={"format": "int64"})]
+
 
 class ClientScope(StrEnum):
     """What a partner client may be granted: every scope but `crm.admin`, which is for
@@ -95,7 +98,7 @@ class ClientRead(BaseModel):
     scopes: Annotated[list[text(64)], Field(max_length=len(ClientScope))]
     ip_allowlist: Annotated[list[text(64)], Field(max_length=100)] | None
     rate_limits: Annotated[
-        dict[text(16), Annotated[dict[text(16), int], Field(max_length=2)]], Field(max_length=3)
+        dict[text(16), Annotated[dict[text(16), Count], Field(max_length=2)]], Field(max_length=3)
     ] = Field(description="The policies in force: the client's own and the defaults.")
     jwks: Annotated[dict[text(8), Any], Field(max_length=1)] | None
     is_active: bool
@@ -123,7 +126,7 @@ class SecretIssued(BaseModel):
 class TokenGranted(BaseModel):
     access_token: text(64)
     token_type: text(16) = "Bearer"
-    expires_in: int
+    expires_in: Count
     scope: text(1000)
 
 
@@ -143,7 +146,7 @@ class Introspection(BaseModel):
     scope: text(1000) | None = None
     client_id: text(64) | None = None
     token_type: text(16) | None = None
-    exp: int | None = None
-    iat: int | None = None
+    exp: Count | None = None
+    iat: Count | None = None
     sub: text(64) | None = None
     iss: text(500) | None = None
