@@ -4,6 +4,7 @@ the RateLimit header fields (parsed as structured fields) and 429 with Retry-Aft
 from __future__ import annotations
 
 import asyncio
+import socket
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from crm_service.clock import FixedClock
+from crm_service.main import create_app
 from crm_service.security.ratelimit import Policy
 from tests.conftest import Org, assert_problem, make_settings, new_org
 from tests.oauth.conftest import Partner, parse_list, register, token
@@ -158,7 +160,7 @@ async def test_a_client_that_disconnects_gives_its_slot_back(
 
 
 async def test_a_signed_in_session_has_a_burst_of_its_own(database_url: str) -> None:
-    application = __import__("crm_service.main", fromlist=["create_app"]).create_app(
+    application = create_app(
         make_settings(
             database_url, session_rate_limit_burst=3, session_rate_limit_window_seconds=60
         )
@@ -180,3 +182,20 @@ async def test_a_signed_in_session_has_a_burst_of_its_own(database_url: str) -> 
             # Another session of the same user counts apart.
             other = await new_org(application, http)
             assert (await http.get("/v1/me", headers=other.headers)).status_code == 200
+
+
+async def test_without_its_counters_the_service_refuses_rather_than_serves_unlimited(
+    database_url: str,
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    application = create_app(
+        make_settings(database_url, redis_url=f"redis://127.0.0.1:{closed_port}/0")
+    )
+    async with LifespanManager(application):
+        transport = httpx.ASGITransport(app=application, client=("203.0.113.7", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            org = await new_org(application, http)
+            refused = await http.get("/v1/leads", headers=org.headers)
+            assert_problem(refused, 503)

@@ -38,13 +38,16 @@ import anyio
 import structlog
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from crm_service.errors import PROBLEM_MEDIA_TYPE, TooManyRequests
+from crm_service.errors import PROBLEM_MEDIA_TYPE, ServiceUnavailable, TooManyRequests
 
 logger = structlog.get_logger("crm_service.ratelimit")
 
 DAY = 86400
+# The in-memory counters forget ended windows once they hold this many keys.
+PRUNE_ABOVE = 10_000
 QUOTA_EXCEEDED = "https://iana.org/assignments/http-problem-types#quota-exceeded"
 # Where the request's limiter state waits for the middleware (headers, slot release).
 _STATE = "crm.ratelimit"
@@ -139,6 +142,8 @@ class MemoryCounter:
     ) -> Decision:
         now = self._now()
         day = int(now // DAY)
+        if len(self._windows) + len(self._days) > PRUNE_ABOVE:
+            self._forget_expired(now)
         states, violated = [], []
         for policy in policies:
             pkey = f"{key}:{policy.name}"
@@ -187,8 +192,15 @@ class MemoryCounter:
         )
 
     async def release(self, key: str, slot: str) -> None:
-        for slots in self._slots.values():
-            slots.pop(slot, None)
+        self._slots.get(f"{key}:concurrency", {}).pop(slot, None)
+
+    def _forget_expired(self, now: float) -> None:
+        """Ended windows and past days are dropped now and then, so sessions that come and
+        go do not grow the process."""
+        day = int(now // DAY)
+        self._windows = {k: v for k, v in self._windows.items() if v[1] > now}
+        self._days = {k: v for k, v in self._days.items() if v[1] == day}
+        self._slots = {k: v for k, v in self._slots.items() if v}
 
 
 # KEYS: one per policy (the daily key gets the UTC day appended here, on Redis's clock).
@@ -336,7 +348,12 @@ class RateLimiter:
         :class:`RateLimitMiddleware`."""
         if not policies:
             return
-        decision = await self.counter.acquire(key, policies, lease_seconds=self.lease_seconds)
+        try:
+            decision = await self.counter.acquire(key, policies, lease_seconds=self.lease_seconds)
+        except (RedisError, OSError):
+            # Unlimited requests are not served while the counters cannot be reached.
+            logger.warning("rate_limit_unavailable")
+            raise ServiceUnavailable("Rate limiting is unavailable; try again shortly.") from None
         state = scope.setdefault("state", {}).setdefault(_STATE, [])
         state.append((key, decision))
         if not decision.allowed:
