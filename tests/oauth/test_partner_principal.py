@@ -200,3 +200,17 @@ async def test_the_worker_forgets_expired_tokens(org: Org) -> None:
     )
     assert done["forget_expired_tokens"] >= 1
     assert await count_rows(org.app, "oauth_tokens", org.id) == 0
+
+
+async def test_the_recycle_bin_names_the_missing_scope_too(org: Org) -> None:
+    created = await org.client.post("/v1/leads", json={"last_name": "Babbage"}, headers=org.headers)
+    lead_id = created.json()["id"]
+    assert (await org.client.delete(f"/v1/leads/{lead_id}", headers=org.headers)).status_code == 204
+    partner = await register(org)
+    reader = await token(org.client, partner, scope="crm.leads.read")
+    refused = await org.client.post(f"/v1/recycle-bin/leads/{lead_id}/restore", headers=reader)
+    assert_problem(refused, 403)
+    assert (
+        'error="insufficient_scope", scope="crm.leads.delete"'
+        in refused.headers["www-authenticate"]
+    )
