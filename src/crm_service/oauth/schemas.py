@@ -82,12 +82,13 @@ class ClientCreate(InputModel):
 
 
 class ClientUpdate(InputModel):
-    name: LongName | None = None
-    scopes: Scopes | None = None
+    # Left out: unchanged. These three cannot be null (the others can: null clears them).
+    name: LongName = None
+    scopes: Scopes = None
     ip_allowlist: Cidrs | None = None
     rate_limits: RateLimits | None = None
     jwks: Jwks | None = None
-    is_active: Flag | None = Field(
+    is_active: Flag = Field(
         default=None, description="false disables the client and ends its tokens at once."
     )
 
