@@ -94,6 +94,9 @@ TARGETS: dict[str, TargetSpec] = {
         "GET by id, Standard user (private, IP allowlist)", "service", "bare_get"
     ),
     "get_2_workers": TargetSpec("GET by id, serve --workers 2", "service_2_workers", "get"),
+    "partner_get": TargetSpec(
+        "GET by id, partner token (scope, IP list, rate limit)", "service", "bare_get"
+    ),
     "bare_list": TargetSpec("bare: list of 50", "bare"),
     "list": TargetSpec("list of 50", "service", "bare_list"),
     "lookup_small": TargetSpec("email= lookup, {contacts} contacts", "service", None),
@@ -111,6 +114,7 @@ SCENARIOS: dict[str, tuple[str, ...]] = {
     "list": ("bare_list", "list"),
     "lookup": ("lookup_small", "lookup_large"),
     "workers": ("get", "get_2_workers"),
+    "partner_get": ("bare_get", "partner_get"),
 }
 POSTGRES_ONLY = frozenset({"bare", "service_2_workers"})
 # The probe's per-kind counts, summed over a server's processes.
@@ -134,6 +138,7 @@ GOALS = (
     Goal("post", 0.25, "POST >= 0.25x bare (issue floor)"),
     Goal("post", 0.5, "POST >= 0.5x bare (DESIGN goal)"),
     Goal("list", 0.5, "list of 50 >= 0.5x the bare list"),
+    Goal("partner_get", 0.3, "GET by id with a partner token >= 0.3x bare"),
     Goal("get_2_workers", 1.7, "2 workers >= 1.7x one worker (GET by id)"),
     Goal("lookup_large", 1.2, "email= lookup, large within 1.2x of small", slowdown=True),
 )
@@ -453,6 +458,12 @@ class Bench:
                 None,
             ),
             "get_2_workers": ("GET", f"/v1/contacts/{identities['plain']}", admin, None),
+            "partner_get": (
+                "GET",
+                f"/v1/contacts/{identities['plain']}",
+                identities["partner"],
+                None,
+            ),
             "bare_list": ("GET", "/contacts?limit=50", None, None),
             "list": ("GET", "/v1/contacts?limit=50", admin, None),
             "lookup_small": ("GET", lookup_path(contacts), admin, None),
@@ -505,6 +516,7 @@ class Bench:
                 client.get(lookup_path(self.args.contacts), headers=bearer(identities["admin"])),
                 200,
             )["data"][0]["id"]
+            identities["partner"] = partner_token(client, identities["admin"])
         return main_url, identities
 
     def set_up_large(self) -> str:
@@ -814,6 +826,37 @@ def lookup_path(contacts: int) -> str:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def partner_token(client: httpx.Client, admin: str) -> str:
+    """A partner client of the main organization, fenced to loopback, with limits the load
+    cannot reach (every request still passes the whole limiter), and its access token."""
+    created = expect(
+        client.post(
+            "/v1/oauth-clients",
+            json={
+                "name": "Bench partner",
+                "scopes": ["crm.contacts.read"],
+                "ip_allowlist": ["127.0.0.0/8", "::1/128"],
+                "rate_limits": {
+                    "burst": {"limit": 1_000_000, "window_seconds": 10},
+                    "daily": {"limit": 100_000_000},
+                    "concurrency": {"limit": 10_000},
+                },
+            },
+            headers=bearer(admin),
+        ),
+        201,
+    )
+    granted = expect(
+        client.post(
+            "/oauth/token",
+            data={"grant_type": "client_credentials"},
+            auth=(created["client_id"], created["client_secret"]),
+        ),
+        200,
+    )
+    return str(granted["access_token"])
 
 
 def login(client: httpx.Client, email: str) -> str:

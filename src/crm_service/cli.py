@@ -863,6 +863,8 @@ def backup_restore(
             else f"{report.reapplied} erasure(s) re-applied of {report.forget_log_entries}"
         )
     )
+
+
 outbox = typer.Typer(
     help="Mail in the outbox: queued, sent or failed.",
     invoke_without_command=True,

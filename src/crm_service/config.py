@@ -98,6 +98,24 @@ class Settings(BaseSettings):
     # separate `crm-service worker` runs beside it.
     embedded_worker: bool = True
 
+    # Partner access (OAuth 2.0 client credentials)
+    # How long an access token from /oauth/token lives.
+    oauth_token_ttl_seconds: int = Field(default=3600, ge=60, le=86400)
+    # After `POST /v1/oauth-clients/{id}/secret`, how long the previous secret still works.
+    client_secret_grace_seconds: int = Field(default=86400, ge=0)
+    # Longest `exp` a private_key_jwt client assertion may carry, from now.
+    client_assertion_max_seconds: int = Field(default=300, ge=30, le=3600)
+    # Rate limits of a partner client that sets none of its own (per policy).
+    client_rate_limit_burst: int = Field(default=100, ge=1)
+    client_rate_limit_window_seconds: int = Field(default=10, ge=1, le=3600)
+    client_rate_limit_daily: int = Field(default=25000, ge=1)
+    client_rate_limit_concurrency: int = Field(default=10, ge=1)
+    # A signed-in session's burst: requests per window.
+    session_rate_limit_burst: int = Field(default=1000, ge=1)
+    session_rate_limit_window_seconds: int = Field(default=60, ge=1, le=3600)
+    # A concurrency slot of a crashed instance frees itself after this long.
+    rate_limit_slot_lease_seconds: int = Field(default=300, ge=5)
+
     # Request handling
     max_request_body_bytes: int = Field(default=1_048_576, ge=1024)
     log_level: str = "INFO"

@@ -29,6 +29,8 @@ from crm_service.health.router import router as health_router
 from crm_service.http_methods import AllowedMethodsMiddleware
 from crm_service.log import RequestContextMiddleware, configure_logging_for
 from crm_service.metrics import forget_this_process, watch_pool
+from crm_service.oauth.errors import install_oauth_errors
+from crm_service.oauth.router import router as oauth_router
 from crm_service.openapi import install_openapi
 from crm_service.orgs.router import router as settings_router
 from crm_service.privacy.router import router as privacy_router
@@ -41,6 +43,15 @@ from crm_service.security.client_ip import ClientAddressMiddleware
 from crm_service.security.cors import CorsMiddleware
 from crm_service.security.headers import SecurityHeadersMiddleware
 from crm_service.security.principal import PUBLIC_PATHS
+from crm_service.security.ratelimit import (
+    MemoryCounter,
+    RateLimited,
+    RateLimiter,
+    RateLimitMiddleware,
+    RedisCounter,
+    epoch_clock,
+    render_rate_limited,
+)
 
 logger = structlog.get_logger("crm_service")
 
@@ -69,6 +80,11 @@ TAGS = [
     {"name": "access", "description": "Profiles, roles, groups and sharing."},
     {"name": "audit", "description": "The tamper-evident audit log."},
     {"name": "privacy", "description": "Erasure of data subjects and the blocklist."},
+    {
+        "name": "partner access",
+        "description": "OAuth 2.0 client credentials for partner systems: clients, tokens, "
+        "revocation and introspection.",
+    },
 ]
 # The document is served by each deployment itself, so its one server is the one serving it.
 SERVERS = [
@@ -95,6 +111,7 @@ ROUTERS = (
     access_router,
     audit_router,
     privacy_router,
+    oauth_router,
 )
 
 
@@ -150,6 +167,12 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         )
         app.state.head_revision = head_revision()
         app.state.redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        app.state.rate_limiter = RateLimiter(
+            RedisCounter(app.state.redis)
+            if app.state.redis is not None
+            else MemoryCounter(epoch_clock(app.state)),
+            lease_seconds=settings.rate_limit_slot_lease_seconds,
+        )
         logger.info("started", env=settings.env.value, database=engine.dialect.name)
         worker = _start_worker(app, settings) if run_worker else None
         try:
@@ -177,15 +200,20 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     app.state.settings = settings
     app.state.clock = Clock()
     install_error_handlers(app)
+    install_oauth_errors(app)
+    app.add_exception_handler(RateLimited, render_rate_limited)
     for router in ROUTERS:
         app.include_router(router)
-    install_openapi(app, public_paths=PUBLIC_PATHS)
+    install_openapi(app, public_paths=PUBLIC_PATHS, routers=ROUTERS)
 
     # Added innermost first. A request passes: security headers (on every response, the
     # last-resort 500 included), CORS (likewise, so a browser can read errors), the request
     # context (id, logs, metrics, last-resort 500), client-address resolution, the body
     # limit, the method checks, then routing.
     app.add_middleware(AllowedMethodsMiddleware, router=app.router)
+    app.add_middleware(
+        RateLimitMiddleware, limiter=lambda: getattr(app.state, "rate_limiter", None)
+    )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(ClientAddressMiddleware, trusted_proxies=settings.trusted_proxies)
     app.add_middleware(RequestContextMiddleware)

@@ -20,6 +20,7 @@ from crm_service.crypto.models import DataKeyRecord
 from crm_service.db.tenancy import Organization
 from crm_service.jobs.models import WorkerJob
 from crm_service.mail.models import OutboxMessage
+from crm_service.oauth.models import OAuthClient, OAuthToken, UsedClientAssertion
 from crm_service.orgs.models import FieldClassification, IpAllowlist
 from crm_service.privacy.models import BlocklistEntry, ErasureReceipt
 from crm_service.records.accounts.models import Account
@@ -49,6 +50,8 @@ __all__ = [
     "Lead",
     "LegalBasisEntry",
     "MfaChallenge",
+    "OAuthClient",
+    "OAuthToken",
     "Organization",
     "OutboxMessage",
     "RecoveryCode",
@@ -58,5 +61,6 @@ __all__ = [
     "User",
     "UserIdentity",
     "UserInvitation",
+    "UsedClientAssertion",
     "WorkerJob",
 ]

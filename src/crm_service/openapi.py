@@ -17,15 +17,40 @@ at the length of their canonical text (pydantic's schemas leave that out).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 
 from crm_service.errors import PROBLEM_MEDIA_TYPE, Problem, problem_response_doc
 from crm_service.kit.openapi import HEADERS, headers
+from crm_service.security.principal import require_user
+from crm_service.security.scopes import Scope
 
 BEARER_SCHEME = "HTTPBearer"
+# Partner clients: OAuth 2.0 client credentials, with the scopes each operation needs.
+PARTNER_SCHEME = "PartnerOAuth"
+RATE_LIMIT_HEADERS = ("RateLimit-Policy", "RateLimit")
+QUOTA_EXCEEDED_SCHEMA = {
+    "title": "QuotaExceeded",
+    "description": "429: the draft's quota-exceeded problem, naming the policies exhausted.",
+    "type": "object",
+    "properties": {
+        "type": {"type": "string", "maxLength": 200},
+        "title": {"type": "string", "maxLength": 100},
+        "status": {"type": "integer", "format": "int32", "minimum": 429, "maximum": 429},
+        "detail": {"type": "string", "maxLength": 500},
+        "instance": {"type": "string", "maxLength": 2048},
+        "violated-policies": {
+            "type": "array",
+            "maxItems": 3,
+            "items": {"type": "string", "maxLength": 16},
+        },
+    },
+    "required": ["type", "title", "status", "violated-policies"],
+}
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 # The canonical text of these formats is at most this long (a UUID with hyphens, RFC 3339 with
 # microseconds and an offset, a calendar date).
@@ -34,19 +59,63 @@ FORMAT_MAX_LENGTH = {"uuid": 36, "date-time": 32, "date": 10}
 _FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
 
 
-def install_openapi(app: FastAPI, *, public_paths: frozenset[str]) -> None:
+def install_openapi(
+    app: FastAPI, *, public_paths: frozenset[str], routers: Sequence[APIRouter] = ()
+) -> None:
     """Make `app.openapi()` answer the published document (built once, then cached)."""
     generate: Callable[[], dict[str, Any]] = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = _declare_shared(generate(), public_paths)
+            app.openapi_schema = _declare_shared(generate(), public_paths, _partner_scopes(routers))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _declare_shared(spec: dict[str, Any], public_paths: frozenset[str]) -> dict[str, Any]:
+def _scopes_needed(dependant: Dependant) -> list[str] | None:
+    """The scopes a route's dependencies demand of a partner token; None when only a person
+    may call it (their own account, or an administration right)."""
+    scopes: set[str] = set()
+    for dependency in dependant.dependencies:
+        if dependency.call is require_user:
+            return None
+        required = getattr(dependency.call, "required_scopes", None)
+        if required is not None:
+            if Scope.ADMIN in required:
+                return None
+            scopes |= {scope.value for scope in required}
+        nested = _scopes_needed(dependency)
+        if nested is None:
+            return None
+        scopes |= set(nested)
+    return sorted(scopes)
+
+
+def _partner_scopes(routers: Sequence[APIRouter]) -> dict[tuple[str, str], list[str] | None]:
+    return {
+        (route.path, method.lower()): _scopes_needed(route.dependant)
+        for router in routers
+        for route in router.routes
+        if isinstance(route, APIRoute)
+        for method in route.methods
+    }
+
+
+def _scope_description(scope: Scope) -> str:
+    parts = scope.value.split(".")
+    if len(parts) == 3:
+        return f"{parts[2].capitalize()} {parts[1]}"
+    return {"crm.export": "Export records", "crm.admin": "Administration (people only)"}.get(
+        scope.value, scope.value
+    )
+
+
+def _declare_shared(
+    spec: dict[str, Any],
+    public_paths: frozenset[str],
+    partner_scopes: dict[tuple[str, str], list[str] | None] | None = None,
+) -> dict[str, Any]:
     components = spec.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -54,7 +123,25 @@ def _declare_shared(spec: dict[str, Any], public_paths: frozenset[str]) -> dict[
     schemas["Problem"] = problem
     for name in _FASTAPI_VALIDATION_SCHEMAS:
         schemas.pop(name, None)
+    schemas["QuotaExceeded"] = QUOTA_EXCEEDED_SCHEMA
     components["headers"] = HEADERS
+    components.setdefault("securitySchemes", {})[PARTNER_SCHEME] = {
+        "type": "oauth2",
+        "description": "Partner systems: OAuth 2.0 client credentials (RFC 6749 §4.4) at "
+        "`/oauth/token`, client authentication `client_secret_basic` or `private_key_jwt`. "
+        "Access tokens are opaque and expire; client assertions (JWTs) are checked as RFC8725 "
+        "asks: asymmetric algorithms only, audience, expiry and a single-use jti.",
+        "flows": {
+            "clientCredentials": {
+                "tokenUrl": "/oauth/token",
+                "scopes": {
+                    scope.value: _scope_description(scope)
+                    for scope in Scope
+                    if scope is not Scope.ADMIN
+                },
+            }
+        },
+    }
     components["responses"] = {
         "MethodNotAllowed": {
             **problem_response_doc(405),
@@ -67,12 +154,18 @@ def _declare_shared(spec: dict[str, Any], public_paths: frozenset[str]) -> dict[
     for path, item in spec.get("paths", {}).items():
         for method in METHODS:
             if method in item:
-                _declare_operation(item[method], public=path in public_paths)
+                _declare_operation(
+                    item[method],
+                    public=path in public_paths,
+                    scopes=(partner_scopes or {}).get((path, method)),
+                )
     _bound_formatted_text(spec)
     return spec
 
 
-def _declare_operation(operation: dict[str, Any], *, public: bool) -> None:
+def _declare_operation(
+    operation: dict[str, Any], *, public: bool, scopes: list[str] | None = None
+) -> None:
     for parameter in operation.get("parameters", []):
         # A query string, path or header cannot carry JSON null: an optional parameter is
         # one left out, so its schema is the value's alone.
@@ -83,8 +176,18 @@ def _declare_operation(operation: dict[str, Any], *, public: bool) -> None:
         operation["security"] = [{}]
     else:
         operation["security"] = [{BEARER_SCHEME: []}]
+        if scopes is not None:
+            operation["security"].append({PARTNER_SCHEME: scopes})
         for status in (401, 403):
             responses.setdefault(str(status), problem_response_doc(status))
+        # Every authenticated request counts against its caller's rate limits.
+        responses["429"] = {
+            "description": "A rate limit is exhausted (`violated-policies`); retry after "
+            "`Retry-After` seconds",
+            "content": {
+                PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/QuotaExceeded"}}
+            },
+        }
     if has_body:
         for status in (400, 413):
             responses.setdefault(str(status), problem_response_doc(status))
@@ -99,7 +202,14 @@ def _declare_operation(operation: dict[str, Any], *, public: bool) -> None:
             names.append("WWW-Authenticate")
         if status == "201":
             names.append("Location")
-        response.setdefault("headers", {}).update(headers(*names)["headers"])
+        if status == "429":
+            names.append("Retry-After")
+        if not public and status.startswith(("2", "4")):
+            names += RATE_LIMIT_HEADERS
+        declared = response.setdefault("headers", {})
+        for name, reference in headers(*names)["headers"].items():
+            # A route's own declaration wins (the OAuth endpoints' Basic challenge).
+            declared.setdefault(name, reference)
     operation["responses"] = dict(sorted(responses.items()))
 
 

@@ -31,6 +31,9 @@ ELSEWHERE = {
     ("PUT", "/v1/settings/sso"): "tests/sso (discovery needs the OpenID provider)",
     ("DELETE", "/v1/settings/sso"): "tests/sso (needs a configured provider)",
     ("POST", "/v1/settings/sso/identities"): "tests/sso (needs a configured provider)",
+    ("POST", "/oauth/token"): "tests/oauth (form-encoded and client-authenticated)",
+    ("POST", "/oauth/revoke"): "tests/oauth (form-encoded and client-authenticated)",
+    ("POST", "/oauth/introspect"): "tests/oauth (reads only; form-encoded)",
 }
 
 
@@ -316,6 +319,39 @@ def _crud(
     return {("POST", path): create, ("PATCH", item): update, ("DELETE", item): delete}
 
 
+def _partner_clients() -> dict[tuple[str, str], Case]:
+    path = "/v1/oauth-clients"
+
+    def body() -> dict[str, Any]:
+        return {"name": f"Partner {uuid.uuid4().hex[:8]}", "scopes": ["crm.leads.read"]}
+
+    async def create(w: World) -> tuple[Call, list[str]]:
+        return ("POST", path, body(), w.org.headers), ["oauth_client.created"]
+
+    async def update(w: World) -> tuple[Call, list[str]]:
+        made = await _post(w.org, path, body())
+        item = f"{path}/{made['client_id']}"
+        return ("PATCH", item, {"name": "Renamed"}, w.org.headers), ["oauth_client.updated"]
+
+    async def rotate(w: World) -> tuple[Call, list[str]]:
+        made = await _post(w.org, path, body())
+        item = f"{path}/{made['client_id']}/secret"
+        return ("POST", item, None, w.org.headers), ["oauth_client.secret_rotated"]
+
+    async def delete(w: World) -> tuple[Call, list[str]]:
+        made = await _post(w.org, path, body())
+        item = f"{path}/{made['client_id']}"
+        return ("DELETE", item, None, w.org.headers), ["oauth_client.deleted"]
+
+    item = f"{path}/{{client_id}}"
+    return {
+        ("POST", path): create,
+        ("PATCH", item): update,
+        ("POST", f"{item}/secret"): rotate,
+        ("DELETE", item): delete,
+    }
+
+
 def _named(prefix: str) -> Callable[[], dict[str, Any]]:
     return lambda: {"name": f"{prefix} {uuid.uuid4().hex[:8]}"}
 
@@ -351,6 +387,7 @@ CASES: dict[tuple[str, str], Case] = {
     **_crud("group", "/v1/groups", _named("Group"), {"name": "Renamed group"}),
     ("POST", "/v1/privacy/erasures"): _erase,
     ("DELETE", "/v1/privacy/blocklist/{entry_id}"): _unblock,
+    **_partner_clients(),
 }
 
 

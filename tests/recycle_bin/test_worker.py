@@ -195,6 +195,7 @@ async def test_worker_once_purges_what_outstayed_the_retention(
         "forget_sign_in_attempts": 0,
         "send_mail": 0,
         "purge_settled_mail": 0,
+        "forget_expired_tokens": 0,
     }
 
     async with running(database) as (app, http):

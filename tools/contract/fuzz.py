@@ -64,6 +64,9 @@ def main() -> int:
             "CRM_SIGN_IN_ADDRESS_FAILURES": "1000000",
             # The fuzzer's failed sign-ins need not also be slowed down.
             "CRM_SIGN_IN_FAILURE_SECONDS": "0",
+            # The fuzzer's one session makes thousands of requests a minute; a signed-in
+            # session's burst (tests/oauth/test_rate_limits.py) would answer them 429.
+            "CRM_SESSION_RATE_LIMIT_BURST": "1000000",
         }
         port = free_port()
         base_url = f"http://127.0.0.1:{port}"

@@ -64,6 +64,14 @@ class AuditAction(StrEnum):
     BACKUP_RESTORED = "backup.restored"
     # Mail
     MAIL_REVEALED = "mail.revealed"  # an operator opened a queued message (`outbox show`)
+    # Partner clients (target_type oauth_client)
+    OAUTH_CLIENT_CREATED = "oauth_client.created"
+    OAUTH_CLIENT_UPDATED = "oauth_client.updated"
+    OAUTH_CLIENT_SECRET_ROTATED = "oauth_client.secret_rotated"
+    OAUTH_CLIENT_DELETED = "oauth_client.deleted"
+    OAUTH_TOKEN_ISSUED = "oauth.token_issued"
+    OAUTH_TOKEN_REFUSED = "oauth.token_refused"
+    OAUTH_TOKEN_REVOKED = "oauth.token_revoked"
     # Keys and the log itself
     KEYS_ROTATED = "keys.rotated"
     MASTER_KEY_ROTATED = "keys.master_rotated"

@@ -54,7 +54,14 @@ class Actor:
     def of(cls, principal: Principal) -> Actor:
         if principal.user_id is not None:
             return cls(principal.organization_id, "user", principal.user_id, principal.client_ip)
-        return cls(principal.organization_id, "client", None, principal.client_ip)
+        client_id = uuid.UUID(principal.client_id) if principal.client_id else None
+        return cls(principal.organization_id, "client", client_id, principal.client_ip)
+
+    @classmethod
+    def client(
+        cls, organization_id: uuid.UUID, client_id: uuid.UUID, client_ip: str | None
+    ) -> Actor:
+        return cls(organization_id, "client", client_id, client_ip)
 
     @classmethod
     def user(cls, organization_id: uuid.UUID, user_id: uuid.UUID, client_ip: str | None) -> Actor:

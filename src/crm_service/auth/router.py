@@ -36,7 +36,6 @@ from crm_service.db.session import CRMRouter, DbSession
 from crm_service.errors import problem_responses
 from crm_service.security.permissions import Right
 from crm_service.security.principal import (
-    CurrentPrincipal,
     Principal,
     SignedInUser,
     require_right,
@@ -117,7 +116,7 @@ async def start_required_enrolment(
     status_code=status.HTTP_204_NO_CONTENT,
     responses=problem_responses(401),
 )
-async def logout(principal: CurrentPrincipal, session: DbSession) -> Response:
+async def logout(principal: SignedInUser, session: DbSession) -> Response:
     """Ends the session whose token made this request."""
     await service.logout(session=session, principal=principal)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

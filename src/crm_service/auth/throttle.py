@@ -125,6 +125,36 @@ class SignInThrottle:
             await commit(session)
         return verdict
 
+    async def reserve_client(
+        self, *, client_id: uuid.UUID | None, client_ip: str | None, now: datetime
+    ) -> Verdict:
+        """The same counting for a partner client's secret (`oauth`): the address's budget is
+        shared with password sign-ins, and the client at an address and the client from
+        anywhere are counted under its id as an account is under a user's (ids are unique, so
+        the keys never meet). `succeeded` and `lift_locks` take the client's id likewise."""
+        address = _address(client_ip)
+        address_key = f"address:{address}"
+        async with self._sessionmaker() as session:
+            await repository.ensure_attempt_rows(session, [address_key], now)
+            window_ends = await repository.count_address_failure(
+                session,
+                address_key,
+                now=now,
+                window=ADDRESS_WINDOW,
+                limit=self._address_failures,
+            )
+            if window_ends is not None or client_id is None:
+                await commit(session)
+                if window_ends is None:
+                    return Verdict(allowed=True)
+                return Verdict(
+                    allowed=False,
+                    retry_after=max(1, math.ceil((window_ends - now).total_seconds())),
+                )
+            verdict = await _count_account_attempt(session, client_id, address, now)
+            await commit(session)
+        return verdict
+
 
 async def succeeded(
     session: AsyncSession, *, user_id: uuid.UUID, client_ip: str | None, now: datetime

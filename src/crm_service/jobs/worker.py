@@ -87,6 +87,12 @@ def _backup_interval(settings: Settings) -> timedelta | None:
     return None if hours is None else timedelta(hours=hours)
 
 
+async def _forget_expired_tokens(session: AsyncSession, settings: Settings, now: datetime) -> int:
+    from crm_service.oauth.service import forget_expired
+
+    return await forget_expired(session, now)
+
+
 @dataclass(frozen=True)
 class Job:
     name: str
@@ -109,6 +115,7 @@ JOBS: tuple[Job, ...] = (
     Job("backup", timedelta(hours=24), _take_backup, interval=_backup_interval),
     Job("send_mail", timedelta(0), _send_mail, own_transactions=True),
     Job("purge_settled_mail", timedelta(hours=1), _purge_settled_mail),
+    Job("forget_expired_tokens", timedelta(hours=1), _forget_expired_tokens),
 )
 
 

@@ -41,6 +41,26 @@ HEADERS: dict[str, dict[str, Any]] = {
             "pattern": "^[A-Z]+(, ?[A-Z]+)*$",
         },
     },
+    "RateLimit-Policy": {
+        "description": "The caller's rate-limit policies (IETF httpapi RateLimit header fields, "
+        'draft -12, a structured-field list), e.g. `"burst";q=100;w=10, "daily";q=25000;'
+        'w=86400, "concurrency";q=10;qu="concurrent-requests"`. On every response to an '
+        "identified caller (a partner client, or a signed-in session's burst).",
+        "required": False,
+        "schema": {"type": "string", "maxLength": 300, "pattern": '^"[a-z]+";q=[0-9]+'},
+    },
+    "RateLimit": {
+        "description": 'What is left of each policy and the seconds until it resets: `"burst";'
+        'r=42;t=7, "daily";r=24000;t=3600, "concurrency";r=9`.',
+        "required": False,
+        "schema": {"type": "string", "maxLength": 300, "pattern": '^"[a-z]+";r=[0-9]+'},
+    },
+    "Retry-After": {
+        "description": "Seconds to wait before trying again (for a rate limit: the longest `t` "
+        "of the violated policies).",
+        "required": True,
+        "schema": {"type": "string", "maxLength": 10, "pattern": "^[0-9]+$"},
+    },
 }
 
 

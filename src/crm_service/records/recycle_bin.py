@@ -38,7 +38,7 @@ from crm_service.records.repository import LegalBasisRepository, RecordRepositor
 from crm_service.records.schemas import CursorText, QueryPaging, RecycleBinEntry, RecycleBinPage
 from crm_service.records.service import RecordService, require_operation
 from crm_service.security.permissions import Operation
-from crm_service.security.principal import Principal, require
+from crm_service.security.principal import InsufficientScope, Principal, require
 from crm_service.security.scopes import Scope
 
 SERVICES: dict[Module, RecordService[Any]] = {
@@ -58,7 +58,7 @@ def _scoped(principal: Principal, module: Module, operation: str) -> bool:
 
 def _require_delete_scope(principal: Principal, module: Module) -> None:
     if not _scoped(principal, module, "delete"):
-        raise Forbidden(f"This needs the scope crm.{module.value}.delete.")
+        raise InsufficientScope([f"crm.{module.value}.delete"])
 
 
 class RecycleBinQuery(QueryPaging):

@@ -19,6 +19,7 @@ from crm_service.config import Settings
 from crm_service.db.session import DbSession
 from crm_service.errors import Forbidden, InvalidToken, Unauthorized
 from crm_service.security.permissions import Permissions, Right
+from crm_service.security.ratelimit import Policy
 from crm_service.security.scopes import Scope
 
 # Routes reachable without a principal. Anything else answers 401 without a valid token.
@@ -38,6 +39,10 @@ PUBLIC_PATHS: frozenset[str] = frozenset(
         "/v1/auth/sso/token",
         # Accepting an invitation: authenticated by the mailed token in the body.
         "/v1/auth/invitations/accept",
+        # OAuth 2.0 for partner clients: authenticated by the client's own credentials.
+        "/oauth/token",
+        "/oauth/revoke",
+        "/oauth/introspect",
     }
 )
 
@@ -56,6 +61,14 @@ class Principal:
     permissions: Permissions | None = field(default=None, compare=False)
     profile_id: uuid.UUID | None = None
     role_id: uuid.UUID | None = None
+    # A partner client's rate-limit policies (its own, or the defaults); a signed-in session
+    # is counted under CRM_SESSION_RATE_LIMIT_* instead.
+    rate_limits: tuple[Policy, ...] = field(default=(), compare=False)
+
+    @property
+    def is_partner(self) -> bool:
+        """A partner client's token: scopes alone limit it, and no human right is its."""
+        return self.client_id is not None and self.user_id is None
 
     def has(self, scope: Scope) -> bool:
         return scope in self.scopes
@@ -103,28 +116,39 @@ async def authenticate(
     )
     if resolver is None:
         raise InvalidToken()
-    return await resolver(
+    principal = await resolver(
         session=session,
         token=token,
         client_ip=request.client.host if request.client else None,
         settings=request.app.state.settings,
         now=request.app.state.clock.now(),
     )
-
-
-CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
-
-
-async def signed_in_user(principal: CurrentPrincipal) -> Principal:
-    """The caller, who must be a user through a sign-in session (the `/v1/me` routes): a
-    principal without a user, such as a partner client, is refused."""
-    if principal.user_id is None:
-        raise Forbidden("This needs a signed-in user; a partner client cannot use it.")
+    await _count_request(request, principal)
     return principal
 
 
-# A route's signature says it acts for the signed-in user: `principal.user_id` is set.
-SignedInUser = Annotated[Principal, Depends(signed_in_user)]
+async def _count_request(request: Request, principal: Principal) -> None:
+    """Every authenticated request counts against its caller's rate limits (429 when one is
+    exhausted): a partner client's policies, or the signed-in session's burst."""
+    limiter = getattr(request.app.state, "rate_limiter", None)
+    if limiter is None:
+        return
+    if principal.is_partner:
+        key, policies = f"client:{principal.client_id}", principal.rate_limits
+    elif principal.session_id is not None:
+        settings: Settings = request.app.state.settings
+        key = f"session:{principal.session_id}"
+        policies = (
+            Policy.burst(
+                settings.session_rate_limit_burst, settings.session_rate_limit_window_seconds
+            ),
+        )
+    else:
+        return
+    await limiter.enforce(request.scope, key, policies)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
 
 
 def require(*scopes: Scope):  # noqa: ANN201 - returns a FastAPI dependency
@@ -133,11 +157,45 @@ def require(*scopes: Scope):  # noqa: ANN201 - returns a FastAPI dependency
     async def dependency(principal: CurrentPrincipal) -> Principal:
         missing = [scope.value for scope in scopes if not principal.has(scope)]
         if missing:
-            raise Forbidden(f"This needs the scope {', '.join(missing)}.")
+            raise InsufficientScope(missing)
         return principal
 
     dependency.required_scopes = scopes  # type: ignore[attr-defined]
     return dependency
+
+
+class InsufficientScope(Forbidden):
+    """RFC 6750 §3.1: the token is good but lacks a scope the route needs."""
+
+    slug, title = "insufficient-scope", "Insufficient scope"
+
+    def __init__(self, missing: list[str]) -> None:
+        needed = " ".join(missing)
+        super().__init__(
+            f"This needs the scope {', '.join(missing)}.",
+            headers={
+                "WWW-Authenticate": f'Bearer realm="crm-service", error="insufficient_scope", '
+                f'scope="{needed}"'
+            },
+        )
+
+
+class SignedInUserOnly(Forbidden):
+    slug, title = "signed-in-user-only", "Only for signed-in users"
+
+    def __init__(self) -> None:
+        super().__init__("This route is for signed-in users; a partner token cannot use it.")
+
+
+async def require_user(principal: CurrentPrincipal) -> Principal:
+    """A dependency for what only a person has: their own account (`/v1/me`), their session."""
+    if principal.user_id is None:
+        raise SignedInUserOnly()
+    return principal
+
+
+# A route's signature says it acts for the signed-in user: `principal.user_id` is set.
+SignedInUser = Annotated[Principal, Depends(require_user)]
 
 
 def require_right(right: Right):  # noqa: ANN201 - returns a FastAPI dependency

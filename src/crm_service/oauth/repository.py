@@ -1,0 +1,91 @@
+"""SQL of partner access. Client management is scoped by organization; the token endpoint
+finds a client by its id (a request to it names no organization) and the bearer check finds a
+token by its hash, each in one statement."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import case, delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm_service.db.repository import OrganizationRepository
+from crm_service.oauth.models import OAuthClient, OAuthToken, UsedClientAssertion
+from crm_service.orgs.models import IpAllowlist
+
+
+class ClientRepository(OrganizationRepository[OAuthClient]):
+    model = OAuthClient
+
+    async def list(self) -> list[OAuthClient]:
+        result = await self.session.execute(self.scoped().order_by(OAuthClient.created_at))
+        return list(result.scalars())
+
+    async def end_tokens(self, client_id: uuid.UUID, now: datetime) -> None:
+        await self.session.execute(
+            update(OAuthToken)
+            .where(
+                OAuthToken.organization_id == self.organization_id,
+                OAuthToken.client_id == client_id,
+                OAuthToken.revoked_at.is_(None),
+            )
+            .values(revoked_at=now)
+        )
+
+
+async def client_by_id(session: AsyncSession, client_id: uuid.UUID) -> OAuthClient | None:
+    """The client a token request names (any organization: the request names none)."""
+    return await session.get(OAuthClient, client_id)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenContext:
+    token: OAuthToken
+    client: OAuthClient
+    organization_allowlist: str | None  # None when the organization's list is off
+
+
+async def token_context(session: AsyncSession, token_hash: str) -> TokenContext | None:
+    """The token with this hash, its client and the organization's address list: one statement
+    on the hot path of every partner request."""
+    statement = (
+        select(
+            OAuthToken,
+            OAuthClient,
+            case((IpAllowlist.enabled.is_(True), IpAllowlist.cidrs), else_=None),
+        )
+        .join(
+            OAuthClient,
+            (OAuthClient.id == OAuthToken.client_id)
+            & (OAuthClient.organization_id == OAuthToken.organization_id),
+        )
+        .outerjoin(IpAllowlist, IpAllowlist.organization_id == OAuthToken.organization_id)
+        .where(OAuthToken.token_hash == token_hash)
+    )
+    row = (await session.execute(statement)).first()
+    return None if row is None else TokenContext(*row)
+
+
+async def claim_assertion(
+    session: AsyncSession, client_id: uuid.UUID, jti_hash: str, expires_at: datetime
+) -> bool:
+    """Record an assertion id as used; False when it was used before (on any instance: the
+    primary key decides)."""
+    values = {"client_id": client_id, "jti_hash": jti_hash, "expires_at": expires_at}
+    dialect_insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    statement = dialect_insert(UsedClientAssertion).values(values).on_conflict_do_nothing()
+    result = await session.execute(statement)
+    return result.rowcount == 1
+
+
+async def purge_expired(session: AsyncSession, now: datetime) -> int:
+    """Tokens and assertion ids past their expiry: nothing can use them any more."""
+    tokens = await session.execute(delete(OAuthToken).where(OAuthToken.expires_at <= now))
+    used = await session.execute(
+        delete(UsedClientAssertion).where(UsedClientAssertion.expires_at <= now)
+    )
+    return (tokens.rowcount or 0) + (used.rowcount or 0)
