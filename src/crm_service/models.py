@@ -18,7 +18,7 @@ from crm_service.auth.models import (
 from crm_service.crypto.models import DataKeyRecord
 from crm_service.db.tenancy import Organization
 from crm_service.jobs.models import WorkerJob
-from crm_service.orgs.models import FieldClassification, IpAllowlist
+from crm_service.orgs.models import ComplianceSettings, FieldClassification, IpAllowlist
 from crm_service.records.accounts.models import Account
 from crm_service.records.contacts.models import Contact
 from crm_service.records.leads.models import Lead
@@ -36,6 +36,7 @@ __all__ = [
     "Role",
     "SharingDefault",
     "AuthSession",
+    "ComplianceSettings",
     "Contact",
     "DataKeyRecord",
     "FieldClassification",
