@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     # How often `crm-service worker` looks for due jobs.
     worker_interval_seconds: float = Field(default=60.0, gt=0)
 
+    # Webhooks: deliver to private, loopback and link-local addresses (never in production
+    # unless the receivers are on your own network); each attempt's timeout; how long a
+    # rotated-out secret still signs beside the new one.
+    webhook_allow_private_targets: bool = False
+    webhook_timeout_seconds: float = Field(default=15.0, gt=0, le=60)
+    webhook_secret_overlap_seconds: int = Field(default=86400, ge=0, le=30 * 86400)
+
     # Request handling
     max_request_body_bytes: int = Field(default=1_048_576, ge=1024)
     log_level: str = "INFO"

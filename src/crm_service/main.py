@@ -24,6 +24,7 @@ from crm_service.db.migrations import ensure_sqlite_directory, head_revision
 from crm_service.errors import install_error_handlers
 from crm_service.health.router import router as health_router
 from crm_service.http_methods import AllowedMethodsMiddleware
+from crm_service.integrations.router import router as webhooks_router
 from crm_service.log import RequestContextMiddleware, configure_logging_for
 from crm_service.metrics import forget_this_process, watch_pool
 from crm_service.openapi import install_openapi
@@ -64,6 +65,7 @@ TAGS = [
     },
     {"name": "access", "description": "Profiles, roles, groups and sharing."},
     {"name": "audit", "description": "The tamper-evident audit log."},
+    {"name": "webhooks", "description": "Signed deliveries of record changes to other systems."},
 ]
 # The document is served by each deployment itself, so its one server is the one serving it.
 SERVERS = [
@@ -89,6 +91,7 @@ ROUTERS = (
     settings_router,
     access_router,
     audit_router,
+    webhooks_router,
 )
 
 

@@ -17,6 +17,12 @@ from crm_service.auth.models import (
 )
 from crm_service.crypto.models import DataKeyRecord
 from crm_service.db.tenancy import Organization
+from crm_service.integrations.models import (
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 from crm_service.jobs.models import WorkerJob
 from crm_service.orgs.models import ComplianceSettings, FieldClassification, IpAllowlist
 from crm_service.records.accounts.models import Account
@@ -52,5 +58,9 @@ __all__ = [
     "TotpCredential",
     "User",
     "UserIdentity",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
     "WorkerJob",
 ]

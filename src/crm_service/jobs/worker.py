@@ -53,6 +53,14 @@ async def _purge_audit_log(session: AsyncSession, settings: Settings, now: datet
     return purged
 
 
+async def _deliver_webhooks(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, now: datetime
+) -> int:
+    from crm_service.integrations.delivery import BATCH_SIZE, deliver_due
+
+    return await deliver_due(sessionmaker, settings, now, limit=BATCH_SIZE)
+
+
 async def _forget_sign_in_attempts(session: AsyncSession, settings: Settings, now: datetime) -> int:
     return await forget_old_attempts(session, now)
 
@@ -64,12 +72,22 @@ class Job:
     run: Callable[[AsyncSession, Settings, datetime], Awaitable[int]]
     # A run that did a full batch is due again at once: there may be more.
     batch_size: int | None = None
+    # The job opens its own short transactions from the sessionmaker (its `run` takes that
+    # instead of a session), for work that waits on the network and must hold no lock
+    # meanwhile; several workers may run it at once, so it claims its own rows.
+    own_transactions: bool = False
 
 
 JOBS: tuple[Job, ...] = (
     Job("purge_recycle_bin", timedelta(hours=1), _purge_recycle_bin, batch_size=BATCH_SIZE),
     Job("purge_audit_log", timedelta(days=1), _purge_audit_log),
     Job("forget_sign_in_attempts", timedelta(hours=1), _forget_sign_in_attempts),
+    Job(
+        "deliver_webhooks",
+        timedelta(seconds=0),
+        _deliver_webhooks,  # type: ignore[arg-type]
+        own_transactions=True,
+    ),
 )
 
 
@@ -118,6 +136,17 @@ async def run_due_jobs(
     done: dict[str, int | str] = {}
     for job in JOBS:
         if only is not None and job.name not in only:
+            continue
+        if job.own_transactions:
+            try:
+                result = await job.run(sessionmaker, settings, now)  # type: ignore[arg-type]
+            except Exception as exc:  # noqa: BLE001 - one failing job stops no other
+                observe_job(job.name, succeeded_at=None)
+                logger.error("job_failed", job=job.name, error_type=type(exc).__name__)
+                done[job.name] = "failed"
+                continue
+            observe_job(job.name, succeeded_at=time.time())
+            done[job.name] = result
             continue
         try:
             async with sessionmaker() as session:
