@@ -17,7 +17,7 @@ NODE_STAMP := $(CONTRACT)/node_modules/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test test-fast lint contract openapi migrate lock bench bench-backup clean
+.PHONY: install run test test-fast lint contract openapi migrate lock bench bench-backup bench-outbound clean
 
 # Dependencies come from the hash-checked lock, the package itself without them.
 $(STAMP): pyproject.toml requirements-test.lock
@@ -77,6 +77,10 @@ bench: install
 # PostgreSQL by default; BENCH_BACKUP_ARGS='--sqlite' or '--contacts 20000'.
 bench-backup: install
 	$(BIN)/python -m bench.backup $(BENCH_BACKUP_ARGS)
+# Data that leaves the service: export contacts/s and peak RSS, webhook deliveries/s, on
+# PostgreSQL at CRM_BENCH_POSTGRES_URL, e.g. make bench-outbound BENCH_ARGS='--contacts 1000000'.
+bench-outbound: install
+	$(BIN)/python -m bench.outbound $(BENCH_ARGS)
 
 lock:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -1024,5 +1024,42 @@ def outbox_show(
     typer.echo(content.text.rstrip("\n"))
 
 
+webhooks = typer.Typer(
+    help="Webhook deliveries.", invoke_without_command=True, callback=_help_without_command
+)
+app.add_typer(webhooks, name="webhooks")
+
+
+@webhooks.command("redeliver")
+def webhooks_redeliver(
+    delivery_id: Annotated[
+        str, typer.Argument(help="The delivery's id (`delivery_id` in the endpoint's attempts).")
+    ],
+) -> None:
+    """Make a delivery due again now, whatever became of it; the next worker run sends it
+    with the same `webhook-id` (receivers deduplicate by it). Audited."""
+    import uuid
+
+    try:
+        parsed = uuid.UUID(delivery_id)
+    except ValueError:
+        raise _fail(f"{delivery_id!r} is not a delivery id (a UUID).") from None
+    settings = get_settings()
+
+    async def run() -> bool:
+        from crm_service.clock import Clock
+        from crm_service.integrations.delivery import redeliver
+
+        engine, sessionmaker = _database(settings)
+        try:
+            return await redeliver(sessionmaker, parsed, Clock().now())
+        finally:
+            await engine.dispose()
+
+    if not asyncio.run(run()):
+        raise _fail(f"No delivery {parsed}.")
+    typer.echo(f"delivery {parsed} is due again")
+
+
 if __name__ == "__main__":
     main()

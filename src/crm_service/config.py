@@ -116,6 +116,13 @@ class Settings(BaseSettings):
     # A concurrency slot of a crashed instance frees itself after this long.
     rate_limit_slot_lease_seconds: int = Field(default=300, ge=5)
 
+    # Webhooks: deliver to private, loopback and link-local addresses (never in production
+    # unless the receivers are on your own network); each attempt's timeout; how long a
+    # rotated-out secret still signs beside the new one.
+    webhook_allow_private_targets: bool = False
+    webhook_timeout_seconds: float = Field(default=15.0, gt=0, le=60)
+    webhook_secret_overlap_seconds: int = Field(default=86400, ge=0, le=30 * 86400)
+
     # Request handling
     max_request_body_bytes: int = Field(default=1_048_576, ge=1024)
     log_level: str = "INFO"

@@ -27,6 +27,7 @@ from crm_service.db.migrations import ensure_sqlite_directory, head_revision
 from crm_service.errors import install_error_handlers
 from crm_service.health.router import router as health_router
 from crm_service.http_methods import AllowedMethodsMiddleware
+from crm_service.integrations.router import router as webhooks_router
 from crm_service.log import RequestContextMiddleware, configure_logging_for
 from crm_service.metrics import forget_this_process, watch_pool
 from crm_service.oauth.errors import install_oauth_errors
@@ -85,6 +86,7 @@ TAGS = [
         "description": "OAuth 2.0 client credentials for partner systems: clients, tokens, "
         "revocation and introspection.",
     },
+    {"name": "webhooks", "description": "Signed deliveries of record changes to other systems."},
 ]
 # The document is served by each deployment itself, so its one server is the one serving it.
 SERVERS = [
@@ -112,6 +114,7 @@ ROUTERS = (
     audit_router,
     privacy_router,
     oauth_router,
+    webhooks_router,
 )
 
 

@@ -77,6 +77,22 @@ def observe_backup(*, succeeded_at: float, size: int) -> None:
     BACKUP_LAST_SIZE.set(size)
 
 
+EXPORTED_ROWS = Counter("crm_exported_rows_total", "Records written out by exports", ["module"])
+WEBHOOK_DELIVERIES = Counter(
+    "crm_webhook_deliveries_total",
+    "Webhook delivery attempts by outcome (delivered, failed, refused, held, disabled)",
+    ["outcome"],
+)
+
+
+def observe_exported(module: str, rows: int) -> None:
+    EXPORTED_ROWS.labels(module).inc(rows)
+
+
+def observe_delivery(outcome: str) -> None:
+    WEBHOOK_DELIVERIES.labels(outcome).inc()
+
+
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
     REQUESTS.labels(method, route, str(status)).inc()
     LATENCY.labels(method, route).observe(seconds)

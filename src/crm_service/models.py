@@ -18,10 +18,16 @@ from crm_service.auth.models import (
 )
 from crm_service.crypto.models import DataKeyRecord
 from crm_service.db.tenancy import Organization
+from crm_service.integrations.models import (
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 from crm_service.jobs.models import WorkerJob
 from crm_service.mail.models import OutboxMessage
 from crm_service.oauth.models import OAuthClient, OAuthToken, UsedClientAssertion
-from crm_service.orgs.models import FieldClassification, IpAllowlist
+from crm_service.orgs.models import ComplianceSettings, FieldClassification, IpAllowlist
 from crm_service.privacy.models import BlocklistEntry, ErasureReceipt
 from crm_service.records.accounts.models import Account
 from crm_service.records.contacts.models import Contact
@@ -42,6 +48,7 @@ __all__ = [
     "AuthSession",
     "BlocklistEntry",
     "ErasureReceipt",
+    "ComplianceSettings",
     "Contact",
     "DataKeyRecord",
     "FieldClassification",
@@ -62,5 +69,9 @@ __all__ = [
     "UserIdentity",
     "UserInvitation",
     "UsedClientAssertion",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
     "WorkerJob",
 ]

@@ -16,6 +16,7 @@ class AuditAction(StrEnum):
     RECORD_SENSITIVE_REVEALED = "record.sensitive_revealed"
     RECORD_SHARED = "record.shared"
     RECORD_UNSHARED = "record.unshared"
+    RECORDS_EXPORTED = "records.exported"  # fields named, rows counted in `reason`
     # Sign-in
     LOGIN_SUCCEEDED = "auth.login_succeeded"
     LOGIN_FAILED = "auth.login_failed"
@@ -72,6 +73,14 @@ class AuditAction(StrEnum):
     OAUTH_TOKEN_ISSUED = "oauth.token_issued"
     OAUTH_TOKEN_REFUSED = "oauth.token_refused"
     OAUTH_TOKEN_REVOKED = "oauth.token_revoked"
+    COMPLIANCE_CHANGED = "settings.compliance_changed"  # `fields`: the channels changed
+    # Webhooks (target_type webhook_endpoint)
+    WEBHOOK_CREATED = "webhook.created"
+    WEBHOOK_UPDATED = "webhook.updated"
+    WEBHOOK_DELETED = "webhook.deleted"
+    WEBHOOK_SECRET_ROTATED = "webhook.secret_rotated"
+    WEBHOOK_DISABLED = "webhook.disabled"  # by the worker: 410 or sustained failure
+    WEBHOOK_REDELIVERED = "webhook.redelivered"
     # Keys and the log itself
     KEYS_ROTATED = "keys.rotated"
     MASTER_KEY_ROTATED = "keys.master_rotated"

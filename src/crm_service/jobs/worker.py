@@ -68,6 +68,14 @@ async def _purge_settled_mail(session: AsyncSession, settings: Settings, now: da
     return await purge_settled_mail(session, now, settings.mail_keep_days)
 
 
+async def _deliver_webhooks(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, now: datetime
+) -> int:
+    from crm_service.integrations.delivery import BATCH_SIZE, deliver_due
+
+    return await deliver_due(sessionmaker, settings, now, limit=BATCH_SIZE)
+
+
 async def _forget_sign_in_attempts(session: AsyncSession, settings: Settings, now: datetime) -> int:
     return await forget_old_attempts(session, now)
 
@@ -112,10 +120,17 @@ JOBS: tuple[Job, ...] = (
     Job("purge_recycle_bin", timedelta(hours=1), _purge_recycle_bin, batch_size=BATCH_SIZE),
     Job("purge_audit_log", timedelta(days=1), _purge_audit_log),
     Job("forget_sign_in_attempts", timedelta(hours=1), _forget_sign_in_attempts),
-    Job("backup", timedelta(hours=24), _take_backup, interval=_backup_interval),
     Job("send_mail", timedelta(0), _send_mail, own_transactions=True),
     Job("purge_settled_mail", timedelta(hours=1), _purge_settled_mail),
     Job("forget_expired_tokens", timedelta(hours=1), _forget_expired_tokens),
+    Job(
+        "deliver_webhooks",
+        timedelta(seconds=0),
+        _deliver_webhooks,
+        own_transactions=True,
+    ),
+    # Last: a backup holds what the jobs before it did.
+    Job("backup", timedelta(hours=24), _take_backup, interval=_backup_interval),
 )
 
 

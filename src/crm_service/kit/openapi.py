@@ -61,6 +61,24 @@ HEADERS: dict[str, dict[str, Any]] = {
         "required": True,
         "schema": {"type": "string", "maxLength": 10, "pattern": "^[0-9]+$"},
     },
+    "Withheld-Fields": {
+        "description": "Fields left out of this export because the organization's compliance "
+        "settings withhold their classification on the export channel (comma-separated "
+        "names; empty when none).",
+        "required": True,
+        "schema": {"type": "string", "maxLength": 2000, "pattern": "^[a-z0-9_,]*$"},
+    },
+    "Masked-Fields": {
+        "description": "Sensitive fields exported empty because your profile may not see "
+        "them (comma-separated names; empty when none).",
+        "required": True,
+        "schema": {"type": "string", "maxLength": 2000, "pattern": "^[a-z0-9_,]*$"},
+    },
+    "Content-Disposition": {
+        "description": "The file name to save the export as.",
+        "required": True,
+        "schema": {"type": "string", "maxLength": 100},
+    },
 }
 
 

@@ -32,3 +32,19 @@ class IpAllowlist(OrganizationScoped, Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     # Newline-separated CIDRs, normalized (e.g. 10.0.0.0/8, 2001:db8::/32).
     cidrs: Mapped[str] = mapped_column(Text, default="")
+
+
+class ComplianceSettings(OrganizationScoped, Base):
+    """Which classifications an organization withholds from each channel data leaves by.
+
+    `withhold` is JSON: channel (`api`, `export`, `integrations`) -> classifications
+    (`personal`, `sensitive`). No row withholds nothing. Read on every request (one primary-key
+    lookup), so a change holds on every instance's next request.
+    """
+
+    __tablename__ = "compliance_settings"
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    withhold: Mapped[str] = mapped_column(Text, default="{}")

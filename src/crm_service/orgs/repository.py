@@ -11,7 +11,7 @@ from crm_service.access.models import Role
 from crm_service.db.repository import OrganizationRepository
 from crm_service.db.tenancy import Organization
 from crm_service.kit.modules import Module
-from crm_service.orgs.models import FieldClassification, IpAllowlist
+from crm_service.orgs.models import ComplianceSettings, FieldClassification, IpAllowlist
 
 
 async def lock_organization_for_storage_change(
@@ -74,3 +74,20 @@ async def role_ip_allowlist(
 async def organization(session: AsyncSession, organization_id: uuid.UUID) -> Organization:
     result = await session.execute(select(Organization).where(Organization.id == organization_id))
     return result.scalar_one()
+
+
+async def compliance_settings(
+    session: AsyncSession, organization_id: uuid.UUID
+) -> ComplianceSettings | None:
+    return await session.get(ComplianceSettings, organization_id, populate_existing=True)
+
+
+async def set_compliance_settings(
+    session: AsyncSession, organization_id: uuid.UUID, withhold: str
+) -> None:
+    found = await session.get(ComplianceSettings, organization_id)
+    if found is None:
+        session.add(ComplianceSettings(organization_id=organization_id, withhold=withhold))
+    else:
+        found.withhold = withhold
+    await session.flush()

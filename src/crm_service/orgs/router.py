@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import BackgroundTasks, Depends, Request, Response, status
 
@@ -12,9 +12,11 @@ from crm_service.db.session import CRMRouter, DbSession
 from crm_service.errors import problem_responses
 from crm_service.jobs.resealing import reseal_records
 from crm_service.kit.modules import Module
+from crm_service.orgs import compliance as org_compliance
 from crm_service.orgs import security as org_security
 from crm_service.orgs import settings as org_settings
 from crm_service.orgs.schemas import (
+    ComplianceSettingsBody,
     IpAllowlistRead,
     IpAllowlistUpdate,
     ModuleFields,
@@ -26,6 +28,7 @@ from crm_service.security.principal import Principal, require_right
 
 router = CRMRouter(prefix="/v1/settings", tags=["settings"])
 Admin = Annotated[Principal, Depends(require_right(Right.MANAGE_SETTINGS))]
+IntegrationsAdmin = Annotated[Principal, Depends(require_right(Right.MANAGE_INTEGRATIONS))]
 
 
 @router.get(
@@ -209,3 +212,37 @@ async def link_identity(
         now=request.app.state.clock.now(),
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/compliance",
+    operation_id="getComplianceSettings",
+    summary="Which classifications each channel data leaves by withholds",
+    response_model=ComplianceSettingsBody,
+    responses=problem_responses(401, 403),
+)
+async def get_compliance(principal: IntegrationsAdmin, session: DbSession) -> Any:
+    """Per channel (`api`: partner clients, `export`, `integrations`: webhooks), the
+    classifications whose fields are left out of what leaves by it. Needs the right
+    `manage_integrations`.
+    """
+    return await org_compliance.get_compliance(session=session, principal=principal)
+
+
+@router.put(
+    "/compliance",
+    operation_id="setComplianceSettings",
+    summary="Replace the compliance settings; they hold from the next request on",
+    response_model=ComplianceSettingsBody,
+    responses=problem_responses(401, 403, 422),
+)
+async def set_compliance(
+    payload: ComplianceSettingsBody, principal: IntegrationsAdmin, session: DbSession
+) -> Any:
+    """Withheld fields are absent (not null) from partner responses, exports and webhook
+    payloads, and each names them in `withheld_fields`. A channel left out withholds nothing.
+    Audited.
+    """
+    return await org_compliance.set_compliance(
+        session=session, principal=principal, payload=payload
+    )

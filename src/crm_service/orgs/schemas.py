@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
@@ -69,3 +70,29 @@ class SecuritySettings(InputModel):
     mfa_required: Flag = Field(
         description="Every user must pass a second factor; those without one enrol at sign-in."
     )
+
+
+class WithheldClassification(StrEnum):
+    """A classification a channel may withhold (`none` fields always leave)."""
+
+    PERSONAL = "personal"
+    SENSITIVE = "sensitive"
+
+
+WithheldList = Annotated[
+    list[WithheldClassification],
+    Field(max_length=2, description="Classifications left out of what leaves by this channel."),
+]
+
+
+class ComplianceWithhold(InputModel):
+    """Per channel data leaves by, the classifications withheld from it. A channel left out
+    withholds nothing; withholding `personal` does not imply `sensitive`: name both."""
+
+    api: WithheldList = Field(default_factory=list)
+    export: WithheldList = Field(default_factory=list)
+    integrations: WithheldList = Field(default_factory=list)
+
+
+class ComplianceSettingsBody(InputModel):
+    withhold: ComplianceWithhold

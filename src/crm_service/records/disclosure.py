@@ -24,6 +24,7 @@ forgets it fails loudly instead of showing everything.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from crm_service.audit.history import HistoryItem
 from crm_service.audit.service import record as audit
 from crm_service.errors import Forbidden
 from crm_service.kit.modules import Module
+from crm_service.orgs.repository import compliance_settings
 from crm_service.records.fields import Classification
 from crm_service.records.repository import RecordRepository
 from crm_service.records.storage import RecordStorage
@@ -77,13 +79,27 @@ async def withheld_classifications(
 ) -> frozenset[Classification]:
     """The classifications the organization withholds on `channel`.
 
-    This is the seam of the compliance settings (`/v1/settings/compliance`: per channel, the
-    classifications withheld). They are not built yet and withhold nothing by default, so
-    today nothing is withheld on any channel; the issue that builds them reads them here, and
-    the policy, the responses and their `withheld_fields` need no other change. The screen is
-    never withheld from: the settings name only export, api and integrations.
+    The compliance settings (`/v1/settings/compliance`: per channel, the classifications
+    withheld; none by default). Read from the database for every policy (one primary-key
+    lookup per request or export or delivery), never cached in the process, so a change holds
+    on every instance's next request. The screen is never withheld from: the settings name
+    only export, api and integrations.
     """
-    return frozenset()
+    if channel is Channel.SCREEN:
+        return frozenset()
+    found = await compliance_settings(session, organization_id)
+    if found is None:
+        return frozenset()
+    return frozenset(Classification(name) for name in parse_withhold(found.withhold)[channel])
+
+
+def parse_withhold(text: str | None) -> dict[Channel, list[str]]:
+    """The stored compliance settings: every leaving channel, with its withheld classes."""
+    stored = json.loads(text or "{}")
+    return {
+        channel: sorted(stored.get(channel.value, []))
+        for channel in (Channel.API, Channel.EXPORT, Channel.INTEGRATIONS)
+    }
 
 
 @dataclass(frozen=True)
@@ -190,6 +206,12 @@ class DisclosurePolicy:
                 f"{', '.join(withheld)} on the {self.channel.value} channel; they cannot be set "
                 f"or filtered on here."
             )
+
+    @staticmethod
+    def stamp(record: Any, disclosure: FieldDisclosure) -> None:
+        """Mark `record` with a disclosure already decided for a whole export or payload
+        (whose one audit event, not a reveal per record, says which fields left)."""
+        record.__dict__[_DISCLOSED] = disclosure
 
     async def show(self, view: View, *shown: Shown) -> None:
         """Decide every field of every record one response shows, and audit in one event the

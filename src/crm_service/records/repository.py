@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
-from sqlalchemy import ColumnElement, Select, bindparam, delete, exists, or_, select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, delete, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.access.visibility import Visibility
@@ -190,6 +190,31 @@ class RecordRepository(OrganizationRepository[ModelT]):
         page = to_page(rows, request)
         # Erased subjects drop out of lists; the cursor still moves past them.
         return Page(items=[r for r in page.items if not r.erased], next_cursor=page.next_cursor)
+
+    async def export_batch(
+        self, clauses: list[ColumnElement[bool]], *, after: tuple[Any, uuid.UUID] | None, limit: int
+    ) -> list[ModelT]:
+        """A batch of an export, oldest first after `after`, revealed: the caller's visible
+        live records matching `clauses`, without those of a restricted data subject."""
+        model = self.model
+        statement = self.scoped().where(*clauses)
+        if issubclass(model, PersonColumns):
+            statement = statement.where(
+                ~exists().where(
+                    SubjectProcessingLock.organization_id == model.organization_id,
+                    SubjectProcessingLock.subject_id == model.subject_id,
+                    SubjectProcessingLock.kind == ProcessingLockKind.RESTRICTED.value,
+                )
+            )
+        if after is not None:
+            value, id_ = after
+            statement = statement.where(
+                or_(model.created_at > value, and_(model.created_at == value, model.id > id_))
+            )
+        statement = statement.order_by(model.created_at.asc(), model.id.asc()).limit(limit)
+        rows = list((await self.session.execute(statement)).scalars())
+        await self.storage.reveal(rows)
+        return rows
 
     async def add(self, instance: ModelT) -> ModelT:
         await self.storage.seal(instance)

@@ -15,15 +15,17 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Query, Request, Response, status
-from pydantic import BaseModel
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, create_model
 
 from crm_service.access.schemas import RecordShareList, RecordShareRead, RecordShareSet
 from crm_service.db.session import CRMRouter, DbSession
 from crm_service.errors import problem_responses
 from crm_service.kit.openapi import headers
-from crm_service.kit.schemas import single_line
+from crm_service.kit.schemas import InputModel, single_line
 from crm_service.records import legal_basis, sharing
 from crm_service.records.etag import etag_for
+from crm_service.records.export import ExportFormat, prepare_export
 from crm_service.records.schemas import (
     FieldChange,
     HistoryEntryRead,
@@ -33,7 +35,7 @@ from crm_service.records.schemas import (
     LegalBasisHistory,
     LegalBasisSet,
 )
-from crm_service.records.service import RecordService
+from crm_service.records.service import PAGING_KEYS, RecordService
 from crm_service.security.principal import Principal, require
 from crm_service.security.scopes import Scope
 
@@ -74,6 +76,21 @@ def build_record_router(spec: RecordModuleSpec) -> CRMRouter:
     ReadSchema, ListSchema, QuerySchema = spec.read_schema, spec.list_schema, spec.query_schema
     SearchSchema = spec.search_schema
     noun = spec.singular.lower()
+    # Exports need `crm.export` beside the module's read scope. This is the one place a
+    # partner client's export scope is checked: partner tokens carry scopes, users have all.
+    Exporter = Annotated[Principal, Depends(require(Scope.EXPORT, spec.read_scope))]
+    # The list's exact-match filters, without paging: an export holds every match.
+    ExportQuery = create_model(
+        f"{spec.singular}ExportQuery",
+        __base__=InputModel,
+        __doc__=f"The filters of `GET /v1/{module}` and the export's format.",
+        format=(ExportFormat, ExportFormat.CSV),
+        **{
+            name: (field.annotation, field)
+            for name, field in SearchSchema.model_fields.items()
+            if name not in PAGING_KEYS
+        },
+    )
 
     def present(record: Any, response: Response | None = None) -> BaseModel:
         if response is not None:
@@ -132,6 +149,57 @@ def build_record_router(spec: RecordModuleSpec) -> CRMRouter:
     async def search(query: SearchSchema, principal: Reader, session: DbSession) -> Any:
         page = await service.list(session=session, principal=principal, query=query)
         return present_page(page)
+
+    @router.get(
+        "/export",
+        operation_id=f"export{spec.plural}",
+        summary=f"Export every {noun} you may see, streamed as CSV or NDJSON",
+        description=f"Needs `{Scope.EXPORT.value}` and `{spec.read_scope.value}`, and the "
+        "profile's export operation. The same exact-match filters as the list; sharing "
+        "rules apply; records of a restricted or erased data subject are left out. Fields "
+        "the compliance settings withhold on the export channel are absent (no column, no "
+        "key) and named in `Withheld-Fields`; sensitive fields your profile may not see are "
+        "empty and named in `Masked-Fields`. CSV is UTF-8 with a header row; a cell a "
+        "spreadsheet would read as a formula starts with `'`. NDJSON holds one record per "
+        "line, shaped like `GET` answers it. Audited once (`records.exported`), with the "
+        "number of rows sent, also when the download is cut.",
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "description": "The export, streamed.",
+                "content": {
+                    "text/csv": {"schema": {"type": "string", "maxLength": 2**40}},
+                    "application/x-ndjson": {"schema": {"type": "string", "maxLength": 2**40}},
+                },
+                **headers("Withheld-Fields", "Masked-Fields", "Content-Disposition"),
+            },
+            **problem_responses(401, 403, 422),
+        },
+    )
+    async def export(
+        query: Annotated[ExportQuery, Query()],
+        principal: Exporter,
+        session: DbSession,
+        request: Request,
+    ) -> StreamingResponse:
+        stream = await prepare_export(
+            service=service,
+            session=session,
+            principal=principal,
+            query=query,
+            read_schema=ReadSchema,
+            sessionmaker=request.app.state.sessionmaker,
+        )
+        return StreamingResponse(
+            stream.body,
+            media_type=stream.format.media_type,
+            headers={
+                "Content-Disposition": f'attachment; filename="{stream.filename}"',
+                "Withheld-Fields": ",".join(stream.disclosure.withheld),
+                "Masked-Fields": ",".join(stream.disclosure.masked),
+                "Cache-Control": "no-store",
+            },
+        )
 
     @router.get(
         "/{record_id}",

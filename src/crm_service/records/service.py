@@ -35,6 +35,7 @@ from crm_service.kit.modules import Module
 from crm_service.privacy.blocklist import audited_refusal
 from crm_service.records.disclosure import DisclosurePolicy, FieldDisclosure, Shown, View
 from crm_service.records.etag import check_if_match
+from crm_service.records.events import RecordEventKind, emit
 from crm_service.records.models import PersonColumns, SourceChannel
 from crm_service.records.paging import Cursor, Page, PageRequest, RecordSort
 from crm_service.records.processing import Change, check_processable
@@ -190,6 +191,7 @@ class RecordService(Generic[ModelT]):
                 carried_from_lead_id=carried_from_lead_id,
             )
         created = await repository.add(record)
+        await emit(session, self.module, RecordEventKind.CREATED, created)
         audit(
             session,
             principal,
@@ -292,6 +294,7 @@ class RecordService(Generic[ModelT]):
                 {name: (before[name], changes[name]) for name in changed},
             )
         if changed:
+            await emit(session, self.module, RecordEventKind.UPDATED, saved)
             audit(
                 session,
                 principal,
@@ -318,6 +321,7 @@ class RecordService(Generic[ModelT]):
         record.deleted_at = utcnow()  # type: ignore[attr-defined]
         record.deleted_by_id = principal.user_id  # type: ignore[attr-defined]
         await repository.save(record)
+        await emit(session, self.module, RecordEventKind.DELETED, record)
         await self.note(session, principal, repository, record, HistoryAction.DELETED, {})
         audit(
             session,

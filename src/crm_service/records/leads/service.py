@@ -20,6 +20,7 @@ from crm_service.records.contacts.models import Contact
 from crm_service.records.contacts.service import contacts as contact_service
 from crm_service.records.disclosure import DisclosurePolicy, Shown, View
 from crm_service.records.etag import check_if_match
+from crm_service.records.events import RecordEventKind, emit
 from crm_service.records.fields import CATALOG
 from crm_service.records.leads.models import Lead, LeadStatus
 from crm_service.records.leads.repository import LeadRepository
@@ -151,6 +152,7 @@ class LeadService(RecordService[Lead]):
         lead.converted_contact_id = contact.id
         lead.converted_account_id = account.id if account is not None else None
         await leads.save(lead)
+        await emit(session, self.module, RecordEventKind.CONVERTED, lead)
         await self.note(
             session,
             principal,

@@ -1,0 +1,1 @@
+"""What connects the CRM to other systems: webhooks (an outbox, signed deliveries)."""
