@@ -16,7 +16,7 @@ from crm_service.crypto.blind_index import IndexKind, blind_index
 from crm_service.crypto.service import keyring_for
 from crm_service.errors import NotFound
 from crm_service.kit.modules import Module
-from crm_service.privacy import blocklist, repository
+from crm_service.privacy import blocklist, erasers, repository  # noqa: F401 - erasers register
 from crm_service.privacy.erasure import erase_subject
 from crm_service.privacy.schemas import (
     BlocklistEntryRead,
