@@ -17,6 +17,8 @@ from crm_service.auth.sso_router import router as sso_router
 from crm_service.auth.throttle import SignInThrottle
 from crm_service.clock import Clock
 from crm_service.config import Settings, get_settings
+from crm_service.consent.public_router import router as consent_public_router
+from crm_service.consent.router import router as consent_router
 from crm_service.crypto.master import key_provider_from_settings
 from crm_service.crypto.service import session_info
 from crm_service.db.engine import make_engine, make_sessionmaker
@@ -64,6 +66,12 @@ TAGS = [
     },
     {"name": "access", "description": "Profiles, roles, groups and sharing."},
     {"name": "audit", "description": "The tamper-evident audit log."},
+    {"name": "consent", "description": "Consent purposes, ledgers, receipts and requests."},
+    {"name": "webforms", "description": "Web forms with double opt-in."},
+    {
+        "name": "public pages",
+        "description": "Pages for the people in the CRM: web forms, double opt-in, consent.",
+    },
 ]
 # The document is served by each deployment itself, so its one server is the one serving it.
 SERVERS = [
@@ -89,6 +97,8 @@ ROUTERS = (
     settings_router,
     access_router,
     audit_router,
+    consent_router,
+    consent_public_router,
 )
 
 

@@ -15,6 +15,17 @@ from crm_service.auth.models import (
     User,
     UserIdentity,
 )
+from crm_service.consent.models import (
+    ConsentEvent,
+    ConsentLink,
+    ConsentPurpose,
+    ConsentRequest,
+    ConsentSigningKey,
+    PublicFormCounter,
+    Webform,
+    WebformSubmission,
+    WebformVersion,
+)
 from crm_service.crypto.models import DataKeyRecord
 from crm_service.db.tenancy import Organization
 from crm_service.jobs.models import WorkerJob
@@ -37,7 +48,16 @@ __all__ = [
     "Role",
     "SharingDefault",
     "AuthSession",
+    "ConsentEvent",
+    "ConsentLink",
+    "ConsentPurpose",
+    "ConsentRequest",
+    "ConsentSigningKey",
     "Contact",
+    "PublicFormCounter",
+    "Webform",
+    "WebformSubmission",
+    "WebformVersion",
     "DataKeyRecord",
     "FieldClassification",
     "IdentityProvider",

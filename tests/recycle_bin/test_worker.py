@@ -193,6 +193,9 @@ async def test_worker_once_purges_what_outstayed_the_retention(
         "purge_recycle_bin": 3,
         "purge_audit_log": 0,
         "forget_sign_in_attempts": 0,
+        "consent_deadlines": 0,
+        "consent_reminders": 0,
+        "purge_webform_submissions": 0,
     }
 
     async with running(database) as (app, http):

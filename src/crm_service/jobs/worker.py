@@ -57,6 +57,26 @@ async def _forget_sign_in_attempts(session: AsyncSession, settings: Settings, no
     return await forget_old_attempts(session, now)
 
 
+async def _consent_deadlines(session: AsyncSession, settings: Settings, now: datetime) -> int:
+    from crm_service.consent.requests import mark_no_response
+
+    return await mark_no_response(session, now, BATCH_SIZE)
+
+
+async def _consent_reminders(session: AsyncSession, settings: Settings, now: datetime) -> int:
+    from crm_service.consent.requests import send_reminders
+
+    return await send_reminders(session, settings, now, BATCH_SIZE)
+
+
+async def _purge_webform_submissions(
+    session: AsyncSession, settings: Settings, now: datetime
+) -> int:
+    from crm_service.consent.jobs import purge_public_state
+
+    return await purge_public_state(session, now, BATCH_SIZE)
+
+
 @dataclass(frozen=True)
 class Job:
     name: str
@@ -70,6 +90,14 @@ JOBS: tuple[Job, ...] = (
     Job("purge_recycle_bin", timedelta(hours=1), _purge_recycle_bin, batch_size=BATCH_SIZE),
     Job("purge_audit_log", timedelta(days=1), _purge_audit_log),
     Job("forget_sign_in_attempts", timedelta(hours=1), _forget_sign_in_attempts),
+    Job("consent_deadlines", timedelta(minutes=1), _consent_deadlines, batch_size=BATCH_SIZE),
+    Job("consent_reminders", timedelta(minutes=15), _consent_reminders, batch_size=BATCH_SIZE),
+    Job(
+        "purge_webform_submissions",
+        timedelta(minutes=15),
+        _purge_webform_submissions,
+        batch_size=BATCH_SIZE,
+    ),
 )
 
 

@@ -36,6 +36,11 @@ PUBLIC_PATHS: frozenset[str] = frozenset(
         "/v1/auth/sso/{organization_id}/start",
         "/v1/auth/sso/callback",
         "/v1/auth/sso/token",
+        # Consent and web forms: a form id or a 256-bit link token is the visitor's proof.
+        "/forms/{form_id}",
+        "/forms/confirm/{token}",
+        "/consent/{token}",
+        "/consent/receipt-keys/{organization_id}",
     }
 )
 
