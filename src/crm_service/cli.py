@@ -290,7 +290,7 @@ def serve(
         asyncio.run(_migrate(settings))
     with _metrics_shared_by(workers, settings):
         uvicorn.run(
-            "crm_service.main:create_app",
+            "crm_service.main:create_served_app",
             factory=True,
             host=host,
             port=port,
@@ -711,6 +711,165 @@ def audit_verify(
         typer.echo(f"{summary}: {len(result.breaks)} chain(s) broken", err=True)
         raise typer.Exit(code=1)
     typer.echo(f"{summary}: intact")
+
+
+outbox = typer.Typer(
+    help="Mail in the outbox: queued, sent or failed.",
+    invoke_without_command=True,
+    callback=_help_without_command,
+)
+app.add_typer(outbox, name="outbox")
+
+OUTBOX_STATUSES = ("queued", "sending", "sent", "failed", "cancelled")
+
+
+@outbox.command("list")
+def outbox_list(
+    org: Annotated[str | None, typer.Option(help="Only this organization.")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="Only this status: " + ", ".join(OUTBOX_STATUSES) + ".")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="At most this many.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """The newest messages first: id, organization, template, language, status, attempts
+    and times. Recipients and contents are sealed and never listed (see `outbox show`)."""
+    if status is not None and status not in OUTBOX_STATUSES:
+        raise _fail(f"--status must be one of {', '.join(OUTBOX_STATUSES)}", ExitCode.USAGE)
+    settings = get_settings()
+
+    async def run() -> tuple[list[Any], dict[str, int]]:
+        from crm_service.mail.outbox import count_by_status, list_outbox
+
+        engine, sessionmaker = _database(settings)
+        try:
+            org_ids = await _org_ids(sessionmaker, org) if org is not None else None
+            async with sessionmaker() as session:
+                entries = await list_outbox(
+                    session,
+                    organization_id=org_ids[0] if org_ids else None,
+                    status=status,
+                    limit=limit,
+                )
+                counts = await count_by_status(session)
+            return entries, counts
+        finally:
+            await engine.dispose()
+
+    entries, counts = asyncio.run(run())
+
+    def when(value: Any) -> str:
+        return value.isoformat(timespec="seconds") if value is not None else ""
+
+    if as_json:
+        for entry in entries:
+            typer.echo(
+                json.dumps(
+                    {
+                        "id": str(entry.id),
+                        "organization_id": str(entry.organization_id),
+                        "template": entry.template,
+                        "language": entry.language,
+                        "status": entry.status,
+                        "attempts": entry.attempts,
+                        "created_at": when(entry.created_at),
+                        "next_attempt_at": when(entry.next_attempt_at) or None,
+                        "sent_at": when(entry.sent_at) or None,
+                        "last_error": entry.last_error,
+                        "sealed_under": entry.sealed_under,
+                    }
+                )
+            )
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(box=None, pad_edge=False)
+        for column in (
+            "ID",
+            "ORGANIZATION",
+            "TEMPLATE",
+            "LANG",
+            "STATUS",
+            "ATTEMPTS",
+            "CREATED",
+            "NEXT ATTEMPT",
+            "SENT",
+            "LAST ERROR",
+            "SEALED UNDER",
+        ):
+            table.add_column(column, no_wrap=True)
+        for entry in entries:
+            table.add_row(
+                str(entry.id),
+                str(entry.organization_id),
+                entry.template,
+                entry.language,
+                entry.status,
+                str(entry.attempts),
+                when(entry.created_at),
+                when(entry.next_attempt_at),
+                when(entry.sent_at),
+                entry.last_error or "",
+                entry.sealed_under,
+            )
+        Console(width=250, soft_wrap=True).print(table)
+    summary = ", ".join(f"{counts[name]} {name}" for name in OUTBOX_STATUSES if counts.get(name))
+    sending = "" if settings.smtp_url else " (CRM_SMTP_URL is not set: nothing is sent)"
+    typer.echo(f"outbox: {summary or 'empty'}{sending}", err=True)
+
+
+@outbox.command("show")
+def outbox_show(
+    message_id: Annotated[str, typer.Argument(help="The message's id (from `outbox list`).")],
+) -> None:
+    """Print one message as it will be sent (headers and the plain-text part). Opening a
+    message is written to its organization's audit log."""
+    import uuid
+
+    try:
+        wanted = uuid.UUID(message_id)
+    except ValueError:
+        raise _fail("the message id must be a UUID", ExitCode.USAGE) from None
+    settings = get_settings()
+
+    async def run() -> Any:
+        from crm_service.audit.actions import AuditAction
+        from crm_service.audit.service import Actor, record
+        from crm_service.db.session import commit
+        from crm_service.mail.models import OutboxMessage
+        from crm_service.mail.outbox import open_content
+
+        engine, sessionmaker = _database(settings)
+        try:
+            async with sessionmaker() as session:
+                message = await session.get(OutboxMessage, wanted)
+                if message is None:
+                    raise _fail("no such message in the outbox")
+                content = await open_content(session, message)
+                if content is None:
+                    raise _fail("the message can no longer be opened (its data subject was erased)")
+                record(
+                    session,
+                    Actor.system(message.organization_id),
+                    AuditAction.MAIL_REVEALED,
+                    target_type="mail",
+                    target_id=message.id,
+                    reason="operator_cli",
+                )
+                await commit(session)
+                return message, content
+        finally:
+            await engine.dispose()
+
+    message, content = asyncio.run(run())
+    typer.echo(f"Message: {message.id} ({message.template}, {message.language}, {message.status})")
+    typer.echo(f"To: {content.to}")
+    typer.echo(f"Subject: {content.subject}")
+    if content.list_unsubscribe:
+        typer.echo(f"List-Unsubscribe: <{content.list_unsubscribe}>")
+    typer.echo("")
+    typer.echo(content.text.rstrip("\n"))
 
 
 if __name__ == "__main__":

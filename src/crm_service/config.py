@@ -71,8 +71,25 @@ class Settings(BaseSettings):
     # Retention (days): the recycle bin before the worker purges, the audit log.
     recycle_bin_retention_days: int = Field(default=60, ge=1)
     audit_retention_days: int = Field(default=3 * 365, ge=30)
-    # How often `crm-service worker` looks for due jobs.
-    worker_interval_seconds: float = Field(default=60.0, gt=0)
+    # How often `crm-service worker` (and the embedded in-process loop) looks for due jobs;
+    # queued mail goes out on the next look.
+    worker_interval_seconds: float = Field(default=10.0, gt=0)
+
+    # Mail (sent by the worker through smtp_url; unset: mail stays in the outbox)
+    # The From address of every message; its domain names the Message-IDs.
+    mail_from: str = Field(default="crm-service <no-reply@localhost>", max_length=300)
+    # Attempts before a message is marked failed; the wait doubles from the base up to 1 h.
+    mail_max_attempts: int = Field(default=10, ge=1, le=100)
+    mail_retry_base_seconds: float = Field(default=60.0, gt=0)
+    # Sent, failed and cancelled mail is deleted from the outbox after this many days.
+    mail_keep_days: int = Field(default=30, ge=1)
+    # A CA bundle to verify the SMTP server's certificate with (a private CA); unset: the
+    # system's trusted CAs.
+    smtp_ca_file: Path | None = None
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    # Embedded mode (SQLite): `serve` runs the worker's jobs in-process. Turn off when a
+    # separate `crm-service worker` runs beside it.
+    embedded_worker: bool = True
 
     # Consent and web forms
     # How long a double opt-in link works; the unconfirmed submission is purged after it.
@@ -130,6 +147,23 @@ class Settings(BaseSettings):
     def _check_origins(cls, value: list[str]) -> list[str]:
         return [_serialized_origin(origin) for origin in value]
 
+    @field_validator("smtp_url")
+    @classmethod
+    def _check_smtp_url(cls, value: str | None) -> str | None:
+        # The message never quotes the URL: it may hold a password.
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme.lower() not in ("smtp", "smtps", "smtp+starttls") or not parts.hostname:
+            raise ValueError(
+                "must be smtp://, smtps:// or smtp+starttls://[user:password@]host[:port]"
+            )
+        try:
+            parts.port  # noqa: B018 - raises for a port that is not a number
+        except ValueError:
+            raise ValueError("has a port that is not a number") from None
+        return value.strip()
+
     @field_validator("master_key")
     @classmethod
     def _check_master_key(cls, value: SecretStr | None) -> SecretStr | None:
@@ -183,6 +217,8 @@ class Settings(BaseSettings):
             missing.append("an explicit CRM_DATABASE_URL")
         if "public_base_url" not in self.model_fields_set:
             missing.append("CRM_PUBLIC_BASE_URL")
+        if self.smtp_url is not None and "mail_from" not in self.model_fields_set:
+            missing.append("CRM_MAIL_FROM (mail is sent)")
         problems = list(self._unknown_variables)
         if missing:
             problems.insert(0, f"CRM_ENV=production needs {', '.join(missing)}")

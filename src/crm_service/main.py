@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -102,7 +104,40 @@ ROUTERS = (
 )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def _start_worker(app: FastAPI, settings: Settings) -> asyncio.Task[None]:
+    from crm_service.jobs.worker import JOBS, run_due_jobs
+
+    async def loop() -> None:
+        logger.info("embedded_worker_started", jobs=[job.name for job in JOBS])
+        while True:
+            try:
+                await run_due_jobs(app.state.sessionmaker, settings, app.state.clock.now())
+            except Exception as exc:  # noqa: BLE001 - the API keeps serving; the log says why
+                logger.error("embedded_worker_failed", error_type=type(exc).__name__)
+            await asyncio.sleep(settings.worker_interval_seconds)
+
+    return asyncio.create_task(loop(), name="crm-embedded-worker")
+
+
+async def _stop_worker(task: asyncio.Task[None]) -> None:
+    """Cancel the loop between (or in) jobs: a message cut off mid-send stays claimed until
+    its lease ends and is then sent again; nothing else is left half done (each job's
+    transaction rolls back)."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def create_served_app() -> FastAPI:
+    """The app `crm-service serve` runs: in embedded mode (SQLite) it also runs the worker's
+    jobs in-process (queued mail, purges), unless CRM_EMBEDDED_WORKER=false."""
+    settings = get_settings()
+    return create_app(settings, run_worker=settings.is_embedded and settings.embedded_worker)
+
+
+def create_app(settings: Settings | None = None, *, run_worker: bool = False) -> FastAPI:
+    """The app. `run_worker` starts the worker loop as a background task for the app's
+    lifetime (only `serve` in embedded mode asks for it)."""
     settings = settings or get_settings()
     configure_logging_for(settings)
 
@@ -123,9 +158,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.head_revision = head_revision()
         app.state.redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         logger.info("started", env=settings.env.value, database=engine.dialect.name)
+        worker = _start_worker(app, settings) if run_worker else None
         try:
             yield
         finally:
+            if worker is not None:
+                await _stop_worker(worker)
             if app.state.redis is not None:
                 await app.state.redis.aclose()
             await engine.dispose()

@@ -54,6 +54,11 @@ JOB_LAST_SUCCESS = Gauge(
     ["job"],
     multiprocess_mode="max",
 )
+MAIL_MESSAGES = Counter(
+    "crm_mail_messages_total",
+    "Outbox mail by the outcome of a delivery attempt: sent, retried, failed, cancelled",
+    ["outcome"],
+)
 
 
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
@@ -75,6 +80,10 @@ def observe_job(job: str, *, succeeded_at: float | None) -> None:
         JOB_FAILURES.labels(job).inc()
     else:
         JOB_LAST_SUCCESS.labels(job).set(succeeded_at)
+
+
+def observe_mail(outcome: str) -> None:
+    MAIL_MESSAGES.labels(outcome).inc()
 
 
 def watch_pool(engine: AsyncEngine) -> None:

@@ -175,3 +175,22 @@ async def test_a_subjects_mail_is_not_in_the_database_and_dies_with_their_keys(
             select(OutboxMessage).where(OutboxMessage.subject_id == subject_id)
         )
         assert left.scalars().all() == []
+
+
+async def test_a_subject_line_never_carries_a_line_break(org: Org, app: Any) -> None:
+    context = {**_invitation("x"), "organization_name": "Acme\r\nBcc: victim@example.com"}
+    async with app.state.sessionmaker() as session:
+        message_id = await enqueue(
+            session,
+            organization_id=org.id,
+            to="a@example.com",
+            template="user_invitation",
+            context=context,
+        )
+        await commit(session)
+        message = await session.get(OutboxMessage, message_id)
+        assert message is not None
+        content = await open_content(session, message)
+    assert content is not None
+    assert "\r" not in content.subject and "\n" not in content.subject
+    assert content.subject == "You are invited to Acme Bcc: victim@example.com on crm-service"

@@ -70,6 +70,8 @@ class AuditAction(StrEnum):
     WEBFORM_SUBMITTED = "webform.submitted"
     WEBFORM_CONFIRMED = "webform.confirmed"
     WEBFORM_SUBMISSIONS_PURGED = "webform.submissions_purged"
+    # Mail
+    MAIL_REVEALED = "mail.revealed"  # an operator opened a queued message (`outbox show`)
     # Keys and the log itself
     KEYS_ROTATED = "keys.rotated"
     MASTER_KEY_ROTATED = "keys.master_rotated"

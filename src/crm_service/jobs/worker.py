@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy import select, update
@@ -53,6 +54,20 @@ async def _purge_audit_log(session: AsyncSession, settings: Settings, now: datet
     return purged
 
 
+async def _send_mail(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, now: datetime
+) -> int:
+    from crm_service.mail.dispatcher import send_due_mail
+
+    return await send_due_mail(sessionmaker, settings, now)
+
+
+async def _purge_settled_mail(session: AsyncSession, settings: Settings, now: datetime) -> int:
+    from crm_service.mail.dispatcher import purge_settled_mail
+
+    return await purge_settled_mail(session, now, settings.mail_keep_days)
+
+
 async def _forget_sign_in_attempts(session: AsyncSession, settings: Settings, now: datetime) -> int:
     return await forget_old_attempts(session, now)
 
@@ -81,15 +96,21 @@ async def _purge_webform_submissions(
 class Job:
     name: str
     every: timedelta
-    run: Callable[[AsyncSession, Settings, datetime], Awaitable[int]]
+    run: Callable[[Any, Settings, datetime], Awaitable[int]]
     # A run that did a full batch is due again at once: there may be more.
     batch_size: int | None = None
+    # A job that waits on the outside world (SMTP) opens its own short transactions, so
+    # neither its job row nor SQLite's write lock is held meanwhile: `run` gets the
+    # sessionmaker, not a session, and claims its own rows (several workers may run it).
+    own_transactions: bool = False
 
 
 JOBS: tuple[Job, ...] = (
     Job("purge_recycle_bin", timedelta(hours=1), _purge_recycle_bin, batch_size=BATCH_SIZE),
     Job("purge_audit_log", timedelta(days=1), _purge_audit_log),
     Job("forget_sign_in_attempts", timedelta(hours=1), _forget_sign_in_attempts),
+    Job("send_mail", timedelta(0), _send_mail, own_transactions=True),
+    Job("purge_settled_mail", timedelta(hours=1), _purge_settled_mail),
     Job("consent_deadlines", timedelta(minutes=1), _consent_deadlines, batch_size=BATCH_SIZE),
     Job("consent_reminders", timedelta(minutes=15), _consent_reminders, batch_size=BATCH_SIZE),
     Job(
@@ -147,6 +168,11 @@ async def run_due_jobs(
     for job in JOBS:
         if only is not None and job.name not in only:
             continue
+        if job.own_transactions:
+            outcome = await _run_on_its_own(sessionmaker, settings, job, now)
+            if outcome is not None:
+                done[job.name] = outcome
+            continue
         try:
             async with sessionmaker() as session:
                 row = await _claim(session, job)
@@ -174,6 +200,35 @@ async def run_due_jobs(
         done[job.name] = result
         logger.info("job_done", job=job.name, result=result)
     return done
+
+
+async def _run_on_its_own(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, job: Job, now: datetime
+) -> int | str | None:
+    """Run a job that keeps its own transactions; its row only records the last run."""
+    try:
+        result = await job.run(sessionmaker, settings, now)
+    except OperationalError:
+        logger.warning("job_skipped_busy", job=job.name)
+        return None
+    except Exception as exc:  # noqa: BLE001 - one failing job stops no other
+        observe_job(job.name, succeeded_at=None)
+        logger.error("job_failed", job=job.name, error_type=type(exc).__name__)
+        return "failed"
+    try:
+        async with sessionmaker() as session:
+            await session.execute(
+                update(WorkerJob)
+                .where(WorkerJob.name == job.name)
+                .values(last_started_at=now, last_finished_at=now, last_result=result)
+            )
+            await commit(session)
+    except OperationalError:
+        logger.warning("job_skipped_busy", job=job.name)
+    observe_job(job.name, succeeded_at=time.time())
+    if result:
+        logger.info("job_done", job=job.name, result=result)
+    return result
 
 
 async def run_forever(
