@@ -20,6 +20,7 @@ from crm_service.jobs.worker import JOBS
 from crm_service.mail.models import OutboxMessage
 from crm_service.mail.outbox import MailContent, open_content
 from tests.conftest import Org
+from tests.mail.conftest import smtp_server  # noqa: F401 - the real SMTP server fixture
 
 VISITOR_IP = "198.51.100.23"  # where the public pages' visitor comes from (not the staff's)
 

@@ -157,14 +157,19 @@ class WebformRepository(OrganizationRepository[Webform]):
 class SubmissionRepository(OrganizationRepository[WebformSubmission]):
     model = WebformSubmission
 
-    async def confirmed_for(self, form_id: uuid.UUID, email_bidx: str) -> WebformSubmission | None:
-        """The latest confirmed submission of this address to this form."""
+    async def confirmed_for(
+        self, form_id: uuid.UUID, email_bidx: str, *, besides: uuid.UUID
+    ) -> WebformSubmission | None:
+        """The latest confirmed submission of this address to this form, other than `besides`,
+        that made or found a record."""
         result = await self.session.execute(
             self.scoped()
             .where(
                 WebformSubmission.form_id == form_id,
                 WebformSubmission.email_bidx == email_bidx,
                 WebformSubmission.confirmed_at.is_not(None),
+                WebformSubmission.record_id.is_not(None),
+                WebformSubmission.id != besides,
             )
             .order_by(WebformSubmission.confirmed_at.desc())
             .limit(1)

@@ -481,9 +481,9 @@ async def _take(
     record = None
     if submission.email_bidx is not None:
         earlier = await SubmissionRepository(session, organization_id).confirmed_for(
-            definition.form_id, submission.email_bidx
+            definition.form_id, submission.email_bidx, besides=submission.id
         )
-        if earlier is not None and earlier.record_id is not None and earlier.id != submission.id:
+        if earlier is not None and earlier.record_id is not None:
             found = await repository.get(earlier.record_id)
             record = found if found is not None and not found.erased else None
     if record is None:
