@@ -280,6 +280,15 @@ async def test_the_email_channel_mails_a_single_use_link_to_the_consent_page(
     )
     assert event["evidence"]["ip"] == "198.51.100.23"
     assert event["evidence"]["user_agent"] == "Mailer/1"
+    answered_events = [
+        (e["action"], e["actor_type"])
+        for e in await audit_events(org)
+        if e["action"] in ("consent.recorded", "consent.request_answered")
+    ]
+    assert sorted(answered_events) == [
+        ("consent.recorded", "system"),
+        ("consent.request_answered", "system"),
+    ]
 
     again = await visitor.post(
         path,

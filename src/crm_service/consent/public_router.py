@@ -5,6 +5,7 @@ authenticated by what the visitor brings: a form id, or a 256-bit token in the U
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any
 from urllib.parse import parse_qsl
@@ -18,7 +19,7 @@ from crm_service.consent.public import Page
 from crm_service.consent.schemas import JwkSet, SubmissionAccepted
 from crm_service.consent.webforms import ACCEPTED, HONEYPOT, PURPOSES_FIELD, form_fields
 from crm_service.db.session import CRMRouter, DbSession
-from crm_service.errors import BadRequest, problem_responses
+from crm_service.errors import BadRequest, FieldProblem, ValidationFailed, problem_responses
 from crm_service.kit.modules import Module
 from crm_service.kit.schemas import MULTI_LINE_PATTERN, single_line
 
@@ -61,9 +62,52 @@ def _visitor(request: Request) -> dict[str, Any]:
     }
 
 
+_TEXT = re.compile(MULTI_LINE_PATTERN)
+_FIELD_NAME = re.compile(r"^[a-z_]{1,64}$")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _refuse_control_characters(data: dict[str, Any]) -> dict[str, Any]:
+    """422 naming each field whose text holds a control character (as every other input of
+    the service refuses them), before anything looks at the values."""
+    problems = []
+    for name, value in data.items():
+        where = f"body.{name}" if _FIELD_NAME.match(name) else "body"
+        items = value if isinstance(value, list) else [value]
+        for index, item in enumerate(items):
+            if not isinstance(item, str):
+                continue
+            rule = "control_character" if _TEXT.match(item) is None else None
+            if rule is None and not _encodable(item):
+                rule = "string_unicode"
+            if rule is not None:
+                problems.append(
+                    FieldProblem(
+                        field=f"{where}.{index}" if isinstance(value, list) else where,
+                        rule=rule,
+                        message="must be text without control characters (tab and line "
+                        "breaks allowed) or lone surrogates",
+                    )
+                )
+    if problems:
+        raise ValidationFailed("Some fields hold control characters.", errors=problems[:50])
+    return data
+
+
 async def _form_body(request: Request) -> dict[str, Any]:
     """A submission's fields from a form-encoded or JSON body (repeated `purposes` kept as
-    a list)."""
+    a list), refusing control characters."""
+    return _refuse_control_characters(await _parsed_body(request))
+
+
+async def _parsed_body(request: Request) -> dict[str, Any]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await request.body()
     if content_type == FORM:
