@@ -11,13 +11,14 @@ public consent page; reminders go out before the deadline.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
 from crm_service.clock import FixedClock
+from crm_service.mail.dispatcher import send_due_mail
 from tests.access.conftest import (
     PERSON_MODULES,
     audit_events,
@@ -27,6 +28,7 @@ from tests.access.conftest import (
 )
 from tests.conftest import PASSWORD, Org, assert_problem, unique_email
 from tests.consent.conftest import create_purpose, link_in, mails, run_job
+from tests.mail.conftest import SmtpServer
 
 LOCKED = "tag:crm-service,2026:problems/processing-locked"
 
@@ -245,17 +247,23 @@ async def test_bad_requests_change_nothing(org: Org, other_org: Org, clock: Fixe
 
 
 async def test_the_email_channel_mails_a_single_use_link_to_the_consent_page(
-    org: Org, clock: FixedClock, visitor: httpx.AsyncClient
+    org: Org, clock: FixedClock, visitor: httpx.AsyncClient, smtp_server: SmtpServer
 ) -> None:
     await create_purpose(org, "newsletter")
     contact = await create_record(org, "contacts")
     request = await ask(
         org, "contacts", contact["id"], clock.now() + timedelta(days=5), channel="email"
     )
-    [mail] = await mails(org.app, org.id, "consent_request")
-    assert mail.to == contact["email"]
-    assert "Monthly newsletter" in mail.text and mail.list_unsubscribe
-    path = link_in(mail.text, "/consent/")
+    # Through a real SMTP server, as the worker sends it.
+    settings = org.app.state.settings.model_copy(update={"smtp_url": smtp_server.url})
+    await send_due_mail(
+        org.app.state.sessionmaker, settings, datetime.now(UTC) + timedelta(seconds=1)
+    )
+    [message] = smtp_server.inbox.to(contact["email"])
+    text = message.get_body(preferencelist=("plain",)).get_content()
+    assert "Monthly newsletter" in text and message["List-Unsubscribe"]
+    assert "asks for your consent" in message["Subject"]
+    path = link_in(text, "/consent/")
 
     page = await visitor.get(path)
     assert page.status_code == 200
