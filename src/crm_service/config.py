@@ -122,6 +122,16 @@ class Settings(BaseSettings):
     webhook_allow_private_targets: bool = False
     webhook_timeout_seconds: float = Field(default=15.0, gt=0, le=60)
     webhook_secret_overlap_seconds: int = Field(default=86400, ge=0, le=30 * 86400)
+    # Consent and web forms
+    # How long a double opt-in link works; the unconfirmed submission is purged after it.
+    optin_ttl_hours: int = Field(default=48, ge=1, le=24 * 30)
+    # Reminders of an unanswered email consent request, in hours before its deadline.
+    consent_reminder_hours: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [72, 24])
+    # Public web-form submissions: per form and source address an hour (then 429), per
+    # email address a day (more are dropped, answered as usual), per form a minute (429).
+    webform_address_hourly_limit: int = Field(default=20, ge=1)
+    webform_email_daily_limit: int = Field(default=3, ge=1)
+    webform_form_minute_limit: int = Field(default=600, ge=1)
 
     # Request handling
     max_request_body_bytes: int = Field(default=1_048_576, ge=1024)
@@ -144,6 +154,13 @@ class Settings(BaseSettings):
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("consent_reminder_hours", mode="before")
+    @classmethod
+    def _split_hours(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [int(part) for part in value.split(",") if part.strip()]
         return value
 
     @field_validator("trusted_proxies")

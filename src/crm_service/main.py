@@ -20,6 +20,8 @@ from crm_service.auth.throttle import SignInThrottle
 from crm_service.backups.forget_log import ForgetLog
 from crm_service.clock import Clock
 from crm_service.config import Settings, get_settings
+from crm_service.consent.public_router import router as consent_public_router
+from crm_service.consent.router import router as consent_router
 from crm_service.crypto.master import key_provider_from_settings
 from crm_service.crypto.service import session_info
 from crm_service.db.engine import make_engine, make_sessionmaker
@@ -87,6 +89,12 @@ TAGS = [
         "revocation and introspection.",
     },
     {"name": "webhooks", "description": "Signed deliveries of record changes to other systems."},
+    {"name": "consent", "description": "Consent purposes, ledgers, receipts and requests."},
+    {"name": "webforms", "description": "Web forms with double opt-in."},
+    {
+        "name": "public pages",
+        "description": "Pages for the people in the CRM: web forms, double opt-in, consent.",
+    },
 ]
 # The document is served by each deployment itself, so its one server is the one serving it.
 SERVERS = [
@@ -115,6 +123,8 @@ ROUTERS = (
     privacy_router,
     oauth_router,
     webhooks_router,
+    consent_router,
+    consent_public_router,
 )
 
 

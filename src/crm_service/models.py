@@ -16,6 +16,17 @@ from crm_service.auth.models import (
     UserIdentity,
     UserInvitation,
 )
+from crm_service.consent.models import (
+    ConsentEvent,
+    ConsentLink,
+    ConsentPurpose,
+    ConsentRequest,
+    ConsentSigningKey,
+    PublicFormCounter,
+    Webform,
+    WebformSubmission,
+    WebformVersion,
+)
 from crm_service.crypto.models import DataKeyRecord
 from crm_service.db.tenancy import Organization
 from crm_service.integrations.models import (
@@ -49,7 +60,16 @@ __all__ = [
     "BlocklistEntry",
     "ErasureReceipt",
     "ComplianceSettings",
+    "ConsentEvent",
+    "ConsentLink",
+    "ConsentPurpose",
+    "ConsentRequest",
+    "ConsentSigningKey",
     "Contact",
+    "PublicFormCounter",
+    "Webform",
+    "WebformSubmission",
+    "WebformVersion",
     "DataKeyRecord",
     "FieldClassification",
     "IdentityProvider",

@@ -34,6 +34,10 @@ ELSEWHERE = {
     ("POST", "/oauth/token"): "tests/oauth (form-encoded and client-authenticated)",
     ("POST", "/oauth/revoke"): "tests/oauth (form-encoded and client-authenticated)",
     ("POST", "/oauth/introspect"): "tests/oauth (reads only; form-encoded)",
+    # Public: the system acts for a visitor (no user), asserted in the consent tests.
+    ("POST", "/forms/{form_id}"): "tests/consent/test_webforms.py",
+    ("POST", "/forms/confirm/{token}"): "tests/consent/test_webforms.py",
+    ("POST", "/consent/{token}"): "tests/consent/test_requests.py",
 }
 
 
@@ -356,6 +360,70 @@ def _named(prefix: str) -> Callable[[], dict[str, Any]]:
     return lambda: {"name": f"{prefix} {uuid.uuid4().hex[:8]}"}
 
 
+def _consent_cases() -> dict[tuple[str, str], Case]:
+    purpose = {
+        "name": "Newsletter",
+        "description": "Monthly news.",
+        "notice_version": "1",
+        "notice_url": "https://example.com/privacy",
+    }
+
+    async def create_purpose(w: World) -> tuple[Call, list[str]]:
+        body = {"key": f"p-{uuid.uuid4().hex[:8]}", **purpose}
+        return ("POST", "/v1/consent/purposes", body, w.org.headers), ["consent.purpose_created"]
+
+    async def _purpose_key(w: World) -> str:
+        key = f"p-{uuid.uuid4().hex[:8]}"
+        await _post(w.org, "/v1/consent/purposes", {"key": key, **purpose})
+        return key
+
+    def record_consent(module: str) -> Case:
+        async def case(w: World) -> tuple[Call, list[str]]:
+            key = await _purpose_key(w)
+            record = await _post(w.org, f"/v1/{module}", {"last_name": "Lovelace"})
+            body = {"purpose": key, "status": "granted", "channel": "phone"}
+            path = f"/v1/{module}/{record['id']}/consents"
+            return ("POST", path, body, w.org.headers), ["consent.recorded"]
+
+        return case
+
+    async def consent_request(w: World) -> tuple[Call, list[str]]:
+        key = await _purpose_key(w)
+        record = await _post(w.org, "/v1/contacts", {"last_name": "Lovelace"})
+        body = {
+            "module": "contacts",
+            "record_id": record["id"],
+            "purposes": [key],
+            "channel": "phone",
+            "deadline": "2099-01-01T00:00:00Z",
+        }
+        return ("POST", "/v1/consent/requests", body, w.org.headers), ["consent.request_created"]
+
+    form = {
+        "name": "Sign-up",
+        "module": "leads",
+        "fields": [{"name": "last_name", "required": True}],
+        "double_opt_in": False,
+    }
+
+    async def create_form(w: World) -> tuple[Call, list[str]]:
+        return ("POST", "/v1/webforms", form, w.org.headers), ["webform.created"]
+
+    async def update_form(w: World) -> tuple[Call, list[str]]:
+        created = await _post(w.org, "/v1/webforms", form)
+        path = f"/v1/webforms/{created['id']}"
+        return ("PATCH", path, {"name": "Renamed"}, w.org.headers), ["webform.updated"]
+
+    return {
+        ("POST", "/v1/consent/purposes"): create_purpose,
+        ("POST", "/v1/leads/{record_id}/consents"): record_consent("leads"),
+        ("POST", "/v1/contacts/{record_id}/consents"): record_consent("contacts"),
+        ("POST", "/v1/consent/requests"): consent_request,
+        ("POST", "/v1/webforms"): create_form,
+        ("PATCH", "/v1/webforms/{form_id}"): update_form,
+    }
+
+
 CASES: dict[tuple[str, str], Case] = {
     ("POST", "/v1/auth/login"): _login,
     ("POST", "/v1/auth/mfa"): _second_factor,
@@ -376,6 +444,7 @@ CASES: dict[tuple[str, str], Case] = {
     **_record_cases("contacts", "contact", {"last_name": "Lovelace"}),
     **_record_cases("accounts", "account", {"name": "Engines Ltd"}),
     ("POST", "/v1/leads/{record_id}/convert"): _convert,
+    **_consent_cases(),
     ("POST", "/v1/recycle-bin/{module}/{record_id}/restore"): _restore,
     ("DELETE", "/v1/recycle-bin/{module}/{record_id}"): _purge,
     ("PUT", "/v1/settings/fields/{module}"): _classify,

@@ -127,8 +127,10 @@ async def update(s: Subject) -> httpx.Response:
 
 
 async def set_legal_basis(s: Subject) -> httpx.Response:
+    # Consent again: an administrator recording another basis is the one change that ends a
+    # consent lock (tests/consent/test_requests.py shows it).
     return await s.org.client.put(
-        f"{s.path}/legal-basis", json={"basis": "contract"}, headers=s.org.headers
+        f"{s.path}/legal-basis", json={"basis": "consent"}, headers=s.org.headers
     )
 
 

@@ -197,6 +197,9 @@ async def test_worker_once_purges_what_outstayed_the_retention(
         "purge_settled_mail": 0,
         "forget_expired_tokens": 0,
         "deliver_webhooks": 0,
+        "consent_deadlines": 0,
+        "consent_reminders": 0,
+        "purge_webform_submissions": 0,
     }
 
     async with running(database) as (app, http):

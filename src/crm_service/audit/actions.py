@@ -63,6 +63,21 @@ class AuditAction(StrEnum):
     BLOCKLIST_ENTRY_REMOVED = "privacy.blocklist_entry_removed"
     BLOCKLIST_REFUSED = "privacy.blocklist_refused"  # an erased email or phone entered again
     BACKUP_RESTORED = "backup.restored"
+    # Consent (target_type consent_purpose, lead/contact, consent_request, webform)
+    CONSENT_PURPOSE_CREATED = "consent.purpose_created"
+    CONSENT_RECORDED = "consent.recorded"
+    CONSENT_RECEIPT_ISSUED = "consent.receipt_issued"
+    CONSENT_REQUEST_CREATED = "consent.request_created"
+    CONSENT_REQUEST_ANSWERED = "consent.request_answered"
+    CONSENT_REQUEST_REMINDED = "consent.request_reminded"
+    CONSENT_REQUEST_NO_RESPONSE = "consent.request_no_response"
+    PROCESSING_LOCKED = "consent.processing_locked"
+    PROCESSING_UNLOCKED = "consent.processing_unlocked"
+    WEBFORM_CREATED = "webform.created"
+    WEBFORM_UPDATED = "webform.updated"
+    WEBFORM_SUBMITTED = "webform.submitted"
+    WEBFORM_CONFIRMED = "webform.confirmed"
+    WEBFORM_SUBMISSIONS_PURGED = "webform.submissions_purged"
     # Mail
     MAIL_REVEALED = "mail.revealed"  # an operator opened a queued message (`outbox show`)
     # Partner clients (target_type oauth_client)

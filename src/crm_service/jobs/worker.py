@@ -101,6 +101,26 @@ async def _forget_expired_tokens(session: AsyncSession, settings: Settings, now:
     return await forget_expired(session, now)
 
 
+async def _consent_deadlines(session: AsyncSession, settings: Settings, now: datetime) -> int:
+    from crm_service.consent.requests import mark_no_response
+
+    return await mark_no_response(session, now, BATCH_SIZE)
+
+
+async def _consent_reminders(session: AsyncSession, settings: Settings, now: datetime) -> int:
+    from crm_service.consent.requests import send_reminders
+
+    return await send_reminders(session, settings, now, BATCH_SIZE)
+
+
+async def _purge_webform_submissions(
+    session: AsyncSession, settings: Settings, now: datetime
+) -> int:
+    from crm_service.consent.jobs import purge_public_state
+
+    return await purge_public_state(session, now, BATCH_SIZE)
+
+
 @dataclass(frozen=True)
 class Job:
     name: str
@@ -128,6 +148,14 @@ JOBS: tuple[Job, ...] = (
         timedelta(seconds=0),
         _deliver_webhooks,
         own_transactions=True,
+    ),
+    Job("consent_deadlines", timedelta(minutes=1), _consent_deadlines, batch_size=BATCH_SIZE),
+    Job("consent_reminders", timedelta(minutes=15), _consent_reminders, batch_size=BATCH_SIZE),
+    Job(
+        "purge_webform_submissions",
+        timedelta(minutes=15),
+        _purge_webform_submissions,
+        batch_size=BATCH_SIZE,
     ),
     # Last: a backup holds what the jobs before it did.
     Job("backup", timedelta(hours=24), _take_backup, interval=_backup_interval),

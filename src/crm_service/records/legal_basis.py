@@ -4,6 +4,12 @@ The current basis sits on the record for listing; every setting is appended to
 `legal_basis_entries` (see `LegalBasisRepository`), so the history is kept rather than
 overwritten. Setting it is a change of the record like any other: its history and the audit
 log say so.
+
+It is also the one change that may end a consent lock (an unanswered consent request,
+`records/processing.py`): an administrator (the right `manage_privacy`) recording a basis
+other than consent lifts the lock, audited as `consent.processing_unlocked`. Every other
+change, and this one by anyone else, stays refused with 423; a restriction is never lifted
+this way.
 """
 
 from __future__ import annotations
@@ -16,12 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm_service.audit.actions import AuditAction
 from crm_service.audit.history import HistoryAction
 from crm_service.audit.service import record as audit
-from crm_service.records.models import LegalBasisEntry
+from crm_service.records.models import LegalBasis, LegalBasisEntry, ProcessingLockKind
 from crm_service.records.processing import Change
-from crm_service.records.repository import LegalBasisRepository
+from crm_service.records.repository import LegalBasisRepository, ProcessingLockRepository
 from crm_service.records.schemas import LegalBasisSet
 from crm_service.records.service import RecordService, require_operation
-from crm_service.security.permissions import Operation
+from crm_service.security.permissions import Operation, Right
 from crm_service.security.principal import Principal
 
 
@@ -33,8 +39,15 @@ async def set_legal_basis(
     record_id: uuid.UUID,
     payload: LegalBasisSet,
 ) -> LegalBasisEntry:
+    ends_consent_lock = payload.basis is not LegalBasis.CONSENT and principal.has_right(
+        Right.MANAGE_PRIVACY
+    )
     record, repository = await service.get_for_change(
-        session=session, principal=principal, record_id=record_id, change=Change.LEGAL_BASIS
+        session=session,
+        principal=principal,
+        record_id=record_id,
+        change=Change.LEGAL_BASIS,
+        ends_consent_lock=ends_consent_lock,
     )
     before = record.legal_basis  # type: ignore[attr-defined]
     entry = await LegalBasisRepository(session, principal.organization_id).append(
@@ -61,6 +74,17 @@ async def set_legal_basis(
         target_id=record_id,
         fields=["legal_basis"],
     )
+    if ends_consent_lock and await ProcessingLockRepository(
+        session, principal.organization_id
+    ).lift(record.subject_id, ProcessingLockKind.LOCKED):  # type: ignore[attr-defined]
+        audit(
+            session,
+            principal,
+            AuditAction.PROCESSING_UNLOCKED,
+            target_type=service.noun,
+            target_id=record_id,
+            reason="legal_basis_recorded",
+        )
     return entry
 
 

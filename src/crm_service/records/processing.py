@@ -54,9 +54,15 @@ def _since(lock: SubjectProcessingLock) -> str:
     return lock.since.strftime("%Y-%m-%d %H:%M UTC")
 
 
-async def check_processable(session: AsyncSession, record: Any, *, noun: str) -> None:
+async def check_processable(
+    session: AsyncSession, record: Any, *, noun: str, ends_consent_lock: bool = False
+) -> None:
     """423 when the record's data subject is restricted or locked (restricted first: it is
-    the stronger of the two and outlasts a consent answer)."""
+    the stronger of the two and outlasts a consent answer).
+
+    `ends_consent_lock`: the change is the one that ends a consent lock besides an answer,
+    an administrator recording another legal basis (`legal_basis.py`); it passes a lock, never
+    a restriction."""
     if not isinstance(record, PersonColumns):
         return
     locks = {
@@ -73,7 +79,7 @@ async def check_processable(session: AsyncSession, record: Any, *, noun: str) ->
             "changed, shared or deleted. This ends when the restriction is lifted."
         )
     locked = locks.get(ProcessingLockKind.LOCKED.value)
-    if locked is not None:
+    if locked is not None and not ends_consent_lock:
         raise ProcessingLocked(
             f"Processing of this {noun}'s data subject is locked (reason: {locked.reason}) "
             f"since {_since(locked)}: a consent request to them is unanswered. This ends when "

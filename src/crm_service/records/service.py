@@ -105,10 +105,18 @@ class RecordService(Generic[ModelT]):
     def check_state(self, record: Any, change: Change) -> None:
         """Raise when the record's own state forbids `change` (a converted lead, say)."""
 
-    async def check_change(self, session: AsyncSession, record: Any, change: Change) -> None:
+    async def check_change(
+        self, session: AsyncSession, record: Any, change: Change, *, ends_consent_lock: bool = False
+    ) -> None:
         """The one check every change of a record passes, whatever path it takes: the data
-        subject's processing lock, then the module's rule for the record's state."""
-        await check_processable(session, record, noun=self.noun)
+        subject's processing lock, then the module's rule for the record's state. Only a
+        legal-basis change may end a consent lock (see `legal_basis.py`)."""
+        await check_processable(
+            session,
+            record,
+            noun=self.noun,
+            ends_consent_lock=ends_consent_lock and change is Change.LEGAL_BASIS,
+        )
         self.check_state(record, change)
 
     def origin_of(self, principal: Principal) -> Origin:
@@ -157,12 +165,14 @@ class RecordService(Generic[ModelT]):
         origin: Origin | None = None,
         legal_basis: LegalBasisSet | None = None,
         carried_from_lead_id: uuid.UUID | None = None,
+        actor: Actor | None = None,
     ) -> ModelT:
         """Write a new record: the one way one is made, so each gets its owner (the caller
         unless given), its data subject and origin (a lead or contact: `origin`, else a new
         subject entered by the caller), its legal basis, a `record.created` event and a first
         history entry naming exactly the fields set. Callers check the values beforehand and
-        disclose the record they show."""
+        disclose the record they show. `actor` names who acted when it is not the principal
+        (the system, confirming a web form for its submitter)."""
         values = dict(values)
         if values.get("owner_id") is None:
             values["owner_id"] = principal.user_id
@@ -194,7 +204,7 @@ class RecordService(Generic[ModelT]):
         await emit(session, self.module, RecordEventKind.CREATED, created)
         audit(
             session,
-            principal,
+            actor or principal,
             AuditAction.RECORD_CREATED,
             target_type=self.noun,
             target_id=created.id,
@@ -202,7 +212,7 @@ class RecordService(Generic[ModelT]):
         )
         await self.note(
             session,
-            principal,
+            actor or principal,
             repository,
             created,
             HistoryAction.CREATED,
@@ -240,7 +250,13 @@ class RecordService(Generic[ModelT]):
         return record
 
     async def get_for_change(
-        self, *, session: AsyncSession, principal: Principal, record_id: uuid.UUID, change: Change
+        self,
+        *,
+        session: AsyncSession,
+        principal: Principal,
+        record_id: uuid.UUID,
+        change: Change,
+        ends_consent_lock: bool = False,
     ) -> tuple[ModelT, RecordRepository[ModelT]]:
         """A record the caller may see (else 404) and change (else 403) that `change` may
         change (see `check_change`); undisclosed: callers disclose what they show."""
@@ -249,7 +265,7 @@ class RecordService(Generic[ModelT]):
         record = await self.visible(repository, record_id)
         if not await repository.writable(record_id):
             raise Forbidden(f"The sharing rules do not let you change this {self.noun}.")
-        await self.check_change(session, record, change)
+        await self.check_change(session, record, change, ends_consent_lock=ends_consent_lock)
         return record, repository
 
     async def get(

@@ -43,6 +43,11 @@ PUBLIC_PATHS: frozenset[str] = frozenset(
         "/oauth/token",
         "/oauth/revoke",
         "/oauth/introspect",
+        # Consent and web forms: a form id or a 256-bit link token is the visitor's proof.
+        "/forms/{form_id}",
+        "/forms/confirm/{token}",
+        "/consent/{token}",
+        "/consent/receipt-keys/{organization_id}",
     }
 )
 
