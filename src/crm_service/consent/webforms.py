@@ -61,6 +61,7 @@ from crm_service.crypto.service import keyring_for
 from crm_service.errors import FieldProblem, NotFound, ValidationFailed
 from crm_service.kit.modules import Module
 from crm_service.mail.outbox import purge_subject_mail
+from crm_service.privacy.blocklist import is_blocklisted
 from crm_service.records.contacts.schemas import ContactCreate
 from crm_service.records.leads.schemas import LeadCreate
 from crm_service.records.models import SourceChannel
@@ -391,6 +392,8 @@ async def submit(
     values = _values(definition, data)
     purposes = _chosen_purposes(form, data)
     email = values.get("email")
+    if await _blocklisted(session, organization_id, values):
+        return form  # an erased person's address: dropped (no mail), answered as usual
     email_bidx = None
     if email is not None:
         index_key = await keyring_for(session, organization_id).index_key()
@@ -462,6 +465,14 @@ async def submit(
     return form
 
 
+async def _blocklisted(
+    session: AsyncSession, organization_id: uuid.UUID, values: dict[str, Any]
+) -> bool:
+    return await is_blocklisted(
+        session, organization_id, email=values.get("email"), phone=values.get("phone")
+    )
+
+
 async def _take(
     session: AsyncSession,
     form: PublicForm,
@@ -472,9 +483,12 @@ async def _take(
     now: datetime,
 ) -> None:
     """Make the lead or contact (or, for someone who confirmed this form before, add to their
-    record: never a downgrade) and record the consent given."""
+    record: never a downgrade) and record the consent given. An address blocklisted since the
+    submission takes nothing."""
     definition = form.definition
     organization_id = definition.organization_id
+    if await _blocklisted(session, organization_id, values):
+        return
     service = SERVICES[definition.module]
     repository = service.repository_class(session, organization_id)
     actor = Actor.system(organization_id)
