@@ -430,3 +430,37 @@ async def test_after_a_confirmed_submission_the_database_holds_none_of_the_value
     for value in personal:
         for needle in (value.encode(), value.lower().encode(), value.encode().hex().encode()):
             assert needle not in dump, "a submitter's value is stored readable"
+
+
+# --- an erased person ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("double_opt_in", [True, False])
+async def test_a_blocklisted_address_is_dropped_while_answering_as_usual(
+    org: Org, visitor: httpx.AsyncClient, double_opt_in: bool
+) -> None:
+    await create_purpose(org, "newsletter")
+    form = await create_form(org, double_opt_in=double_opt_in)
+    erased = person()
+    created = await org.client.post(
+        "/v1/leads",
+        json={k: erased[k] for k in ("first_name", "last_name", "email", "company")},
+        headers=org.headers,
+    )
+    assert created.status_code == 201, created.text
+    erasure = await org.client.post(
+        "/v1/privacy/erasures",
+        json={"module": "leads", "record_id": created.json()["id"]},
+        headers=org.headers,
+    )
+    assert erasure.status_code == 201, erasure.text
+    mails_before = len(await _outbox(org))
+
+    dropped = await visitor.post(f"/forms/{form['id']}", json=erased)
+    welcome = await visitor.post(f"/forms/{form['id']}", json=person())
+
+    assert dropped.status_code == welcome.status_code == 202
+    assert dropped.json() == welcome.json()
+    assert await leads_with(org, erased["email"]) == []
+    # Only the welcome visitor got an opt-in mail; the erased address none.
+    assert len(await _outbox(org)) == mails_before + (1 if double_opt_in else 0)
