@@ -356,6 +356,49 @@ def _partner_clients() -> dict[tuple[str, str], Case]:
     }
 
 
+def _data_leaving() -> dict[tuple[str, str], Case]:
+    path = "/v1/webhooks"
+
+    def body() -> dict[str, Any]:
+        return {
+            "url": f"https://receiver-{uuid.uuid4().hex[:8]}.example.com/hook",
+            "events": ["contact.created"],
+            "description": "audit test",
+        }
+
+    async def compliance(w: World) -> tuple[Call, list[str]]:
+        settings = {"withhold": {"export": ["sensitive"]}}
+        return ("PUT", "/v1/settings/compliance", settings, w.org.headers), [
+            "settings.compliance_changed"
+        ]
+
+    async def create(w: World) -> tuple[Call, list[str]]:
+        return ("POST", path, body(), w.org.headers), ["webhook.created"]
+
+    async def update(w: World) -> tuple[Call, list[str]]:
+        made = await _post(w.org, path, body())
+        item = f"{path}/{made['id']}"
+        return ("PATCH", item, {"description": "renamed"}, w.org.headers), ["webhook.updated"]
+
+    async def rotate(w: World) -> tuple[Call, list[str]]:
+        made = await _post(w.org, path, body())
+        item = f"{path}/{made['id']}/secret"
+        return ("POST", item, None, w.org.headers), ["webhook.secret_rotated"]
+
+    async def delete(w: World) -> tuple[Call, list[str]]:
+        made = await _post(w.org, path, body())
+        return ("DELETE", f"{path}/{made['id']}", None, w.org.headers), ["webhook.deleted"]
+
+    item = f"{path}/{{webhook_id}}"
+    return {
+        ("PUT", "/v1/settings/compliance"): compliance,
+        ("POST", path): create,
+        ("PATCH", item): update,
+        ("POST", f"{item}/secret"): rotate,
+        ("DELETE", item): delete,
+    }
+
+
 def _named(prefix: str) -> Callable[[], dict[str, Any]]:
     return lambda: {"name": f"{prefix} {uuid.uuid4().hex[:8]}"}
 
@@ -457,6 +500,7 @@ CASES: dict[tuple[str, str], Case] = {
     ("POST", "/v1/privacy/erasures"): _erase,
     ("DELETE", "/v1/privacy/blocklist/{entry_id}"): _unblock,
     **_partner_clients(),
+    **_data_leaving(),
 }
 
 

@@ -28,7 +28,9 @@ from tests.mail.conftest import SmtpServer
 
 # What differs between any two invitations, known address or not.
 PER_INVITATION = {"id", "email", "created_at", "expires_at"}
-PER_RESPONSE_HEADERS = {"location", "x-request-id", "content-length", "date"}
+# `ratelimit` is the caller's own remaining quota: one less for every request it makes,
+# whatever the address (checked on its own below).
+PER_RESPONSE_HEADERS = {"location", "x-request-id", "content-length", "date", "ratelimit"}
 
 
 def _shape(response: httpx.Response) -> tuple[int, dict[str, str], dict[str, Any]]:
@@ -50,6 +52,8 @@ async def test_inviting_an_address_of_another_organization_answers_as_for_an_unk
     answers = [await _invite(org, email) for email in (known, unknown, known.upper(), unknown)]
     shapes = [_shape(answer) for answer in answers]
     assert shapes[0] == shapes[1] == shapes[2] == shapes[3], shapes
+    remaining = [int(a.headers["ratelimit"].split(";r=")[1].split(";")[0]) for a in answers]
+    assert remaining == [remaining[0] - n for n in range(4)]
     status, headers, body = shapes[0]
     assert status == 202
     assert body["status"] == "pending" and body["organization_id"] == str(org.id)

@@ -23,7 +23,7 @@ from crm_service.consent.repository import ConsentEventRepository
 from crm_service.crypto.service import keyring_for
 from crm_service.db.session import commit
 from tests.access.conftest import PERSON_MODULES, audit_events, create_profile, create_record
-from tests.conftest import Org, assert_problem
+from tests.conftest import Org, assert_problem, create_user
 from tests.consent.conftest import create_purpose
 
 
@@ -100,10 +100,8 @@ async def test_a_new_notice_version_is_a_new_version_and_old_events_keep_theirs(
 async def test_managing_purposes_needs_manage_privacy(org: Org) -> None:
     profile = await create_profile(org, {"contacts": ["create", "read", "update"]})
     email = f"staff.{uuid.uuid4().hex[:8]}@example.com"
-    created = await org.client.post(
-        "/v1/users",
-        json={"email": email, "password": "correct horse battery staple", "profile_id": profile},
-        headers=org.headers,
+    created = await create_user(
+        org, {"email": email, "password": "correct horse battery staple", "profile_id": profile}
     )
     assert created.status_code == 201, created.text
     staff = await org.login(email)

@@ -26,7 +26,7 @@ from tests.access.conftest import (
     create_profile,
     create_record,
 )
-from tests.conftest import PASSWORD, Org, assert_problem, unique_email
+from tests.conftest import PASSWORD, Org, assert_problem, create_user, unique_email
 from tests.consent.conftest import create_purpose, link_in, mails, run_job
 from tests.mail.conftest import SmtpServer
 
@@ -72,11 +72,7 @@ async def standard_user(org: Org) -> tuple[str, dict[str, str]]:
         },
     )
     email = unique_email("staff")
-    created = await org.client.post(
-        "/v1/users",
-        json={"email": email, "password": PASSWORD, "profile_id": profile},
-        headers=org.headers,
-    )
+    created = await create_user(org, {"email": email, "password": PASSWORD, "profile_id": profile})
     assert created.status_code == 201, created.text
     return created.json()["id"], await org.login(email)
 

@@ -27,6 +27,7 @@ from tests.conftest import (
     PASSWORD,
     Org,
     assert_problem,
+    create_user,
     make_settings,
     new_org,
     unique_email,
@@ -120,11 +121,7 @@ async def test_a_form_is_versioned_and_checked(org: Org) -> None:
 
     profile = await create_profile(org, {"leads": ["create", "read"]})
     email = unique_email("staff")
-    await org.client.post(
-        "/v1/users",
-        json={"email": email, "password": PASSWORD, "profile_id": profile},
-        headers=org.headers,
-    )
+    await create_user(org, {"email": email, "password": PASSWORD, "profile_id": profile})
     staff = await org.login(email)
     assert_problem(await org.client.get("/v1/webforms", headers=staff), 403)
 
