@@ -18,7 +18,6 @@ import httpx
 import pytest
 
 from crm_service.clock import FixedClock
-from crm_service.mail.dispatcher import send_due_mail
 from tests.access.conftest import (
     PERSON_MODULES,
     audit_events,
@@ -28,7 +27,7 @@ from tests.access.conftest import (
 )
 from tests.conftest import PASSWORD, Org, assert_problem, create_user, unique_email
 from tests.consent.conftest import create_purpose, link_in, mails, run_job
-from tests.mail.conftest import SmtpServer
+from tests.mail.conftest import SmtpServer, send_all_due_mail
 
 LOCKED = "tag:crm-service,2026:problems/processing-locked"
 
@@ -252,7 +251,7 @@ async def test_the_email_channel_mails_a_single_use_link_to_the_consent_page(
     )
     # Through a real SMTP server, as the worker sends it.
     settings = org.app.state.settings.model_copy(update={"smtp_url": smtp_server.url})
-    await send_due_mail(
+    await send_all_due_mail(
         org.app.state.sessionmaker, settings, datetime.now(UTC) + timedelta(seconds=1)
     )
     [message] = smtp_server.inbox.to(contact["email"])

@@ -20,7 +20,6 @@ from sqlalchemy.engine import make_url
 from crm_service.clock import FixedClock
 from crm_service.consent.models import WebformSubmission
 from crm_service.crypto.models import DataKeyRecord
-from crm_service.mail.dispatcher import send_due_mail
 from crm_service.main import create_app
 from tests.access.conftest import audit_events, create_profile
 from tests.conftest import (
@@ -33,7 +32,7 @@ from tests.conftest import (
     unique_email,
 )
 from tests.consent.conftest import VISITOR_IP, create_purpose, link_in, mails, run_job
-from tests.mail.conftest import SmtpServer
+from tests.mail.conftest import SmtpServer, send_all_due_mail
 
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 
@@ -77,7 +76,7 @@ async def leads_with(org: Org, email: str) -> list[dict[str, Any]]:
 async def deliver(app: Any, server: SmtpServer) -> int:
     """The worker's mail job against the test's SMTP server."""
     settings = app.state.settings.model_copy(update={"smtp_url": server.url})
-    return await send_due_mail(
+    return await send_all_due_mail(
         app.state.sessionmaker, settings, datetime.now(UTC) + timedelta(seconds=1)
     )
 

@@ -32,7 +32,7 @@ from crm_service.mail.outbox import enqueue
 from crm_service.main import create_app
 from crm_service.security.principal import CurrentPrincipal
 from tests.conftest import CLIENT_IP, Org, assert_problem, count_rows, make_settings
-from tests.mail.conftest import SMTP_PASSWORD, SMTP_USER, SmtpServer, free_port
+from tests.mail.conftest import SMTP_PASSWORD, SMTP_USER, SmtpServer, free_port, send_all_due_mail
 
 
 class _Refused(CRMError):
@@ -114,7 +114,11 @@ async def _row(app: Any, message_id: uuid.UUID) -> OutboxMessage:
 
 
 async def _send(app: Any, settings: Settings, now: datetime) -> dict[str, int | str]:
-    return await run_due_jobs(app.state.sessionmaker, settings, now, only={"send_mail"})
+    done = await run_due_jobs(app.state.sessionmaker, settings, now, only={"send_mail"})
+    if done.get("send_mail"):
+        # Mail of other tests' organizations may have filled the first batch.
+        await send_all_due_mail(app.state.sessionmaker, settings, now)
+    return done
 
 
 def _now() -> datetime:
