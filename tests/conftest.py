@@ -12,6 +12,7 @@ import base64
 import os
 import re
 import secrets
+import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -297,3 +298,13 @@ async def count_rows(app: Any, table: str, organization_id: uuid.UUID) -> int:
             },
         )
         return int(result.scalar_one())
+
+
+def file_bytes_unlocked(path: Path) -> bytes:
+    """A database file's bytes, read by a child process. Opening and closing the file in this
+    process would drop every POSIX lock SQLite holds on it here (fcntl locks belong to the
+    process, not the descriptor); another process (a CLI command under test) would then take
+    itself for the last user and delete the WAL under this process's open connections."""
+    if not path.exists():
+        return b""
+    return subprocess.run(["cat", str(path)], capture_output=True, check=True).stdout

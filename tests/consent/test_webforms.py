@@ -27,6 +27,7 @@ from tests.conftest import (
     Org,
     assert_problem,
     create_user,
+    file_bytes_unlocked,
     make_settings,
     new_org,
     unique_email,
@@ -380,7 +381,7 @@ async def _database_bytes(database_url: str) -> bytes:
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         path = Path(url.database or "")
-        return b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal")) if p.exists())
+        return b"".join(file_bytes_unlocked(p) for p in (path, Path(f"{path}-wal")))
     process = await asyncio.create_subprocess_exec(
         "pg_dump",
         "--no-owner",

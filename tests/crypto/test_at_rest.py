@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from tests.conftest import Org
+from tests.conftest import Org, file_bytes_unlocked
 
 
 def _people(count: int) -> list[dict[str, str]]:
@@ -47,7 +47,7 @@ async def _database_bytes(app: Any, database_url: str) -> bytes:
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         path = Path(url.database or "")
-        return b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal")) if p.exists())
+        return b"".join(file_bytes_unlocked(p) for p in (path, Path(f"{path}-wal")))
     process = await asyncio.create_subprocess_exec(
         "pg_dump",
         "--no-owner",

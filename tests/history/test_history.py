@@ -23,7 +23,14 @@ from sqlalchemy.engine import make_url
 
 from crm_service.crypto.service import keyring_for
 from crm_service.db.session import commit
-from tests.conftest import PASSWORD, Org, assert_problem, create_user, unique_email
+from tests.conftest import (
+    PASSWORD,
+    Org,
+    assert_problem,
+    create_user,
+    file_bytes_unlocked,
+    unique_email,
+)
 
 REVEALED = "record.sensitive_revealed"
 
@@ -150,7 +157,7 @@ async def database_bytes(database_url: str) -> bytes:
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         path = Path(url.database or "")
-        return b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal")) if p.exists())
+        return b"".join(file_bytes_unlocked(p) for p in (path, Path(f"{path}-wal")))
     process = await asyncio.create_subprocess_exec(
         "pg_dump",
         "--no-owner",

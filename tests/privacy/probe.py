@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from crm_service.db.base import Base
+from tests.conftest import file_bytes_unlocked
 
 
 @dataclass
@@ -94,7 +95,7 @@ def storage_hits(database_url: str, values: list[str]) -> dict[str, list[str]]:
         return {
             path.name: found
             for path in sqlite_files(database_url)
-            if (found := hits(path.read_bytes(), values))
+            if (found := hits(file_bytes_unlocked(path), values))
         }
     found = hits(pg_dump(database_url), values)
     return {"pg_dump": found} if found else {}
