@@ -26,7 +26,8 @@ from crm_service.kit.schemas import MULTI_LINE_PATTERN, single_line
 router = CRMRouter(tags=["public pages"])
 Token = single_line(64, pattern=r"^[A-Za-z0-9_-]{20,64}$")
 FORM = "application/x-www-form-urlencoded"
-HTML_PAGE = {"content": {"text/html": {"schema": {"type": "string"}}}}
+# A server-rendered page: bounded (the templates are small; 64 KiB is far above any).
+HTML_PAGE = {"content": {"text/html": {"schema": {"type": "string", "maxLength": 65536}}}}
 _VALUE = {"type": "string", "maxLength": 32_000, "pattern": MULTI_LINE_PATTERN}
 # Every field a form of either module can ask for, the purposes ticked and the honeypot.
 FORM_SCHEMA = {
@@ -148,7 +149,7 @@ async def show_form(form_id: uuid.UUID, session: DbSession) -> HTMLResponse:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=SubmissionAccepted,
     responses={
-        202: {"content": {"text/html": {"schema": {"type": "string"}}}},
+        202: HTML_PAGE,
         **problem_responses(400, 404, 422, 429),
     },
     openapi_extra={
