@@ -8,6 +8,7 @@ a failure. Each test creates its own organization, so tests never see each other
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import re
@@ -24,6 +25,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_service.auth.service import open_session
@@ -308,3 +310,27 @@ def file_bytes_unlocked(path: Path) -> bytes:
     if not path.exists():
         return b""
     return subprocess.run(["cat", str(path)], capture_output=True, check=True).stdout
+
+
+async def database_bytes(database_url: str) -> bytes:
+    """Everything the database holds, as bytes: the SQLite file and its WAL, or a pg_dump."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        path = Path(url.database or "")
+        return b"".join(file_bytes_unlocked(p) for p in (path, Path(f"{path}-wal")))
+    process = await asyncio.create_subprocess_exec(
+        "pg_dump",
+        "--no-owner",
+        "-h",
+        url.host or "127.0.0.1",
+        "-p",
+        str(url.port or 5432),
+        "-U",
+        url.username or "postgres",
+        url.database or "",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    dump, errors = await process.communicate()
+    assert process.returncode == 0, errors.decode()
+    return dump

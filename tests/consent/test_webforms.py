@@ -4,18 +4,15 @@ confirmed person, and a database that holds none of the submitter's values after
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 
 from crm_service.clock import FixedClock
 from crm_service.consent.models import WebformSubmission
@@ -27,7 +24,7 @@ from tests.conftest import (
     Org,
     assert_problem,
     create_user,
-    file_bytes_unlocked,
+    database_bytes,
     make_settings,
     new_org,
     unique_email,
@@ -377,29 +374,6 @@ async def _outbox(org: Org) -> list[Any]:
 # --- at rest ---------------------------------------------------------------------------------
 
 
-async def _database_bytes(database_url: str) -> bytes:
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite":
-        path = Path(url.database or "")
-        return b"".join(file_bytes_unlocked(p) for p in (path, Path(f"{path}-wal")))
-    process = await asyncio.create_subprocess_exec(
-        "pg_dump",
-        "--no-owner",
-        "-h",
-        url.host or "127.0.0.1",
-        "-p",
-        str(url.port or 5432),
-        "-U",
-        url.username or "postgres",
-        url.database or "",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    dump, errors = await process.communicate()
-    assert process.returncode == 0, errors.decode()
-    return dump
-
-
 async def test_after_a_confirmed_submission_the_database_holds_none_of_the_values(
     org: Org, database_url: str, smtp_server: SmtpServer
 ) -> None:
@@ -421,7 +395,7 @@ async def test_after_a_confirmed_submission_the_database_holds_none_of_the_value
     [lead] = await leads_with(org, who["email"])
     assert lead["source"]["ip"] == submitter_ip
 
-    dump = await _database_bytes(database_url)
+    dump = await database_bytes(database_url)
     # The company is classified `none` (no personal data) and so stored as it is.
     personal = [who["first_name"], who["last_name"], who["email"], submitter_ip, user_agent]
     for value in personal:

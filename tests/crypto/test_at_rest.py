@@ -3,14 +3,10 @@ API still finds every one of them."""
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import make_url
-
-from tests.conftest import Org, file_bytes_unlocked
+from tests.conftest import Org, database_bytes
 
 
 def _people(count: int) -> list[dict[str, str]]:
@@ -43,29 +39,6 @@ def _needles(person: dict[str, str]) -> list[bytes]:
     return [needle for value in values for needle in _encodings(value)]
 
 
-async def _database_bytes(app: Any, database_url: str) -> bytes:
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite":
-        path = Path(url.database or "")
-        return b"".join(file_bytes_unlocked(p) for p in (path, Path(f"{path}-wal")))
-    process = await asyncio.create_subprocess_exec(
-        "pg_dump",
-        "--no-owner",
-        "-h",
-        url.host or "127.0.0.1",
-        "-p",
-        str(url.port or 5432),
-        "-U",
-        url.username or "postgres",
-        url.database or "",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    dump, errors = await process.communicate()
-    assert process.returncode == 0, errors.decode()
-    return dump
-
-
 async def test_a_database_dump_holds_no_subject_value(
     org: Org, app: Any, database_url: str
 ) -> None:
@@ -85,7 +58,7 @@ async def test_a_database_dump_holds_no_subject_value(
     )
     assert lead.status_code == account.status_code == 201
 
-    raw = await _database_bytes(app, database_url)
+    raw = await database_bytes(database_url)
     assert len(raw) > 10_000
     for person in people:
         for needle in _needles(person):

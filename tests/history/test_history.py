@@ -10,16 +10,13 @@ one of them. A record the caller may not see has no history for them (404).
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import uuid
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from crm_service.crypto.service import keyring_for
 from crm_service.db.session import commit
@@ -28,7 +25,7 @@ from tests.conftest import (
     Org,
     assert_problem,
     create_user,
-    file_bytes_unlocked,
+    database_bytes,
     unique_email,
 )
 
@@ -151,29 +148,6 @@ async def history_table_bytes(app: Any, organization_id: uuid.UUID) -> bytes:
                 bytes(value) if isinstance(value, bytes | memoryview) else str(value).encode()
             )
     return b"\x00".join(parts)
-
-
-async def database_bytes(database_url: str) -> bytes:
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite":
-        path = Path(url.database or "")
-        return b"".join(file_bytes_unlocked(p) for p in (path, Path(f"{path}-wal")))
-    process = await asyncio.create_subprocess_exec(
-        "pg_dump",
-        "--no-owner",
-        "-h",
-        url.host or "127.0.0.1",
-        "-p",
-        str(url.port or 5432),
-        "-U",
-        url.username or "postgres",
-        url.database or "",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    dump, errors = await process.communicate()
-    assert process.returncode == 0, errors.decode()
-    return dump
 
 
 # --- what the history says -------------------------------------------------------------------

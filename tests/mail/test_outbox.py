@@ -15,8 +15,8 @@ from crm_service.db.session import commit, rollback
 from crm_service.mail.models import MailStatus, OutboxMessage
 from crm_service.mail.outbox import enqueue, open_content, purge_subject_mail
 from crm_service.mail.templates import UnknownTemplate
-from tests.conftest import Org
-from tests.crypto.test_at_rest import _database_bytes, _encodings
+from tests.conftest import Org, database_bytes
+from tests.crypto.test_at_rest import _encodings
 
 
 def _invitation(tag: str) -> dict[str, object]:
@@ -156,7 +156,7 @@ async def test_a_subjects_mail_is_not_in_the_database_and_dies_with_their_keys(
         )
         await commit(session)
 
-    dump = await _database_bytes(app, database_url)
+    dump = await database_bytes(database_url)
     for value in (address, tag, unsubscribe):
         for needle in _encodings(value):
             assert needle not in dump
