@@ -17,7 +17,7 @@ NODE_STAMP := $(CONTRACT)/node_modules/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test test-fast lint contract openapi migrate lock bench bench-backup bench-outbound clean
+.PHONY: install run test test-fast lint contract openapi migrate lock bench bench-backup bench-outbound bench-webforms clean
 
 # Dependencies come from the hash-checked lock, the package itself without them.
 $(STAMP): pyproject.toml requirements-test.lock
@@ -81,6 +81,11 @@ bench-backup: install
 # PostgreSQL at CRM_BENCH_POSTGRES_URL, e.g. make bench-outbound BENCH_ARGS='--contacts 1000000'.
 bench-outbound: install
 	$(BIN)/python -m bench.outbound $(BENCH_ARGS)
+
+# Public web-form submissions/s under the throttle's limits, with and without double opt-in,
+# on PostgreSQL at CRM_BENCH_POSTGRES_URL, e.g. make bench-webforms BENCH_ARGS='--submissions 500'.
+bench-webforms: install
+	$(BIN)/python -m bench.webforms $(BENCH_ARGS)
 
 lock:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
