@@ -200,3 +200,21 @@ async def test_staff_see_a_stored_package_through_the_disclosure_policy(org: Org
     ]
     assert sorted(event["target_type"] for event in revealed) == ["contact", "lead"]
     assert {tuple(event["fields"]) for event in revealed} == {("national_id",)}
+
+
+async def test_an_erased_subjects_package_is_stored_without_a_new_key(org: Org) -> None:
+    scene = await make_scene(org)
+    erased = await org.client.post(
+        "/v1/privacy/erasures",
+        json={"module": "leads", "record_id": scene.lead_id},
+        headers=org.headers,
+    )
+    assert erased.status_code == 201, erased.text
+    keys_before = await count_rows(org.app, "data_keys", org.id)
+    request_id = uuid.uuid4()
+    package, stored = await build_and_store(org, [uuid.UUID(scene.subject_id)], request_id)
+    assert package.parts[0].erased
+    # Sealing the part would have made the erased subject a new key: there was nothing to seal.
+    assert await count_rows(org.app, "data_keys", org.id) == keys_before
+    loaded = await load(org, request_id, stored.stored_at)
+    assert loaded is not None and loaded.parts[0].erased and loaded.parts[0].records == []
