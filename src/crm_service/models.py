@@ -40,6 +40,7 @@ from crm_service.mail.models import OutboxMessage
 from crm_service.oauth.models import OAuthClient, OAuthToken, UsedClientAssertion
 from crm_service.orgs.models import ComplianceSettings, FieldClassification, IpAllowlist
 from crm_service.privacy.models import BlocklistEntry, ErasureReceipt
+from crm_service.privacy.package_models import StoredPackagePart
 from crm_service.records.accounts.models import Account
 from crm_service.records.contacts.models import Contact
 from crm_service.records.leads.models import Lead
@@ -83,6 +84,7 @@ __all__ = [
     "OutboxMessage",
     "RecoveryCode",
     "SsoAttempt",
+    "StoredPackagePart",
     "SubjectProcessingLock",
     "TotpCredential",
     "User",
