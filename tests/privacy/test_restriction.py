@@ -6,7 +6,8 @@ processed.
   event `record.restricted_read` to one with it.
 - Lists, filters, searches, related lists, exports and the recycle bin leave the subject's
   records out, for every caller, with full keyset pages.
-- Every change answers 423, and no webhook event is queued for the subject, whatever emits it.
+- Every change answers 423, and no webhook event is queued for the subject, whatever emits it;
+  nor is a consent reminder mailed to them.
 - A plain read by id checks the restriction in the statement that loads the record.
 """
 
@@ -17,6 +18,7 @@ import io
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -35,7 +37,7 @@ from tests.access.conftest import (
     searched_ids,
 )
 from tests.conftest import Org, assert_problem, count_rows
-from tests.consent.conftest import create_purpose
+from tests.consent.conftest import create_purpose, mails, run_job
 from tests.integrations.conftest import Receiver, create_webhook, deliver, receiver  # noqa: F401
 from tests.privacy.restricting import (
     MODELS,
@@ -329,3 +331,29 @@ async def test_a_read_by_id_checks_the_restriction_in_the_statement_that_loads_t
         about_locks = [s for s in sent if "subject_processing_locks" in s]
         assert len(about_locks) == 1, "asked once"
         assert "FROM contacts" in about_locks[0], "in the statement that loads the contact"
+
+
+async def test_a_restricted_subject_is_not_reminded_of_a_consent_request(org: Org) -> None:
+    purpose = (await create_purpose(org))["key"]
+    restricted = await create_record(org, "contacts")
+    other = await create_record(org, "contacts")
+    deadline = datetime.now(UTC) + timedelta(days=5)
+    for record in (restricted, other):
+        asked = await org.client.post(
+            "/v1/consent/requests",
+            json={
+                "module": "contacts",
+                "record_id": record["id"],
+                "purposes": [purpose],
+                "channel": "email",
+                "deadline": deadline.isoformat(),
+            },
+            headers=org.headers,
+        )
+        assert asked.status_code == 201, asked.text
+    await restrict(org, "contacts", restricted["id"])
+
+    await run_job(org.app, "consent_reminders", deadline - timedelta(hours=23))
+
+    reminded = [mail.to for mail in await mails(org.app, org.id, "consent_reminder")]
+    assert reminded == [other["email"]]
