@@ -15,7 +15,7 @@ from fastapi import BackgroundTasks, Depends, Query, Request, Response, status
 from crm_service.audit.service import Actor
 from crm_service.consent.schemas import Language
 from crm_service.db.session import CRMRouter, DbSession
-from crm_service.errors import Forbidden, problem_responses
+from crm_service.errors import problem_responses
 from crm_service.privacy import restriction, service
 from crm_service.privacy.erasure import checkpoint_sqlite
 from crm_service.privacy.schemas import (
@@ -38,14 +38,14 @@ PrivacyAdmin = Annotated[Principal, Depends(require_right(Right.MANAGE_PRIVACY))
 
 
 def _privacy_manager(scope: Scope):  # noqa: ANN202 - returns a FastAPI dependency
-    """The privacy scope `scope` and the human right `manage_privacy` (a partner token, which
-    holds no right, is refused)."""
+    """The privacy scope `scope` and the administration right `manage_privacy` (which a
+    partner token never holds: it is refused)."""
+    scoped, administers = require(scope), require_right(Right.MANAGE_PRIVACY)
 
-    scoped = require(scope)
-
-    async def dependency(principal: Principal = Depends(scoped)) -> Principal:  # noqa: B008
-        if not principal.has_right(Right.MANAGE_PRIVACY):
-            raise Forbidden("This needs the administration right manage_privacy.")
+    async def dependency(
+        principal: Principal = Depends(scoped),  # noqa: B008
+        _: Principal = Depends(administers),  # noqa: B008
+    ) -> Principal:
         return principal
 
     return dependency
