@@ -24,6 +24,7 @@ from crm_service.clock import FixedClock
 from crm_service.main import ROUTERS
 from tests.auth.test_totp import STEP, code_at, step_start_near_now
 from tests.conftest import PASSWORD, Org, create_user, mailed_invitation_token, unique_email
+from tests.privacy.restricting import restrict
 
 # Covered by the single sign-on tests, which need the real OpenID provider.
 ELSEWHERE = {
@@ -305,6 +306,13 @@ async def _unblock(w: World) -> tuple[Call, list[str]]:
     ]
 
 
+async def _lift_restriction(w: World) -> tuple[Call, list[str]]:
+    lead = await _post(w.org, "/v1/leads", {"last_name": "Restricted", "email": unique_email()})
+    subject_id = await restrict(w.org, "leads", lead["id"])
+    path = f"/v1/privacy/restrictions/{subject_id}/lift"
+    return ("POST", path, None, w.org.headers), ["privacy.restriction_lifted"]
+
+
 def _crud(
     kind: str, path: str, create_body: Callable[[], dict[str, Any]], update_body: dict[str, Any]
 ) -> dict[tuple[str, str], Case]:
@@ -499,6 +507,7 @@ CASES: dict[tuple[str, str], Case] = {
     **_crud("group", "/v1/groups", _named("Group"), {"name": "Renamed group"}),
     ("POST", "/v1/privacy/erasures"): _erase,
     ("DELETE", "/v1/privacy/blocklist/{entry_id}"): _unblock,
+    ("POST", "/v1/privacy/restrictions/{subject_id}/lift"): _lift_restriction,
     **_partner_clients(),
     **_data_leaving(),
 }

@@ -17,6 +17,8 @@ class AuditAction(StrEnum):
     RECORD_SHARED = "record.shared"
     RECORD_UNSHARED = "record.unshared"
     RECORDS_EXPORTED = "records.exported"  # fields named, rows counted in `reason`
+    # A restricted subject's record read by a holder of `view_restricted` (`reason`: what)
+    RECORD_RESTRICTED_READ = "record.restricted_read"
     # Sign-in
     LOGIN_SUCCEEDED = "auth.login_succeeded"
     LOGIN_FAILED = "auth.login_failed"
@@ -65,6 +67,10 @@ class AuditAction(StrEnum):
     # An access or portability package left the CRM (`target_id` the data subject; format
     # and channel in `reason`, the kinds of data in `fields`; never a value)
     PACKAGE_DISCLOSED = "privacy.package_disclosed"
+    # GDPR Art. 18 (target_type data_subject: the subject id). A lift's `reason` says whether
+    # the subject was told first: subject_told or subject_unreachable (no email).
+    PROCESSING_RESTRICTED = "privacy.processing_restricted"
+    RESTRICTION_LIFTED = "privacy.restriction_lifted"
     BACKUP_RESTORED = "backup.restored"
     # Consent (target_type consent_purpose, lead/contact, consent_request, webform)
     CONSENT_PURPOSE_CREATED = "consent.purpose_created"

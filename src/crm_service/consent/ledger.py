@@ -49,6 +49,7 @@ from crm_service.kit.modules import Module
 from crm_service.records.contacts.service import contacts as contact_service
 from crm_service.records.leads.service import leads as lead_service
 from crm_service.records.models import LegalBasis, ProcessingLockKind
+from crm_service.records.processing import Read, check_processable, check_readable
 from crm_service.records.repository import (
     LegalBasisRepository,
     ProcessingLockRepository,
@@ -278,8 +279,12 @@ async def record_consent(
     now: datetime,
 ) -> ConsentEvent:
     """Staff record a consent they took. Not refused by the consent lock: recording consent
-    is how the lock ends (and a withdrawal must always be possible)."""
+    is how the lock ends (and a withdrawal must always be possible). A restricted subject's
+    withdrawal or refusal is recorded too (it only narrows what is done); a grant, which would
+    widen processing of someone who restricted it, answers 423 `processing-restricted`."""
     record, repository = await person(session, principal, module, record_id, Operation.UPDATE)
+    if payload.status is ConsentStatus.GRANTED:
+        await check_processable(session, record, noun=module.noun, ends_consent_lock=True)
     versions = await PurposeRepository(session, principal.organization_id).versions(payload.purpose)
     if not versions:
         raise unknown_purpose("purpose")
@@ -374,6 +379,7 @@ async def ledger(
     *, session: AsyncSession, principal: Principal, module: Module, record_id: uuid.UUID
 ) -> ConsentLedger:
     record, _ = await person(session, principal, module, record_id, Operation.READ)
+    await check_readable(session, principal, record, noun=module.noun, read=Read.CONSENTS)
     events = await ConsentEventRepository(session, principal.organization_id).of_subject(
         record.subject_id
     )
@@ -393,6 +399,7 @@ async def receipt(
 ) -> ConsentReceipt:
     """The signed receipt of one event of the record's subject (audited: it leaves the CRM)."""
     record, _ = await person(session, principal, module, record_id, Operation.READ)
+    await check_readable(session, principal, record, noun=module.noun, read=Read.CONSENT_RECEIPT)
     event = await ConsentEventRepository(session, principal.organization_id).get(event_id)
     if event is None or event.subject_id != record.subject_id:
         raise NotFound("No such consent event.")

@@ -345,7 +345,8 @@ async def send_reminders(
         )
         request.reminders_sent = due
         request.last_reminded_at = now
-        if record is None or record.erased or not record.email:
+        # A restricted subject (GDPR Art. 18) is not written to: that would be processing.
+        if record is None or record.erased or not record.email or record.processing_restricted:
             continue
         await mailing.send_consent_request(
             session,

@@ -112,7 +112,7 @@ def _ledger_routes(module: Module) -> None:
         operation_id=f"get{title}Consents",
         summary=f"The {noun}'s consent: the current state per purpose and every event",
         response_model=ConsentLedger,
-        responses=problem_responses(401, 403, 404, 410, 422),
+        responses=problem_responses(401, 403, 404, 410, 422, 423),
         tags=[module.value],
     )
     async def get_ledger(
@@ -121,7 +121,8 @@ def _ledger_routes(module: Module) -> None:
         """Needs `crm.consent.read` and the profile's read operation on the module. The
         ledger is the data subject's: a contact converted from a lead shows the lead's events.
         Evidence (IP addresses, user agents, form versions) is sealed under the subject's key
-        and gone after an erasure."""
+        and gone after an erasure. A restricted data subject's ledger answers 423 unless you
+        have the right `view_restricted` (audited)."""
         return await ledger.ledger(
             session=session, principal=principal, module=module, record_id=record_id
         )
@@ -132,7 +133,7 @@ def _ledger_routes(module: Module) -> None:
         summary=f"Record a consent given, withdrawn or refused by the {noun} (taken by staff)",
         status_code=status.HTTP_201_CREATED,
         response_model=ConsentEventRead,
-        responses=problem_responses(401, 403, 404, 410, 422),
+        responses=problem_responses(401, 403, 404, 410, 422, 423),
         tags=[module.value],
     )
     async def record_consent(
@@ -144,7 +145,9 @@ def _ledger_routes(module: Module) -> None:
     ) -> ConsentEventRead:
         """Needs `crm.consent.write` and the profile's update operation. Appends an event
         (events are never changed or deleted). Answers every open consent request for the
-        purpose; recording consent also ends a consent lock (423 `processing-locked`)."""
+        purpose; recording consent also ends a consent lock (423 `processing-locked`). For a
+        data subject who restricted processing, a withdrawal or refusal is recorded and a grant
+        answers 423 `processing-restricted`."""
         event = await ledger.record_consent(
             session=session,
             principal=principal,
@@ -160,7 +163,7 @@ def _ledger_routes(module: Module) -> None:
         operation_id=f"get{title}ConsentReceipt",
         summary="A signed consent receipt (ISO/IEC TS 27560-shaped) for one event",
         response_model=ConsentReceipt,
-        responses=problem_responses(401, 403, 404, 410, 422),
+        responses=problem_responses(401, 403, 404, 410, 422, 423),
         tags=[module.value],
     )
     async def get_receipt(

@@ -7,8 +7,9 @@ key) that signs every delivery, rotatable with an overlap in which both secrets 
 Every create, update, delete and conversion of a record writes an event and one delivery per
 subscribed, enabled endpoint into the outbox, in the change's own transaction (the record
 service emits, :func:`queue_record_event` listens): a change that rolls back sends nothing,
-and no change goes without its event. The outbox keeps ids and versions only; the worker
-builds each payload when it delivers it (`delivery.py`).
+and no change goes without its event (a restricted data subject's are never queued). The
+outbox keeps ids and versions only; the worker builds each payload when it delivers it
+(`delivery.py`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from crm_service.integrations.signing import new_secret
 from crm_service.integrations.targets import TargetRefused, check_url
 from crm_service.records.events import RecordEvent, on_record_event
 from crm_service.records.paging import Cursor, RecordSort
+from crm_service.records.processing import subject_restricted
 from crm_service.security.principal import Principal
 
 TARGET_TYPE = "webhook_endpoint"
@@ -248,10 +250,16 @@ async def delivery_attempts(
 
 
 async def queue_record_event(session: AsyncSession, event: RecordEvent) -> None:
-    """Write the change's event and its deliveries, in the change's transaction."""
+    """Write the change's event and its deliveries, in the change's transaction. A restricted
+    data subject's events are not queued (GDPR Art. 18: telling a recipient is processing);
+    their changes answer 423 anyway, so this holds for any path that emits one regardless."""
     endpoints = await WebhookEndpointRepository(session, event.organization_id).enabled()
     subscribed = [e.id for e in endpoints if event.type in events_of(e)]
     if not subscribed:
+        return
+    if event.subject_id is not None and await subject_restricted(
+        session, event.organization_id, event.subject_id
+    ):
         return
     await WebhookOutbox(session, event.organization_id).enqueue(
         WebhookEvent(

@@ -1,15 +1,16 @@
-"""Inputs and outputs of erasure and the blocklist. No output carries a value."""
+"""Inputs and outputs of erasure, the blocklist and restriction. No output carries a value."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Self
+from typing import Annotated, Self
 
 from pydantic import BaseModel, Field, model_validator
 
-from crm_service.kit.schemas import Email, InputModel
+from crm_service.kit.schemas import Email, InputModel, text
+from crm_service.records.paging import MAX_LIMIT
 from crm_service.records.schemas import CursorText, QueryPaging
 
 
@@ -74,3 +75,35 @@ class BlocklistPage(BaseModel):
 
 class BlocklistQuery(QueryPaging):
     cursor: CursorText | None = None
+
+
+# --- restriction of processing (GDPR Art. 18) --------------------------------------------------
+
+
+class RestrictionRead(BaseModel):
+    """A restricted data subject: since when, why (a code), by which request. No values."""
+
+    subject_id: uuid.UUID
+    since: datetime
+    reason: text(64) = Field(description="A value-free code, e.g. `privacy_request`.")
+    request_id: uuid.UUID | None = Field(description="The privacy request that restricted it.")
+
+
+class RestrictionPage(BaseModel):
+    data: Annotated[list[RestrictionRead], Field(max_length=MAX_LIMIT)]
+    next_cursor: text(512) | None = Field(
+        description="Pass as `cursor` for the next page; null at the end."
+    )
+
+
+class RestrictionQuery(QueryPaging):
+    cursor: CursorText | None = None
+
+
+class RestrictionLifted(BaseModel):
+    subject_id: uuid.UUID
+    lifted_at: datetime
+    subject_told: bool = Field(
+        description="Whether a mail telling the subject was queued before the restriction "
+        "ended; false when none of their records has an email address (audited so)."
+    )

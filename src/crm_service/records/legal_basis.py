@@ -23,7 +23,7 @@ from crm_service.audit.actions import AuditAction
 from crm_service.audit.history import HistoryAction
 from crm_service.audit.service import record as audit
 from crm_service.records.models import LegalBasis, LegalBasisEntry, ProcessingLockKind
-from crm_service.records.processing import Change
+from crm_service.records.processing import Change, Read
 from crm_service.records.repository import LegalBasisRepository, ProcessingLockRepository
 from crm_service.records.schemas import LegalBasisSet
 from crm_service.records.service import RecordService, require_operation
@@ -97,7 +97,8 @@ async def legal_basis_history(
 ) -> list[LegalBasisEntry]:
     """Every setting of the record's legal basis, newest first."""
     require_operation(principal, service.module, Operation.READ)
-    await service.visible(await service.repository(session, principal), record_id)
+    repository = await service.repository(session, principal)
+    await service.readable(session, principal, repository, record_id, Read.LEGAL_BASIS)
     return await LegalBasisRepository(session, principal.organization_id).history(
         service.module, record_id
     )

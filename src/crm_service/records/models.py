@@ -126,6 +126,15 @@ class PersonColumns:
         ForeignKey("users.id", ondelete="SET NULL")
     )
 
+    @property
+    def processing_restricted(self) -> bool | None:
+        """Whether the data subject was restricted (GDPR Art. 18) when the record was read by
+        id (the same statement says so); None when it was loaded some other way, unknown."""
+        return self.__dict__.get("_processing_restricted")
+
+    def note_restriction(self, restricted: bool) -> None:
+        self.__dict__["_processing_restricted"] = restricted
+
 
 class LegalBasisEntry(IdMixin, OrganizationScoped, Base):
     """One setting of a lead's or contact's legal basis. Entries are appended, never changed."""

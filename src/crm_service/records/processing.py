@@ -13,8 +13,11 @@ locks both; an account is no data subject and is never locked. The state lives i
 - **locked** (423 `processing-locked`): a consent request went unanswered; it ends when consent
   is recorded or an administrator records another legal basis (the consent feature);
 - **restricted** (423 `processing-restricted`): GDPR Art. 18; the subject's records are kept
-  but not processed until the restriction is lifted (the privacy feature, which will also make
-  a direct read answer 423 without `view_restricted`; reads are unchanged for now).
+  but not processed until the restriction is lifted (the privacy feature,
+  `privacy/restriction.py`). Lists, searches, exports and the recycle bin leave them out (the
+  repository's `listable`), their record events queue no webhook, and every read that
+  discloses one record (:func:`check_readable`) answers 423 too unless the caller holds the
+  right `view_restricted`, which is then audited as `record.restricted_read`.
 """
 
 from __future__ import annotations
@@ -24,10 +27,13 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_service.audit.actions import AuditAction
+from crm_service.audit.service import record as audit
 from crm_service.errors import ProcessingLocked, ProcessingRestricted
 from crm_service.records.models import PersonColumns, ProcessingLockKind, SubjectProcessingLock
 from crm_service.records.repository import ProcessingLockRepository
-from crm_service.security.permissions import Operation
+from crm_service.security.permissions import Operation, Right
+from crm_service.security.principal import Principal
 
 
 class Change(StrEnum):
@@ -48,6 +54,17 @@ class Change(StrEnum):
         if self in (Change.DELETE, Change.RESTORE, Change.PURGE):
             return Operation.DELETE
         return Operation.UPDATE
+
+
+class Read(StrEnum):
+    """A read that discloses one record's data, named in the audit event of a restricted read."""
+
+    RECORD = "record"
+    HISTORY = "history"
+    SHARES = "shares"
+    LEGAL_BASIS = "legal_basis"
+    CONSENTS = "consents"
+    CONSENT_RECEIPT = "consent_receipt"
 
 
 def _since(lock: SubjectProcessingLock) -> str:
@@ -85,3 +102,38 @@ async def check_processable(
             f"since {_since(locked)}: a consent request to them is unanswered. This ends when "
             "their consent is recorded or an administrator records another legal basis."
         )
+
+
+async def subject_restricted(session: AsyncSession, organization_id: Any, subject_id: Any) -> bool:
+    """Whether the data subject is restricted (GDPR Art. 18)."""
+    return await ProcessingLockRepository(session, organization_id).is_restricted(subject_id)
+
+
+async def check_readable(
+    session: AsyncSession, principal: Principal, record: Any, *, noun: str, read: Read
+) -> None:
+    """423 `processing-restricted` when the record's data subject is restricted and the caller
+    lacks the right `view_restricted` (a partner token never holds it); with it, the read is
+    let through and audited. The record read by id says whether it is restricted (the same
+    statement loads it); one loaded another way is looked up."""
+    if not isinstance(record, PersonColumns):
+        return
+    restricted = record.processing_restricted
+    if restricted is None:
+        restricted = await subject_restricted(session, record.organization_id, record.subject_id)
+    if not restricted:
+        return
+    if not principal.has_right(Right.VIEW_RESTRICTED):
+        raise ProcessingRestricted(
+            f"Processing of this {noun}'s data subject is restricted (GDPR Art. 18): their "
+            "records are kept but not processed, and reading one needs the right "
+            "view_restricted. This ends when the restriction is lifted."
+        )
+    audit(
+        session,
+        principal,
+        AuditAction.RECORD_RESTRICTED_READ,
+        target_type=noun,
+        target_id=record.id,  # type: ignore[attr-defined]
+        reason=read.value,
+    )

@@ -42,18 +42,38 @@ _BY_ID: dict[tuple[type[Any], bool], Select[Any]] = {}
 def _by_id(model: type[Any], module: Module, binned: bool) -> Select[Any]:
     statement = _BY_ID.get((model, binned))
     if statement is None:
-        statement = with_keys_and_classification(
-            select(model).where(
-                model.organization_id == bindparam("organization_id"),
-                model.deleted_at.is_not(None) if binned else model.deleted_at.is_(None),
-                model.id == bindparam("record_id"),
+        statement = with_restriction(
+            with_keys_and_classification(
+                select(model).where(
+                    model.organization_id == bindparam("organization_id"),
+                    model.deleted_at.is_not(None) if binned else model.deleted_at.is_(None),
+                    model.id == bindparam("record_id"),
+                ),
+                model,
+                module,
+                bindparam("organization_id"),
             ),
             model,
-            module,
-            bindparam("organization_id"),
         )
         _BY_ID[(model, binned)] = statement
     return statement
+
+
+def restricted_clause(model: Any) -> ColumnElement[bool]:
+    """The record's data subject is restricted (GDPR Art. 18): a lookup by the lock's key."""
+    return exists().where(
+        SubjectProcessingLock.organization_id == model.organization_id,
+        SubjectProcessingLock.subject_id == model.subject_id,
+        SubjectProcessingLock.kind == ProcessingLockKind.RESTRICTED.value,
+    )
+
+
+def with_restriction(statement: Select[Any], model: Any) -> Select[Any]:
+    """A read of one lead or contact that also says, in the same statement, whether its data
+    subject is restricted (the read gate in `processing.py` needs it); accounts unchanged."""
+    if not issubclass(model, PersonColumns):
+        return statement
+    return statement.add_columns(restricted_clause(model).label("processing_restricted"))
 
 
 def with_keys_and_classification(
@@ -106,6 +126,16 @@ class RecordRepository(OrganizationRepository[ModelT]):
                 statement = statement.where(clause)
         return statement
 
+    def listable(self, *, binned: bool = False) -> Select[tuple[ModelT]]:
+        """What lists, searches, exports and the recycle bin show: the caller's visible records
+        without those of a restricted data subject (GDPR Art. 18: stored, not processed; a
+        direct read by id is the one, audited, way in). One NOT EXISTS in the same statement,
+        so counts and keyset pages stay right."""
+        statement = self.scoped(binned=binned)
+        if issubclass(self.model, PersonColumns):
+            statement = statement.where(~restricted_clause(self.model))
+        return statement
+
     async def writable(self, id_: uuid.UUID) -> bool:
         """Whether the caller may change the record (it is known to be readable)."""
         if self.visibility is None:
@@ -142,24 +172,29 @@ class RecordRepository(OrganizationRepository[ModelT]):
             )
         else:
             result = await self.session.execute(
-                with_keys_and_classification(
-                    self.scoped(binned=binned).where(self.model.id == id_),
+                with_restriction(
+                    with_keys_and_classification(
+                        self.scoped(binned=binned).where(self.model.id == id_),
+                        self.model,
+                        self.module,
+                        self.organization_id,
+                    ),
                     self.model,
-                    self.module,
-                    self.organization_id,
                 )
             )
         row = result.one_or_none()
         if row is None:
             return None
-        record, key_row, classification = row
+        record, key_row, classification = row[:3]
+        if isinstance(record, PersonColumns):
+            record.note_restriction(bool(row[3]))
         self.storage.carry_classification(classification)
         await self.storage.reveal([record], [key_row])
         return record
 
     async def binned_page(self, *, after: tuple[Any, uuid.UUID] | None, limit: int) -> list[ModelT]:
         """Records in the recycle bin, most recently deleted first (not revealed)."""
-        statement = self.scoped(binned=True)
+        statement = self.listable(binned=True)
         clause = newest_first_after(self.model.deleted_at, self.model.id, after)
         if clause is not None:
             statement = statement.where(clause)
@@ -175,7 +210,7 @@ class RecordRepository(OrganizationRepository[ModelT]):
         return (await self.session.execute(statement.limit(1))).first() is not None
 
     async def page(self, *, filters: dict[str, Any], request: PageRequest) -> Page:
-        statement = self.scoped().where(*await self.filter_clauses(filters))
+        statement = self.listable().where(*await self.filter_clauses(filters))
         statement = with_keys_and_classification(
             apply_keyset(statement, self.model, request),
             self.model,
@@ -197,15 +232,7 @@ class RecordRepository(OrganizationRepository[ModelT]):
         """A batch of an export, oldest first after `after`, revealed: the caller's visible
         live records matching `clauses`, without those of a restricted data subject."""
         model = self.model
-        statement = self.scoped().where(*clauses)
-        if issubclass(model, PersonColumns):
-            statement = statement.where(
-                ~exists().where(
-                    SubjectProcessingLock.organization_id == model.organization_id,
-                    SubjectProcessingLock.subject_id == model.subject_id,
-                    SubjectProcessingLock.kind == ProcessingLockKind.RESTRICTED.value,
-                )
-            )
+        statement = self.listable().where(*clauses)
         if after is not None:
             value, id_ = after
             statement = statement.where(
@@ -295,6 +322,31 @@ class ProcessingLockRepository(OrganizationRepository[SubjectProcessingLock]):
             self.scoped().where(SubjectProcessingLock.subject_id == subject_id)
         )
         return list(result.scalars())
+
+    async def is_restricted(self, subject_id: uuid.UUID) -> bool:
+        statement = select(SubjectProcessingLock.subject_id).where(
+            SubjectProcessingLock.organization_id == self.organization_id,
+            SubjectProcessingLock.subject_id == subject_id,
+            SubjectProcessingLock.kind == ProcessingLockKind.RESTRICTED.value,
+        )
+        return (await self.session.execute(statement)).first() is not None
+
+    async def restricted_page(
+        self, *, after: tuple[datetime, uuid.UUID] | None, limit: int
+    ) -> list[SubjectProcessingLock]:
+        """Restricted data subjects, most recently restricted first, `limit` of them."""
+        statement = self.scoped().where(
+            SubjectProcessingLock.kind == ProcessingLockKind.RESTRICTED.value
+        )
+        clause = newest_first_after(
+            SubjectProcessingLock.since, SubjectProcessingLock.subject_id, after
+        )
+        if clause is not None:
+            statement = statement.where(clause)
+        statement = statement.order_by(
+            SubjectProcessingLock.since.desc(), SubjectProcessingLock.subject_id.desc()
+        )
+        return list((await self.session.execute(statement.limit(limit))).scalars())
 
     async def set(
         self,

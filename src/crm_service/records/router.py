@@ -127,7 +127,8 @@ def build_record_router(spec: RecordModuleSpec) -> CRMRouter:
         summary=f"List {module}, newest first by default, with exact-match filters",
         description=f"The {module} you may see (sharing rules apply), `limit` at a time; pass "
         "`next_cursor` back as `cursor` for the next page. Filters match exactly; sensitive "
-        "values you may not see are answered as null and named in `masked_fields`.",
+        "values you may not see are answered as null and named in `masked_fields`. Records of "
+        "a data subject who restricted processing (GDPR Art. 18) are left out, whoever asks.",
         response_model=ListSchema,
         responses=problem_responses(401, 403, 422),
     )
@@ -206,9 +207,12 @@ def build_record_router(spec: RecordModuleSpec) -> CRMRouter:
         operation_id=f"get{spec.singular}",
         summary=f"Get a {noun}",
         description=f"One {noun} you may see, with its `ETag`; 404 for one you may not know "
-        "exists. Revealing sensitive values is audited.",
+        "exists. Revealing sensitive values is audited. A lead or contact whose data subject "
+        "restricted processing (GDPR Art. 18) answers 423 `processing-restricted` unless your "
+        "profile has the right `view_restricted` (partner tokens never do); such a read is "
+        "audited.",
         response_model=ReadSchema,
-        responses={200: headers("ETag"), **problem_responses(401, 403, 404, 422)},
+        responses={200: headers("ETag"), **problem_responses(401, 403, 404, 422, 423)},
     )
     async def get(
         record_id: uuid.UUID, principal: Reader, session: DbSession, response: Response
@@ -267,9 +271,10 @@ def build_record_router(spec: RecordModuleSpec) -> CRMRouter:
         operation_id=f"get{spec.singular}History",
         summary=f"Each change of the {noun}: who, when, which fields, old and new values",
         description="Newest first, paged like lists. Old and new values are sealed under the "
-        "data subject's key; after an erasure the entries remain without them.",
+        "data subject's key; after an erasure the entries remain without them. 423 for a "
+        "restricted data subject, as for the record itself.",
         response_model=HistoryPage,
-        responses=problem_responses(401, 403, 404, 422),
+        responses=problem_responses(401, 403, 404, 422, 423),
     )
     async def history(
         record_id: uuid.UUID,
@@ -309,9 +314,10 @@ def build_record_router(spec: RecordModuleSpec) -> CRMRouter:
         "/{record_id}/shares",
         operation_id=f"list{spec.singular}Shares",
         summary=f"The groups this {noun} is shared with",
-        description="Each group and whether it reads or also writes.",
+        description="Each group and whether it reads or also writes. 423 for a restricted data "
+        "subject, as for the record itself.",
         response_model=RecordShareList,
-        responses=problem_responses(401, 403, 404, 422),
+        responses=problem_responses(401, 403, 404, 422, 423),
     )
     async def list_shares(record_id: uuid.UUID, principal: Reader, session: DbSession) -> Any:
         shares = await sharing.shares(
@@ -373,9 +379,10 @@ def build_record_router(spec: RecordModuleSpec) -> CRMRouter:
             "/{record_id}/legal-basis",
             operation_id=f"get{spec.singular}LegalBasis",
             summary=f"The {noun}'s legal basis of processing and every earlier setting",
-            description="The current basis and the history of every setting, newest first.",
+            description="The current basis and the history of every setting, newest first. "
+            "423 for a restricted data subject, as for the record itself.",
             response_model=LegalBasisHistory,
-            responses=problem_responses(401, 403, 404, 422),
+            responses=problem_responses(401, 403, 404, 422, 423),
         )
         async def get_legal_basis(
             record_id: uuid.UUID, principal: Reader, session: DbSession

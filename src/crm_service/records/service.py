@@ -38,7 +38,7 @@ from crm_service.records.etag import check_if_match
 from crm_service.records.events import RecordEventKind, emit
 from crm_service.records.models import PersonColumns, SourceChannel
 from crm_service.records.paging import Cursor, Page, PageRequest, RecordSort
-from crm_service.records.processing import Change, check_processable
+from crm_service.records.processing import Change, Read, check_processable, check_readable
 from crm_service.records.repository import LegalBasisRepository, RecordRepository
 from crm_service.records.schemas import LegalBasisSet
 from crm_service.security.permissions import Operation
@@ -249,6 +249,21 @@ class RecordService(Generic[ModelT]):
             raise Gone(f"This {self.noun}'s data subject was erased.")
         return record
 
+    async def readable(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        repository: RecordRepository[Any],
+        record_id: uuid.UUID,
+        read: Read,
+    ) -> ModelT:
+        """A record whose data `read` discloses: one the caller may see (see `visible`) and,
+        when its data subject is restricted, the caller holds `view_restricted` (else 423;
+        audited when they do)."""
+        record = await self.visible(repository, record_id)
+        await check_readable(session, principal, record, noun=self.noun, read=read)
+        return record
+
     async def get_for_change(
         self,
         *,
@@ -273,7 +288,7 @@ class RecordService(Generic[ModelT]):
     ) -> ModelT:
         require_operation(principal, self.module, Operation.READ)
         repository = await self.repository(session, principal)
-        record = await self.visible(repository, record_id)
+        record = await self.readable(session, principal, repository, record_id, Read.RECORD)
         await DisclosurePolicy(session, principal).show(View.RECORD, Shown(repository, [record]))
         return record
 
@@ -361,8 +376,10 @@ class RecordService(Generic[ModelT]):
         require_operation(principal, self.module, Operation.READ)
         repository = await self.repository(session, principal)
         # An erased subject's record still shows that its history existed (values erased).
-        if await repository.get(record_id) is None:
+        record = await repository.get(record_id)
+        if record is None:
             raise NotFound(f"No such {self.noun}.")
+        await check_readable(session, principal, record, noun=self.noun, read=Read.HISTORY)
         after = None
         if cursor is not None:
             decoded = Cursor.decode(cursor, RecordSort.CREATED_DESC)

@@ -18,7 +18,7 @@ from crm_service.access.visibility import ShareAccess
 from crm_service.audit.actions import AuditAction
 from crm_service.audit.service import record as audit
 from crm_service.errors import NotFound
-from crm_service.records.processing import Change
+from crm_service.records.processing import Change, Read
 from crm_service.records.service import RecordService, require_operation
 from crm_service.security.permissions import Operation
 from crm_service.security.principal import Principal
@@ -32,7 +32,8 @@ async def shares(
     record_id: uuid.UUID,
 ) -> list[RecordShare]:
     require_operation(principal, service.module, Operation.READ)
-    await service.visible(await service.repository(session, principal), record_id)
+    repository = await service.repository(session, principal)
+    await service.readable(session, principal, repository, record_id, Read.SHARES)
     return await RecordShareRepository(session, principal.organization_id).of_record(
         service.module.value, record_id
     )
