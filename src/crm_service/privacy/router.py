@@ -24,9 +24,12 @@ from crm_service.privacy.schemas import (
     ErasureCreated,
     ErasureReceiptRead,
     PrivacyRequestCreate,
+    PrivacyRequestExtend,
     PrivacyRequestPage,
     PrivacyRequestQuery,
     PrivacyRequestRead,
+    PrivacyRequestReceipt,
+    PrivacyRequestReject,
     PrivacyRequestVerify,
 )
 from crm_service.security.permissions import Right
@@ -202,3 +205,98 @@ async def verify_privacy_request(
         payload=payload,
         now=_now(request),
     )
+
+
+@router.post(
+    "/requests/{request_id}/extend",
+    operation_id="extendPrivacyRequest",
+    summary="Extend the due date by one or two months (within the first month only)",
+    response_model=PrivacyRequestRead,
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def extend_privacy_request(
+    request_id: uuid.UUID,
+    payload: PrivacyRequestExtend,
+    principal: PrivacyRequestsWrite,
+    session: DbSession,
+    request: Request,
+) -> PrivacyRequestRead:
+    """Counted from the original due date, at most two months in all, and only before the
+    original due date (409 `extension-refused` otherwise). The reason is mailed to the
+    requester. Audited."""
+    return await requests.extend(
+        session=session,
+        principal=principal,
+        request_id=request_id,
+        payload=payload,
+        now=_now(request),
+    )
+
+
+@router.post(
+    "/requests/{request_id}/complete",
+    operation_id="completePrivacyRequest",
+    summary="Carry the request out (rectify, restrict, withdraw marketing consent, erase) "
+    "and close it",
+    response_model=PrivacyRequestRead,
+    responses=problem_responses(401, 403, 404, 409, 410, 422, 423),
+)
+async def complete_privacy_request(
+    request_id: uuid.UUID,
+    principal: PrivacyRequestsWrite,
+    session: DbSession,
+    request: Request,
+    background: BackgroundTasks,
+) -> PrivacyRequestRead:
+    """Rectification applies the request's `corrections` through the ordinary update (as
+    the caller; 422/423 refuse all of them); restriction restricts the subject's processing;
+    objection withdraws consent to every marketing purpose; erasure erases every subject (one
+    receipt each, `GET /{id}/receipt`); access and portability close the request. A
+    rectification, erasure or restriction is told to subscribed webhook endpoints
+    (`privacy.*`, ids only) and the partner clients the audit log shows acting on the
+    subject's records (`recipients`). 409 `request-unverified` until the requester's identity
+    is verified. Audited."""
+    completed = await requests.complete(
+        session=session, principal=principal, request_id=request_id, now=_now(request)
+    )
+    # After the commit: no page image of an erased value stays in SQLite's WAL.
+    background.add_task(checkpoint_sqlite, request.app.state.engine)
+    return completed
+
+
+@router.post(
+    "/requests/{request_id}/reject",
+    operation_id="rejectPrivacyRequest",
+    summary="Close the request without carrying it out; the reason is mailed to the requester",
+    response_model=PrivacyRequestRead,
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def reject_privacy_request(
+    request_id: uuid.UUID,
+    payload: PrivacyRequestReject,
+    principal: PrivacyRequestsWrite,
+    session: DbSession,
+    request: Request,
+) -> PrivacyRequestRead:
+    """The reason is kept sealed under the data subject's key. Audited."""
+    return await requests.reject(
+        session=session,
+        principal=principal,
+        request_id=request_id,
+        payload=payload,
+        now=_now(request),
+    )
+
+
+@router.get(
+    "/requests/{request_id}/receipt",
+    operation_id="getPrivacyRequestReceipt",
+    summary="The erasure receipts of a completed erasure request (no values)",
+    response_model=PrivacyRequestReceipt,
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def get_privacy_request_receipt(
+    request_id: uuid.UUID, principal: PrivacyRequestsRead, session: DbSession
+) -> PrivacyRequestReceipt:
+    """One receipt per data subject erased: what, when, by whom; counts and ids only."""
+    return await requests.receipt(session=session, principal=principal, request_id=request_id)

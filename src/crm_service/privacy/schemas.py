@@ -13,7 +13,6 @@ from pydantic import BaseModel, Field, model_validator
 
 from crm_service.kit.schemas import (
     Email,
-    Flag,
     InputModel,
     Timestamp,
     integer,
@@ -160,8 +159,9 @@ class PrivacyRequestVerify(InputModel):
 class PrivacyRequestQuery(QueryPaging):
     status: PrivacyRequestStatus | None = None
     type: PrivacyRequestType | None = None
-    overdue: Flag | None = Field(
-        default=None, description="true: open requests past their due date."
+    overdue: Literal["true", "false"] | None = Field(
+        default=None,
+        description="`true`: open requests past their due date; `false`: all others.",
     )
     due_before: Timestamp | None = Field(
         default=None, description="Open requests due before this time (the due-soon list)."
