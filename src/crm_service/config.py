@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     webform_address_hourly_limit: int = Field(default=20, ge=1)
     webform_email_daily_limit: int = Field(default=3, ge=1)
     webform_form_minute_limit: int = Field(default=600, ge=1)
+    # Privacy: how long a data subject's access or portability package stays downloadable
+    # (sealed under the subject's key meanwhile) before the worker deletes it.
+    privacy_package_ttl_hours: int = Field(default=168, ge=1, le=24 * 90)
 
     # Request handling
     max_request_body_bytes: int = Field(default=1_048_576, ge=1024)

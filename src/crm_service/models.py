@@ -45,6 +45,7 @@ from crm_service.privacy.models import (
     PrivacyRequest,
     PrivacyRequestSubject,
 )
+from crm_service.privacy.package_models import StoredPackagePart
 from crm_service.records.accounts.models import Account
 from crm_service.records.contacts.models import Contact
 from crm_service.records.leads.models import Lead
@@ -90,6 +91,7 @@ __all__ = [
     "OutboxMessage",
     "RecoveryCode",
     "SsoAttempt",
+    "StoredPackagePart",
     "SubjectProcessingLock",
     "TotpCredential",
     "User",

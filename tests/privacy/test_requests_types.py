@@ -1,11 +1,13 @@
 """Every kind of privacy request carried out end to end through `complete`: access and
-portability close, rectification applies its corrections through the ordinary update (all
-or nothing), restriction locks the subject, objection withdraws marketing consent only,
-erasure erases with a receipt and leaves nothing of the request readable; partner tokens by
-scope."""
+portability leave a package to download, rectification applies its corrections through the
+ordinary update (all or nothing), restriction locks the subject, objection withdraws
+marketing consent only, erasure erases with a receipt and leaves nothing of the request
+readable; partner tokens by scope."""
 
 from __future__ import annotations
 
+import io
+import zipfile
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,16 +24,29 @@ from tests.privacy.probe import hits
 
 
 @pytest.mark.parametrize("kind", ["access", "portability"])
-async def test_access_and_portability_close_when_completed(org: Org, kind: str) -> None:
+async def test_access_and_portability_complete_with_a_downloadable_package(
+    org: Org, other_org: Org, kind: str
+) -> None:
     contact = await make_contact(org)
     request = await verified(org, {"type": kind, "module": "contacts", "record_id": contact["id"]})
+    path = f"/v1/privacy/requests/{request['id']}"
+    assert_problem(await org.client.get(f"{path}/package", headers=org.headers), 404)
     done = await completed(org, request["id"])
     assert done["status"] == "completed" and done["completed_at"] is not None
     assert done["recipients"] == [] and done["receipt_ids"] == []
-    assert_problem(
-        await org.client.get(f"/v1/privacy/requests/{request['id']}/receipt", headers=org.headers),
-        404,
-    )
+    assert done["outcome"] == {"package_subjects": 1}
+    assert done["package_expires_at"] is not None
+    assert_problem(await org.client.get(f"{path}/receipt", headers=org.headers), 404)
+
+    document = await org.client.get(f"{path}/package", headers=org.headers)
+    assert document.status_code == 200, document.text
+    assert document.headers["content-type"].startswith("application/json")
+    assert contact["id"] in document.text and contact["email"] in document.text
+    archive = await org.client.get(f"{path}/package?format=csv", headers=org.headers)
+    assert archive.status_code == 200, archive.text
+    names = zipfile.ZipFile(io.BytesIO(archive.content)).namelist()
+    assert "README.txt" in names and len(names) > 2
+    assert_problem(await other_org.client.get(f"{path}/package", headers=other_org.headers), 404)
 
 
 async def test_rectification_applies_its_corrections_through_the_ordinary_update(

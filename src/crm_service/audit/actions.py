@@ -62,6 +62,9 @@ class AuditAction(StrEnum):
     SUBJECT_ERASED = "privacy.subject_erased"
     BLOCKLIST_ENTRY_REMOVED = "privacy.blocklist_entry_removed"
     BLOCKLIST_REFUSED = "privacy.blocklist_refused"  # an erased email or phone entered again
+    # An access or portability package left the CRM (`target_id` the data subject; format
+    # and channel in `reason`, the kinds of data in `fields`; never a value)
+    PACKAGE_DISCLOSED = "privacy.package_disclosed"
     BACKUP_RESTORED = "backup.restored"
     # Privacy requests (target_type privacy_request; `reason` a value-free code)
     PRIVACY_REQUEST_FILED = "privacy.request_filed"

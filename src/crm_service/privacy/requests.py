@@ -24,7 +24,7 @@ from __future__ import annotations
 import calendar
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -54,6 +54,15 @@ from crm_service.privacy.models import (
     PrivacyRequestStatus,
     PrivacyRequestSubject,
     PrivacyRequestType,
+)
+from crm_service.privacy.package import (
+    PackageFormat,
+    RenderedPackage,
+    build_package,
+    disclose_package,
+    load_package,
+    render,
+    store_package,
 )
 from crm_service.privacy.request_repository import PrivacyRequestRepository
 from crm_service.privacy.schemas import (
@@ -474,6 +483,7 @@ async def _read(session: AsyncSession, opened: Opened, *, now: datetime) -> Priv
         closed_by_type=request.closed_by_type,
         closed_by_id=request.closed_by_id,
         receipt_ids=outcome.pop("receipt_ids", []),
+        package_expires_at=outcome.pop("package_expires_at", None),
         outcome={name: value for name, value in outcome.items() if isinstance(value, int)},
         recipients=[Recipient(**item) for item in _json_list(request.recipients)],
         notices=[SubjectNotice(**item) for item in _json_list(request.notices)],
@@ -767,6 +777,7 @@ class Carried:
 
     counts: dict[str, int]
     receipt_ids: list[str]
+    times: dict[str, str] = field(default_factory=dict)
 
 
 async def _rectify(
@@ -905,6 +916,37 @@ async def _erase(
     return Carried({"subjects_erased": len(records)}, receipt_ids)
 
 
+async def _package(
+    session: AsyncSession,
+    request: PrivacyRequest,
+    records: dict[uuid.UUID, list[repository.SubjectRow]],
+    now: datetime,
+    ttl: timedelta,
+) -> Carried:
+    """GDPR Art. 15 and 20: the subjects' own, complete package, stored sealed under each
+    subject's key until it expires; downloaded through `GET /{id}/package`."""
+    if not records:
+        return Carried({"package_subjects": 0}, [])
+    subject_ids = list(records)
+    package = await build_package(
+        session, request.organization_id, subject_ids, principal=None, now=now
+    )
+    stored = await store_package(
+        session,
+        request.organization_id,
+        request_id=request.id,
+        subject_ids=subject_ids,
+        package=package,
+        now=now,
+        ttl=ttl,
+    )
+    return Carried(
+        {"package_subjects": len(subject_ids)},
+        [],
+        {"package_expires_at": stored.expires_at.isoformat()},
+    )
+
+
 ART_19_EVENTS = {
     PrivacyRequestType.RECTIFICATION: "privacy.rectified",
     PrivacyRequestType.ERASURE: "privacy.erased",
@@ -969,7 +1011,12 @@ async def _tell_recipients(
 
 
 async def complete(
-    *, session: AsyncSession, principal: Principal, request_id: uuid.UUID, now: datetime
+    *,
+    session: AsyncSession,
+    principal: Principal,
+    request_id: uuid.UUID,
+    now: datetime,
+    package_ttl: timedelta,
 ) -> PrivacyRequestRead:
     """Carry the request out and close it, in one transaction: a refusal on the way (a bad
     correction, a restricted record) changes nothing. 409 `request-unverified` until the
@@ -997,14 +1044,14 @@ async def complete(
     elif request_type is PrivacyRequestType.ERASURE:
         carried = await _erase(session, principal, request, records, now)
     else:
-        # Access and portability: the package is given (GET /{id}/package); closing records
-        # when the request was answered.
-        carried = Carried({}, [])
+        carried = await _package(session, request, records, now, package_ttl)
     if request_type in ART_19_EVENTS:
         request.recipients = json.dumps(
             await _tell_recipients(session, principal, request, records, now)
         )
-    request.outcome = json.dumps({**carried.counts, "receipt_ids": carried.receipt_ids})
+    request.outcome = json.dumps(
+        {**carried.counts, **carried.times, "receipt_ids": carried.receipt_ids}
+    )
     _close(request, principal, PrivacyRequestStatus.COMPLETED, now)
     await session.flush()
     audit(
@@ -1037,3 +1084,41 @@ async def receipt(
             for id_ in receipt_ids
         ],
     )
+
+
+async def package(
+    *,
+    session: AsyncSession,
+    principal: Principal,
+    request_id: uuid.UUID,
+    fmt: PackageFormat,
+    now: datetime,
+) -> RenderedPackage:
+    """The package of a completed access or portability request, as the caller's channel
+    allows (the one disclosure policy; sensitive reveals audited), and the download audited
+    (format and channel, never a value). 404 when there is none or it expired."""
+    request = await PrivacyRequestRepository(session, principal.organization_id).get(request_id)
+    if (
+        request is None
+        or request.type
+        not in (PrivacyRequestType.ACCESS.value, PrivacyRequestType.PORTABILITY.value)
+        or request.status != PrivacyRequestStatus.COMPLETED.value
+    ):
+        raise NotFound("No package: no such completed access or portability request.")
+    stored = await load_package(session, principal.organization_id, request.id, now=now)
+    if stored is None:
+        raise NotFound(
+            "This request's package has expired (or its subjects were erased); complete a new "
+            "request to build another."
+        )
+    shown = await disclose_package(session, stored, principal)
+    rendered = render(shown, fmt)
+    audit(
+        session,
+        principal,
+        AuditAction.PACKAGE_DISCLOSED,
+        target_type=TARGET_TYPE,
+        target_id=request.id,
+        reason=f"format={fmt.value};channel={shown.channel}",
+    )
+    return rendered

@@ -234,9 +234,14 @@ class PrivacyRequestRead(BaseModel):
     receipt_ids: Annotated[list[uuid.UUID], Field(max_length=1000)] = Field(
         description="Erasure: one receipt per data subject (`GET /{id}/receipt`)."
     )
+    package_expires_at: datetime | None = Field(
+        default=None,
+        description="Access and portability: until then the package can be downloaded "
+        "(`GET /{id}/package`).",
+    )
     outcome: Annotated[dict[text(64), int], Field(max_length=20)] = Field(
         description="What completing did, counted: corrections applied, consents withdrawn, "
-        "subjects restricted or erased."
+        "subjects restricted or erased, subjects packaged."
     )
     recipients: Annotated[list[Recipient], Field(max_length=1000)]
     notices: Annotated[list[SubjectNotice], Field(max_length=100)]

@@ -14,7 +14,7 @@ tell them its value. Showing a stored sensitive value is a reveal, and a respons
 any writes one `record.sensitive_revealed` event: `target_type` the module of the response
 (a conversion's is the lead's), `target_ids` every record whose values it revealed,
 `target_id` that record when it is one, `fields` the sensitive fields shown, `reason` the kind
-of response (record, list, history, conversion). Values the caller sent in the same request
+of response (record, list, history, conversion, package). Values the caller sent in the same request
 are no reveal.
 
 Every response that carries a record's values goes through :class:`DisclosurePolicy`; the
@@ -64,6 +64,7 @@ class View(StrEnum):
     LIST = "list"  # list, search
     HISTORY = "history"
     CONVERSION = "conversion"
+    PACKAGE = "package"  # a data subject's access or portability package
 
 
 def channel_of(principal: Principal) -> Channel:
@@ -261,6 +262,20 @@ class DisclosurePolicy:
         if revealed:
             self._audit_reveal(View.HISTORY, repository.module, [record_id], revealed)
         return disclosure
+
+    async def sensitive_shown(self, storage: RecordStorage) -> tuple[FieldDisclosure, list[str]]:
+        """For values opened before the policy decided (a stored DSR package): the module's
+        disclosure, and its sensitive fields the caller sees; what is then shown of them is
+        audited with :meth:`audit_reveal`."""
+        return await self._revealable(storage)
+
+    def audit_reveal(
+        self, view: View, module: Module, ids: list[uuid.UUID], fields: set[str]
+    ) -> None:
+        """The one reveal event of a response that showed stored sensitive values of `ids`
+        (see :meth:`sensitive_shown`); `show` and `show_history` write theirs themselves."""
+        if ids:
+            self._audit_reveal(view, module, ids, fields)
 
     def _audit_reveal(
         self, view: View, module: Module, ids: list[uuid.UUID], fields: set[str]
