@@ -43,7 +43,13 @@ from crm_service.crypto.codec import FieldContext
 from crm_service.crypto.service import keyring_for
 from crm_service.db.base import utcnow
 from crm_service.db.tenancy import Organization
-from crm_service.errors import Conflict, FieldProblem, NotFound, ValidationFailed
+from crm_service.errors import (
+    Conflict,
+    FieldProblem,
+    NotFound,
+    ValidationFailed,
+    _field_problems,
+)
 from crm_service.integrations.webhooks import queue_privacy_event
 from crm_service.kit.modules import Module
 from crm_service.mail.outbox import enqueue
@@ -246,11 +252,13 @@ def _checked_corrections(
         try:
             update = _UPDATES[module].model_validate(fields)
         except ValidationError as error:
-            for item in error.errors():
-                location = ".".join(str(part) for part in item["loc"])
-                problems.append(
-                    _problem(f"{where}.fields.{location}", item["type"], item["msg"][:200])
-                )
+            # Rendered by the one rule for schema errors: no input value is echoed.
+            problems += _field_problems(
+                [
+                    {**item, "loc": ("body", "corrections", index, "fields", *item["loc"])}
+                    for item in error.errors()
+                ]
+            )
             continue
         checked.append(
             {
