@@ -5,7 +5,8 @@ outbox, written before the lock is deleted, in the same transaction), then their
 listed, read, changed and exported again. `GET /v1/privacy/restrictions` lists restricted
 subjects by id, never a value. Another organization's subject, an unknown one or one not
 restricted is 404; a Standard user is refused; a partner token reads a restricted record as
-423 (partners never hold `view_restricted`) and cannot lift.
+423 (partners never hold `view_restricted`); like privacy requests, a partner with the
+privacy scopes may list and lift restrictions, one without them may not.
 """
 
 from __future__ import annotations
@@ -161,7 +162,9 @@ async def test_a_standard_user_neither_lists_nor_lifts(org: Org) -> None:
     assert record["id"] not in await listed_ids(org, "contacts", org.headers), "still restricted"
 
 
-async def test_a_partner_token_reads_a_restricted_record_as_423_and_cannot_lift(org: Org) -> None:
+async def test_a_partner_token_reads_a_restricted_record_as_423_and_lifts_only_with_the_scope(
+    org: Org,
+) -> None:
     restricted = await create_record(org, "contacts")
     other = await create_record(org, "contacts")
     subject_id = await restrict(org, "contacts", restricted["id"])
@@ -177,8 +180,19 @@ async def test_a_partner_token_reads_a_restricted_record_as_423_and_cannot_lift(
     listed = await listed_ids(org, "contacts", headers)
     assert other["id"] in listed and restricted["id"] not in listed
 
-    assert_problem(await org.client.post(lift_path(subject_id), headers=headers), 403)
-    assert_problem(await org.client.get("/v1/privacy/restrictions", headers=headers), 403)
+    outsider = await register(org, scopes=[*EVERY_RECORD_SCOPE, "crm.export"])
+    outsider_headers = await token(org.client, outsider)
+    assert_problem(await org.client.post(lift_path(subject_id), headers=outsider_headers), 403)
+    assert_problem(await org.client.get("/v1/privacy/restrictions", headers=outsider_headers), 403)
+    # A privacy tool with the privacy scopes handles restrictions as it handles requests.
+    listed_restrictions = await org.client.get("/v1/privacy/restrictions", headers=headers)
+    assert listed_restrictions.status_code == 200, listed_restrictions.text
+    assert str(subject_id) in [item["subject_id"] for item in listed_restrictions.json()["data"]]
+    lifted = await org.client.post(lift_path(subject_id), headers=headers)
+    assert lifted.status_code == 200, lifted.text
+    assert (
+        await org.client.get(f"/v1/contacts/{restricted['id']}", headers=headers)
+    ).status_code == 200
 
 
 async def test_restricted_subjects_are_listed_by_id_paged_and_without_values(org: Org) -> None:

@@ -72,6 +72,13 @@ class AuditAction(StrEnum):
     PROCESSING_RESTRICTED = "privacy.processing_restricted"
     RESTRICTION_LIFTED = "privacy.restriction_lifted"
     BACKUP_RESTORED = "backup.restored"
+    # Privacy requests (target_type privacy_request; `reason` a value-free code)
+    PRIVACY_REQUEST_FILED = "privacy.request_filed"
+    PRIVACY_REQUEST_VERIFIED = "privacy.request_verified"
+    PRIVACY_REQUEST_EXTENDED = "privacy.request_extended"
+    PRIVACY_REQUEST_COMPLETED = "privacy.request_completed"
+    PRIVACY_REQUEST_REJECTED = "privacy.request_rejected"
+    PRIVACY_RECIPIENTS_TOLD = "privacy.recipients_told"  # Art. 19: ids in target_ids
     # Consent (target_type consent_purpose, lead/contact, consent_request, webform)
     CONSENT_PURPOSE_CREATED = "consent.purpose_created"
     CONSENT_RECORDED = "consent.recorded"

@@ -1,8 +1,9 @@
-"""HTTP for erasure, the blocklist and restriction: /v1/privacy/erasures,
-/v1/privacy/blocklist, /v1/privacy/restrictions.
+"""HTTP for privacy requests, erasure, the blocklist and restriction: /v1/privacy/requests,
+/v1/privacy/erasures, /v1/privacy/blocklist, /v1/privacy/restrictions.
 
-`POST /v1/privacy/erasures` is the interim administration path of erasure; once privacy
-requests exist, completing an erasure request carries it out through the same service.
+`POST /v1/privacy/erasures` is the administration path of erasure without a request (an
+erasure the organization decides itself); completing an erasure request carries it out
+through the same service.
 """
 
 from __future__ import annotations
@@ -16,43 +17,37 @@ from crm_service.audit.service import Actor
 from crm_service.consent.schemas import Language
 from crm_service.db.session import CRMRouter, DbSession
 from crm_service.errors import problem_responses
-from crm_service.privacy import restriction, service
+from crm_service.kit.openapi import headers
+from crm_service.kit.schemas import InputModel
+from crm_service.privacy import requests, restriction, service
+from crm_service.privacy.auth import PrivacyRequestsRead, PrivacyRequestsWrite
 from crm_service.privacy.erasure import checkpoint_sqlite
+from crm_service.privacy.package import PackageFormat, package_ttl
+from crm_service.privacy.package_schemas import PackageDocument
 from crm_service.privacy.schemas import (
     BlocklistPage,
     BlocklistQuery,
     ErasureCreate,
     ErasureCreated,
     ErasureReceiptRead,
+    PrivacyRequestCreate,
+    PrivacyRequestExtend,
+    PrivacyRequestPage,
+    PrivacyRequestQuery,
+    PrivacyRequestRead,
+    PrivacyRequestReceipt,
+    PrivacyRequestReject,
+    PrivacyRequestVerify,
     RestrictionLifted,
     RestrictionPage,
     RestrictionQuery,
     RestrictionRead,
 )
 from crm_service.security.permissions import Right
-from crm_service.security.principal import Principal, require, require_right
-from crm_service.security.scopes import Scope
+from crm_service.security.principal import Principal, require_right
 
 router = CRMRouter(prefix="/v1/privacy", tags=["privacy"])
 PrivacyAdmin = Annotated[Principal, Depends(require_right(Right.MANAGE_PRIVACY))]
-
-
-def _privacy_manager(scope: Scope):  # noqa: ANN202 - returns a FastAPI dependency
-    """The privacy scope `scope` and the administration right `manage_privacy` (which a
-    partner token never holds: it is refused)."""
-    scoped, administers = require(scope), require_right(Right.MANAGE_PRIVACY)
-
-    async def dependency(
-        principal: Principal = Depends(scoped),  # noqa: B008
-        _: Principal = Depends(administers),  # noqa: B008
-    ) -> Principal:
-        return principal
-
-    return dependency
-
-
-RestrictionReader = Annotated[Principal, Depends(_privacy_manager(Scope.PRIVACY_READ))]
-RestrictionManager = Annotated[Principal, Depends(_privacy_manager(Scope.PRIVACY_WRITE))]
 
 
 @router.post(
@@ -127,6 +122,256 @@ async def remove_blocklist_entry(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+# --- privacy requests ----------------------------------------------------------------------
+
+
+def _now(request: Request):  # noqa: ANN202 - a datetime
+    return request.app.state.clock.now()
+
+
+@router.post(
+    "/requests",
+    operation_id="createPrivacyRequest",
+    summary="File a data-subject request (due one calendar month after receipt)",
+    status_code=status.HTTP_201_CREATED,
+    response_model=PrivacyRequestRead,
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def create_privacy_request(
+    payload: PrivacyRequestCreate,
+    principal: PrivacyRequestsWrite,
+    session: DbSession,
+    request: Request,
+    response: Response,
+) -> PrivacyRequestRead:
+    """A request as it reached the organization: access, portability, rectification (with
+    optional structured `corrections`), restriction, erasure or objection, for every lead and
+    contact with an email or for one lead or contact. It awaits verification of the
+    requester's identity (`POST /{id}/verify`). The email, details and corrections are sealed
+    under the data subject's key. Audited."""
+    created = await requests.create(
+        session=session, principal=principal, payload=payload, now=_now(request)
+    )
+    response.headers["Location"] = f"/v1/privacy/requests/{created.id}"
+    return created
+
+
+@router.get(
+    "/requests",
+    operation_id="listPrivacyRequests",
+    summary="Privacy requests, newest received first; overdue and due-soon lists",
+    response_model=PrivacyRequestPage,
+    responses=problem_responses(401, 403, 422),
+)
+async def list_privacy_requests(
+    query: Annotated[PrivacyRequestQuery, Query()],
+    principal: PrivacyRequestsRead,
+    session: DbSession,
+    request: Request,
+) -> PrivacyRequestPage:
+    """Filter by `status`, `type`, `overdue=true` (open and past due) or `due_before` (open
+    and due before then: the due-soon list)."""
+    return await requests.list_requests(
+        session=session, principal=principal, query=query, now=_now(request)
+    )
+
+
+@router.get(
+    "/requests/{request_id}",
+    operation_id="getPrivacyRequest",
+    summary="One privacy request: its clock, status, outcome and who was told",
+    response_model=PrivacyRequestRead,
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def get_privacy_request(
+    request_id: uuid.UUID, principal: PrivacyRequestsRead, session: DbSession, request: Request
+) -> PrivacyRequestRead:
+    """The requester's email, details and reasons are opened for the caller; once the data
+    subject is erased they cannot be (`personal_data_erased`)."""
+    return await requests.get(
+        session=session, principal=principal, request_id=request_id, now=_now(request)
+    )
+
+
+@router.post(
+    "/requests/{request_id}/verify",
+    operation_id="verifyPrivacyRequest",
+    summary="Confirm the requester's identity: the request is in progress",
+    response_model=PrivacyRequestRead,
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def verify_privacy_request(
+    request_id: uuid.UUID,
+    payload: PrivacyRequestVerify,
+    principal: PrivacyRequestsWrite,
+    session: DbSession,
+    request: Request,
+) -> PrivacyRequestRead:
+    """Staff confirmed who asks (requests filed through the portal are verified already: the
+    subject proved control of the email). 409 when closed or verified already. Audited."""
+    return await requests.verify(
+        session=session,
+        principal=principal,
+        request_id=request_id,
+        payload=payload,
+        now=_now(request),
+    )
+
+
+@router.post(
+    "/requests/{request_id}/extend",
+    operation_id="extendPrivacyRequest",
+    summary="Extend the due date by one or two months (within the first month only)",
+    response_model=PrivacyRequestRead,
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def extend_privacy_request(
+    request_id: uuid.UUID,
+    payload: PrivacyRequestExtend,
+    principal: PrivacyRequestsWrite,
+    session: DbSession,
+    request: Request,
+) -> PrivacyRequestRead:
+    """Counted from the original due date, at most two months in all, and only before the
+    original due date (409 `extension-refused` otherwise). The reason is mailed to the
+    requester. Audited."""
+    return await requests.extend(
+        session=session,
+        principal=principal,
+        request_id=request_id,
+        payload=payload,
+        now=_now(request),
+    )
+
+
+@router.post(
+    "/requests/{request_id}/complete",
+    operation_id="completePrivacyRequest",
+    summary="Carry the request out (rectify, restrict, withdraw marketing consent, erase) "
+    "and close it",
+    response_model=PrivacyRequestRead,
+    responses=problem_responses(401, 403, 404, 409, 410, 422, 423),
+)
+async def complete_privacy_request(
+    request_id: uuid.UUID,
+    principal: PrivacyRequestsWrite,
+    session: DbSession,
+    request: Request,
+    background: BackgroundTasks,
+) -> PrivacyRequestRead:
+    """Rectification applies the request's `corrections` through the ordinary update (as
+    the caller; 422/423 refuse all of them); restriction restricts the subject's processing;
+    objection withdraws consent to every marketing purpose; erasure erases every subject (one
+    receipt each, `GET /{id}/receipt`); access and portability close the request. A
+    rectification, erasure or restriction is told to subscribed webhook endpoints
+    (`privacy.*`, ids only) and the partner clients the audit log shows acting on the
+    subject's records (`recipients`). 409 `request-unverified` until the requester's identity
+    is verified. Audited."""
+    completed = await requests.complete(
+        session=session,
+        principal=principal,
+        request_id=request_id,
+        now=_now(request),
+        package_ttl=package_ttl(request.app.state.settings),
+    )
+    # After the commit: no page image of an erased value stays in SQLite's WAL.
+    background.add_task(checkpoint_sqlite, request.app.state.engine)
+    return completed
+
+
+@router.post(
+    "/requests/{request_id}/reject",
+    operation_id="rejectPrivacyRequest",
+    summary="Close the request without carrying it out; the reason is mailed to the requester",
+    response_model=PrivacyRequestRead,
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def reject_privacy_request(
+    request_id: uuid.UUID,
+    payload: PrivacyRequestReject,
+    principal: PrivacyRequestsWrite,
+    session: DbSession,
+    request: Request,
+) -> PrivacyRequestRead:
+    """The reason is kept sealed under the data subject's key. Audited."""
+    return await requests.reject(
+        session=session,
+        principal=principal,
+        request_id=request_id,
+        payload=payload,
+        now=_now(request),
+    )
+
+
+@router.get(
+    "/requests/{request_id}/receipt",
+    operation_id="getPrivacyRequestReceipt",
+    summary="The erasure receipts of a completed erasure request (no values)",
+    response_model=PrivacyRequestReceipt,
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def get_privacy_request_receipt(
+    request_id: uuid.UUID, principal: PrivacyRequestsRead, session: DbSession
+) -> PrivacyRequestReceipt:
+    """One receipt per data subject erased: what, when, by whom; counts and ids only."""
+    return await requests.receipt(session=session, principal=principal, request_id=request_id)
+
+
+class PackageQuery(InputModel):
+    format: PackageFormat = PackageFormat.JSON
+
+
+@router.get(
+    "/requests/{request_id}/package",
+    operation_id="getPrivacyRequestPackage",
+    summary="The package of a completed access or portability request (JSON or a CSV zip)",
+    description="Everything held on the request's data subjects as it was when the request "
+    "was completed, until the package expires (`package_expires_at`). Values are shown as "
+    "your channel allows (sensitive fields masked without `view_sensitive`, classifications "
+    "the compliance settings withhold left out); revealing sensitive values and the download "
+    "itself are audited. `format=csv` answers a zip of one CSV file per kind.",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The package: one JSON document, or a zip of CSV files.",
+            "model": PackageDocument,
+            "content": {
+                "application/zip": {
+                    "schema": {"type": "string", "format": "binary", "maxLength": 2**40}
+                },
+            },
+            **headers("Content-Disposition"),
+        },
+        **problem_responses(401, 403, 404, 422),
+    },
+)
+async def get_privacy_request_package(
+    request_id: uuid.UUID,
+    query: Annotated[PackageQuery, Query()],
+    principal: PrivacyRequestsRead,
+    session: DbSession,
+    request: Request,
+) -> Response:
+    rendered = await requests.package(
+        session=session,
+        principal=principal,
+        request_id=request_id,
+        fmt=query.format,
+        now=_now(request),
+    )
+    return Response(
+        rendered.body,
+        media_type=rendered.media_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="{rendered.filename}"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+# --- restriction of processing (GDPR Art. 18) -----------------------------------------------
+
+
 @router.get(
     "/restrictions",
     operation_id="listRestrictions",
@@ -135,10 +380,10 @@ async def remove_blocklist_entry(
     responses=problem_responses(401, 403, 422),
 )
 async def list_restrictions(
-    query: Annotated[RestrictionQuery, Query()], principal: RestrictionReader, session: DbSession
+    query: Annotated[RestrictionQuery, Query()], principal: PrivacyRequestsRead, session: DbSession
 ) -> RestrictionPage:
     """Most recently restricted first, paged like lists; never a value. Needs
-    `crm.privacy.read` and the right `manage_privacy`."""
+    `crm.privacy.read` and, for a user, the right `manage_privacy`."""
     rows, next_cursor = await restriction.list_restrictions(
         session, principal.organization_id, query
     )
@@ -165,7 +410,7 @@ async def list_restrictions(
 )
 async def lift_restriction(
     subject_id: uuid.UUID,
-    principal: RestrictionManager,
+    principal: PrivacyRequestsWrite,
     session: DbSession,
     request: Request,
     language: Annotated[
@@ -176,7 +421,7 @@ async def lift_restriction(
     then lifts it, in one transaction: their records are listed, exported, changed and sent to
     webhooks again. `subject_told` is false when none of their records has an email (audited
     so). 404 for a subject who is not restricted or not of your organization. Needs
-    `crm.privacy.write` and the right `manage_privacy`. Audited."""
+    `crm.privacy.write` and, for a user, the right `manage_privacy`. Audited."""
     lifted = await restriction.lift_restriction(
         session,
         principal.organization_id,
