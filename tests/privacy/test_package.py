@@ -44,7 +44,7 @@ async def test_the_subjects_own_package_holds_every_value(org: Org) -> None:
     PackageDocument.model_validate(document)  # the document is what the OpenAPI says
 
     assert document["package"]["channel"] is None and document["package"]["complete"] is True
-    assert document["package"]["not_included"] == ["privacy_requests"]
+    assert document["package"]["not_included"] == []
     (subject,) = document["subjects"]
     assert subject["subject_id"] == scene.subject_id and subject["erased"] is False
     records = records_by_module(document)
@@ -79,6 +79,41 @@ async def test_the_subjects_own_package_holds_every_value(org: Org) -> None:
     assert event["purpose"] == scene.purpose and event["status"] == "granted"
     assert event["evidence"]["note"] == person.consent_note
     assert subject["consent_requests"] == []
+    assert subject["privacy_requests"] == []
+
+
+async def test_the_package_lists_the_subjects_privacy_requests(org: Org) -> None:
+    """The requests the subject made are data held on them too: each with its clock and
+    outcome, in the JSON and in privacy_requests.csv, never what the requester wrote."""
+    scene = await make_scene(org)
+    filed = await org.client.post(
+        "/v1/privacy/requests",
+        json={
+            "type": "rectification",
+            "module": "contacts",
+            "record_id": scene.contact_id,
+            "details": "Please fix my surname, it is misspelled",
+        },
+        headers=org.headers,
+    )
+    assert filed.status_code == 201, filed.text
+    request = filed.json()
+    package = await own_package(org, scene)
+    document = json.loads(render(package, "json").body)
+    PackageDocument.model_validate(document)
+    (subject,) = document["subjects"]
+    (listed,) = subject["privacy_requests"]
+    assert listed["id"] == request["id"] and listed["type"] == "rectification"
+    assert listed["status"] == "awaiting_verification"
+    assert datetime.fromisoformat(listed["due_at"]) == datetime.fromisoformat(request["due_at"])
+    archive = zipfile.ZipFile(io.BytesIO(render(package, "csv").body))
+    (row,) = csv.DictReader(io.StringIO(archive.read("privacy_requests.csv").decode()))
+    assert (row["id"], row["subject_id"], row["type"]) == (
+        request["id"],
+        scene.subject_id,
+        "rectification",
+    )
+    assert "misspelled" not in render(package, "json").body.decode()
 
 
 async def test_a_privacy_officer_without_view_sensitive_sees_masks(org: Org) -> None:

@@ -60,6 +60,7 @@ from crm_service.crypto.service import key_generation, keyring_for
 from crm_service.errors import Forbidden, NotFound
 from crm_service.kit.modules import Module
 from crm_service.privacy import package_repository as repository
+from crm_service.privacy.models import PrivacyRequest
 from crm_service.privacy.package_models import StoredPackagePart
 from crm_service.records.contacts.repository import ContactRepository
 from crm_service.records.disclosure import (
@@ -89,7 +90,7 @@ _RECORD_COLUMNS: dict[Module, tuple[str, ...]] = {
     Module.CONTACTS: ("account_id",),
 }
 # What the package does not hold yet, and why it is named: the subject is told.
-NOT_INCLUDED = ("privacy_requests",)
+NOT_INCLUDED: tuple[str, ...] = ()
 _HISTORY_PAGE = 500
 
 
@@ -146,6 +147,13 @@ KINDS: tuple[Kind, ...] = (
         "whether and when it was answered.",
     ),
     Kind(
+        "privacy_requests",
+        "privacy_requests.csv",
+        "Every request about your personal data (access, portability, rectification, "
+        "restriction, erasure, objection): when it was received, when it is due, whether it "
+        "was extended, and when it was completed or rejected.",
+    ),
+    Kind(
         "history",
         "history.csv",
         "Each change of each lead and contact: when, who (a user or partner client id), the "
@@ -166,6 +174,7 @@ class SubjectPart:
     legal_basis: list[dict[str, Any]] = field(default_factory=list)
     consent_events: list[dict[str, Any]] = field(default_factory=list)
     consent_requests: list[dict[str, Any]] = field(default_factory=list)
+    privacy_requests: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -177,6 +186,7 @@ class SubjectPart:
             "legal_basis": self.legal_basis,
             "consent_events": self.consent_events,
             "consent_requests": self.consent_requests,
+            "privacy_requests": self.privacy_requests,
             "history": self.history,
         }
 
@@ -190,6 +200,8 @@ class SubjectPart:
             legal_basis=list(data["legal_basis"]),
             consent_events=list(data["consent_events"]),
             consent_requests=list(data["consent_requests"]),
+            # Packages stored before privacy requests were part of them have none.
+            privacy_requests=list(data.get("privacy_requests", [])),
             history=list(data["history"]),
         )
 
@@ -405,6 +417,23 @@ def _consent_request_entry(
     }
 
 
+def _privacy_request_entry(request: PrivacyRequest) -> dict[str, Any]:
+    """A privacy request's clock and outcome, without what the requester wrote (their
+    details are sealed per subject and shown on the request itself)."""
+    return {
+        "id": str(request.id),
+        "type": request.type,
+        "status": request.status,
+        "channel": request.channel,
+        "received_at": _text(request.received_at),
+        "due_at": _text(request.due_at),
+        "extended_months": request.extended_months,
+        "verified_at": _text(request.verified_at),
+        "completed_at": _text(request.completed_at),
+        "rejected_at": _text(request.rejected_at),
+    }
+
+
 async def build_package(
     session: AsyncSession,
     organization_id: uuid.UUID,
@@ -471,6 +500,10 @@ async def build_package(
     keys = {id_: (purpose.key, purpose.version) for id_, purpose in purposes.items()}
     for request in requests:
         parts[request.subject_id].consent_requests.append(_consent_request_entry(request, keys))
+    for subject_id, privacy_request in await repository.privacy_requests_of_subjects(
+        session, organization_id, wanted
+    ):
+        parts[subject_id].privacy_requests.append(_privacy_request_entry(privacy_request))
     return SubjectPackage(
         organization_id=organization_id,
         generated_at=now,
@@ -607,7 +640,13 @@ def _tables(package: SubjectPackage) -> dict[str, tuple[list[str], list[dict[str
         for record in part.records:
             flat = {key: value for key, value in record.items() if key != "fields"}
             rows[f"records_{record['module']}"].append({**flat, **record["fields"]})
-        for name in ("data_sources", "legal_basis", "consent_events", "consent_requests"):
+        for name in (
+            "data_sources",
+            "legal_basis",
+            "consent_events",
+            "consent_requests",
+            "privacy_requests",
+        ):
             rows[name] += [{**subject, **item} for item in getattr(part, name)]
         for item in part.history:
             base = {**subject, **{k: v for k, v in item.items() if k != "changes"}}
@@ -644,6 +683,10 @@ def _tables(package: SubjectPackage) -> dict[str, tuple[list[str], list[dict[str
             "subject_id", "id", "module", "record_id", "purposes", "channel", "language",
             "status", "deadline", "created_at", "created_by_id", "created_by_client_id",
             "answered_at", "no_response_at", "reminders_sent",
+        ],
+        "privacy_requests": [
+            "subject_id", "id", "type", "status", "channel", "received_at", "due_at",
+            "extended_months", "verified_at", "completed_at", "rejected_at",
         ],
         "history": [
             "subject_id", "module", "record_id", "entry_id", "occurred_at", "actor_type",

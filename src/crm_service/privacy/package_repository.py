@@ -14,6 +14,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.consent.models import ConsentRequest
+from crm_service.privacy.models import PrivacyRequest, PrivacyRequestSubject
 from crm_service.privacy.package_models import StoredPackagePart
 from crm_service.records.repository import RecordRepository
 
@@ -49,6 +50,27 @@ async def consent_requests_of_subjects(
         .order_by(ConsentRequest.created_at, ConsentRequest.id)
     )
     return list(result.scalars())
+
+
+async def privacy_requests_of_subjects(
+    session: AsyncSession, organization_id: uuid.UUID, subject_ids: Sequence[uuid.UUID]
+) -> list[tuple[uuid.UUID, PrivacyRequest]]:
+    """Each subject's privacy requests, oldest received first (a request about an email may
+    concern several subjects: it is listed under each)."""
+    result = await session.execute(
+        select(PrivacyRequestSubject.subject_id, PrivacyRequest)
+        .join(
+            PrivacyRequest,
+            (PrivacyRequest.id == PrivacyRequestSubject.request_id)
+            & (PrivacyRequest.organization_id == PrivacyRequestSubject.organization_id),
+        )
+        .where(
+            PrivacyRequestSubject.organization_id == organization_id,
+            PrivacyRequestSubject.subject_id.in_(list(subject_ids)),
+        )
+        .order_by(PrivacyRequest.received_at, PrivacyRequest.id)
+    )
+    return [(subject_id, request) for subject_id, request in result.all()]
 
 
 async def parts_of_request(

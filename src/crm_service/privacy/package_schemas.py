@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from crm_service.consent.schemas import ConsentEventRead
 from crm_service.kit.schemas import FieldNames, text
+from crm_service.privacy.models import PrivacyRequestStatus, PrivacyRequestType
 from crm_service.privacy.schemas import PersonModule
 from crm_service.records.models import LegalBasis, SourceChannel
 from crm_service.records.schemas import FieldChange
@@ -102,6 +103,21 @@ class PackageConsentRequest(BaseModel):
     reminders_sent: int = Field(ge=0, le=2**31 - 1)
 
 
+class PackagePrivacyRequest(BaseModel):
+    """A request about the subject's personal data: its clock and outcome."""
+
+    id: uuid.UUID
+    type: PrivacyRequestType
+    status: PrivacyRequestStatus
+    channel: text(16)
+    received_at: datetime
+    due_at: datetime
+    extended_months: int = Field(ge=0, le=2)
+    verified_at: datetime | None
+    completed_at: datetime | None
+    rejected_at: datetime | None
+
+
 class PackageHistoryEntry(BaseModel):
     """One change of a lead or contact."""
 
@@ -130,6 +146,7 @@ class PackageSubject(BaseModel):
     legal_basis: list[PackageLegalBasis] = Field(max_length=MANY)
     consent_events: list[ConsentEventRead] = Field(max_length=MANY)
     consent_requests: list[PackageConsentRequest] = Field(max_length=MANY)
+    privacy_requests: list[PackagePrivacyRequest] = Field(max_length=MANY)
     history: list[PackageHistoryEntry] = Field(max_length=MANY)
 
 
