@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     portal_address_hourly_limit: int = Field(default=30, ge=1)
     portal_email_hourly_limit: int = Field(default=3, ge=1)
     portal_answer_seconds: float = Field(default=0.25, ge=0, le=5)
+    # Privacy: how long a data subject's access or portability package stays downloadable
+    # (sealed under the subject's key meanwhile) before the worker deletes it.
+    privacy_package_ttl_hours: int = Field(default=168, ge=1, le=24 * 90)
 
     # Request handling
     max_request_body_bytes: int = Field(default=1_048_576, ge=1024)

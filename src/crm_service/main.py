@@ -37,6 +37,7 @@ from crm_service.oauth.router import router as oauth_router
 from crm_service.openapi import install_openapi
 from crm_service.orgs.router import router as settings_router
 from crm_service.portal.router import router as portal_router
+from crm_service.privacy.package_router import router as privacy_package_router
 from crm_service.privacy.router import router as privacy_router
 from crm_service.records.accounts.router import router as accounts_router
 from crm_service.records.contacts.router import router as contacts_router
@@ -127,6 +128,7 @@ ROUTERS = (
     access_router,
     audit_router,
     privacy_router,
+    privacy_package_router,
     oauth_router,
     webhooks_router,
     consent_router,

@@ -41,6 +41,7 @@ from crm_service.oauth.models import OAuthClient, OAuthToken, UsedClientAssertio
 from crm_service.orgs.models import ComplianceSettings, FieldClassification, IpAllowlist
 from crm_service.portal.models import PortalSession, PortalSignIn
 from crm_service.privacy.models import BlocklistEntry, ErasureReceipt
+from crm_service.privacy.package_models import StoredPackagePart
 from crm_service.records.accounts.models import Account
 from crm_service.records.contacts.models import Contact
 from crm_service.records.leads.models import Lead
@@ -86,6 +87,7 @@ __all__ = [
     "PortalSignIn",
     "RecoveryCode",
     "SsoAttempt",
+    "StoredPackagePart",
     "SubjectProcessingLock",
     "TotpCredential",
     "User",

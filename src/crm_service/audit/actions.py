@@ -62,6 +62,9 @@ class AuditAction(StrEnum):
     SUBJECT_ERASED = "privacy.subject_erased"
     BLOCKLIST_ENTRY_REMOVED = "privacy.blocklist_entry_removed"
     BLOCKLIST_REFUSED = "privacy.blocklist_refused"  # an erased email or phone entered again
+    # An access or portability package left the CRM (`target_id` the data subject; format
+    # and channel in `reason`, the kinds of data in `fields`; never a value)
+    PACKAGE_DISCLOSED = "privacy.package_disclosed"
     BACKUP_RESTORED = "backup.restored"
     # Consent (target_type consent_purpose, lead/contact, consent_request, webform)
     CONSENT_PURPOSE_CREATED = "consent.purpose_created"

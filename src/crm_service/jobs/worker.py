@@ -121,6 +121,12 @@ async def _purge_webform_submissions(
     return await purge_public_state(session, now, BATCH_SIZE)
 
 
+async def _purge_packages(session: AsyncSession, settings: Settings, now: datetime) -> int:
+    from crm_service.privacy.package import purge_packages
+
+    return await purge_packages(session, now, BATCH_SIZE)
+
+
 @dataclass(frozen=True)
 class Job:
     name: str
@@ -157,6 +163,7 @@ JOBS: tuple[Job, ...] = (
         _purge_webform_submissions,
         batch_size=BATCH_SIZE,
     ),
+    Job("purge_packages", timedelta(minutes=15), _purge_packages, batch_size=BATCH_SIZE),
     # Last: a backup holds what the jobs before it did.
     Job("backup", timedelta(hours=24), _take_backup, interval=_backup_interval),
 )

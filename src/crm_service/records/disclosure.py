@@ -14,7 +14,7 @@ tell them its value. Showing a stored sensitive value is a reveal, and a respons
 any writes one `record.sensitive_revealed` event: `target_type` the module of the response
 (a conversion's is the lead's), `target_ids` every record whose values it revealed,
 `target_id` that record when it is one, `fields` the sensitive fields shown, `reason` the kind
-of response (record, list, history, conversion). Values the caller sent in the same request
+of response (record, list, history, conversion, package). Values the caller sent in the same request
 are no reveal.
 
 Every response that carries a record's values goes through :class:`DisclosurePolicy`; the
@@ -64,6 +64,7 @@ class View(StrEnum):
     LIST = "list"  # list, search
     HISTORY = "history"
     CONVERSION = "conversion"
+    PACKAGE = "package"  # a data subject's access or portability package
 
 
 def channel_of(principal: Principal) -> Channel:
