@@ -84,7 +84,7 @@ TAGS = [
     },
     {"name": "access", "description": "Profiles, roles, groups and sharing."},
     {"name": "audit", "description": "The tamper-evident audit log."},
-    {"name": "privacy", "description": "Erasure of data subjects and the blocklist."},
+    {"name": "privacy", "description": "Privacy requests, erasure, the blocklist."},
     {
         "name": "partner access",
         "description": "OAuth 2.0 client credentials for partner systems: clients, tokens, "

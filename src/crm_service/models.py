@@ -40,7 +40,12 @@ from crm_service.mail.models import OutboxMessage
 from crm_service.oauth.models import OAuthClient, OAuthToken, UsedClientAssertion
 from crm_service.orgs.models import ComplianceSettings, FieldClassification, IpAllowlist
 from crm_service.portal.models import PortalSession, PortalSignIn
-from crm_service.privacy.models import BlocklistEntry, ErasureReceipt
+from crm_service.privacy.models import (
+    BlocklistEntry,
+    ErasureReceipt,
+    PrivacyRequest,
+    PrivacyRequestSubject,
+)
 from crm_service.privacy.package_models import StoredPackagePart
 from crm_service.records.accounts.models import Account
 from crm_service.records.contacts.models import Contact
@@ -60,6 +65,8 @@ __all__ = [
     "SharingDefault",
     "AuthSession",
     "BlocklistEntry",
+    "PrivacyRequest",
+    "PrivacyRequestSubject",
     "ErasureReceipt",
     "ComplianceSettings",
     "ConsentEvent",

@@ -66,6 +66,14 @@ class AuditAction(StrEnum):
     # and channel in `reason`, the kinds of data in `fields`; never a value)
     PACKAGE_DISCLOSED = "privacy.package_disclosed"
     BACKUP_RESTORED = "backup.restored"
+    # Privacy requests (target_type privacy_request; `reason` a value-free code)
+    PRIVACY_REQUEST_FILED = "privacy.request_filed"
+    PRIVACY_REQUEST_VERIFIED = "privacy.request_verified"
+    PRIVACY_REQUEST_EXTENDED = "privacy.request_extended"
+    PRIVACY_REQUEST_COMPLETED = "privacy.request_completed"
+    PRIVACY_REQUEST_REJECTED = "privacy.request_rejected"
+    PRIVACY_RECIPIENTS_TOLD = "privacy.recipients_told"  # Art. 19: ids in target_ids
+    PROCESSING_RESTRICTED = "privacy.processing_restricted"  # target_type lead/contact
     # Consent (target_type consent_purpose, lead/contact, consent_request, webform)
     CONSENT_PURPOSE_CREATED = "consent.purpose_created"
     CONSENT_RECORDED = "consent.recorded"

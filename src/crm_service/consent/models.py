@@ -66,6 +66,8 @@ class ConsentPurpose(IdMixin, OrganizationScoped, Base):
     description: Mapped[str] = mapped_column(Text)
     notice_version: Mapped[str] = mapped_column(String(64))
     notice_url: Mapped[str] = mapped_column(String(500))
+    # Direct marketing (GDPR Art. 21(2)): an objection withdraws consent to every such purpose.
+    marketing: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime]
     created_by_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL")

@@ -45,6 +45,9 @@ class WebhookEvent(IdMixin, OrganizationScoped, Base):
     subject_id: Mapped[uuid.UUID | None]
     record_version: Mapped[int] = mapped_column(Integer)
     occurred_at: Mapped[datetime]
+    # JSON of ids only, for events about something other than one record's change (a privacy
+    # request carried out: `privacy.erased` ...), delivered as the body's `data` as it is.
+    data: Mapped[str | None] = mapped_column(Text)
 
 
 class WebhookDelivery(IdMixin, OrganizationScoped, Base):

@@ -1,4 +1,5 @@
-"""HTTP for erasure and the blocklist: /v1/privacy/erasures, /v1/privacy/blocklist.
+"""HTTP for privacy requests, erasure and the blocklist: /v1/privacy/requests,
+/v1/privacy/erasures, /v1/privacy/blocklist.
 
 `POST /v1/privacy/erasures` is the interim administration path of erasure; once privacy
 requests exist, completing an erasure request carries it out through the same service.
@@ -13,7 +14,8 @@ from fastapi import BackgroundTasks, Depends, Query, Request, Response, status
 
 from crm_service.db.session import CRMRouter, DbSession
 from crm_service.errors import problem_responses
-from crm_service.privacy import service
+from crm_service.privacy import requests, service
+from crm_service.privacy.auth import PrivacyRequestsRead, PrivacyRequestsWrite
 from crm_service.privacy.erasure import checkpoint_sqlite
 from crm_service.privacy.schemas import (
     BlocklistPage,
@@ -21,6 +23,11 @@ from crm_service.privacy.schemas import (
     ErasureCreate,
     ErasureCreated,
     ErasureReceiptRead,
+    PrivacyRequestCreate,
+    PrivacyRequestPage,
+    PrivacyRequestQuery,
+    PrivacyRequestRead,
+    PrivacyRequestVerify,
 )
 from crm_service.security.permissions import Right
 from crm_service.security.principal import Principal, require_right
@@ -99,3 +106,99 @@ async def remove_blocklist_entry(
     """
     await service.remove_blocklist_entry(session=session, principal=principal, entry_id=entry_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# --- privacy requests ----------------------------------------------------------------------
+
+
+def _now(request: Request):  # noqa: ANN202 - a datetime
+    return request.app.state.clock.now()
+
+
+@router.post(
+    "/requests",
+    operation_id="createPrivacyRequest",
+    summary="File a data-subject request (due one calendar month after receipt)",
+    status_code=status.HTTP_201_CREATED,
+    response_model=PrivacyRequestRead,
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def create_privacy_request(
+    payload: PrivacyRequestCreate,
+    principal: PrivacyRequestsWrite,
+    session: DbSession,
+    request: Request,
+    response: Response,
+) -> PrivacyRequestRead:
+    """A request as it reached the organization: access, portability, rectification (with
+    optional structured `corrections`), restriction, erasure or objection, for every lead and
+    contact with an email or for one lead or contact. It awaits verification of the
+    requester's identity (`POST /{id}/verify`). The email, details and corrections are sealed
+    under the data subject's key. Audited."""
+    created = await requests.create(
+        session=session, principal=principal, payload=payload, now=_now(request)
+    )
+    response.headers["Location"] = f"/v1/privacy/requests/{created.id}"
+    return created
+
+
+@router.get(
+    "/requests",
+    operation_id="listPrivacyRequests",
+    summary="Privacy requests, newest received first; overdue and due-soon lists",
+    response_model=PrivacyRequestPage,
+    responses=problem_responses(401, 403, 422),
+)
+async def list_privacy_requests(
+    query: Annotated[PrivacyRequestQuery, Query()],
+    principal: PrivacyRequestsRead,
+    session: DbSession,
+    request: Request,
+) -> PrivacyRequestPage:
+    """Filter by `status`, `type`, `overdue=true` (open and past due) or `due_before` (open
+    and due before then: the due-soon list)."""
+    return await requests.list_requests(
+        session=session, principal=principal, query=query, now=_now(request)
+    )
+
+
+@router.get(
+    "/requests/{request_id}",
+    operation_id="getPrivacyRequest",
+    summary="One privacy request: its clock, status, outcome and who was told",
+    response_model=PrivacyRequestRead,
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def get_privacy_request(
+    request_id: uuid.UUID, principal: PrivacyRequestsRead, session: DbSession, request: Request
+) -> PrivacyRequestRead:
+    """The requester's email, details and reasons are opened for the caller; once the data
+    subject is erased they cannot be (`personal_data_erased`)."""
+    return await requests.get(
+        session=session, principal=principal, request_id=request_id, now=_now(request)
+    )
+
+
+@router.post(
+    "/requests/{request_id}/verify",
+    operation_id="verifyPrivacyRequest",
+    summary="Confirm the requester's identity: the request is in progress",
+    response_model=PrivacyRequestRead,
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def verify_privacy_request(
+    request_id: uuid.UUID,
+    payload: PrivacyRequestVerify,
+    principal: PrivacyRequestsWrite,
+    session: DbSession,
+    request: Request,
+) -> PrivacyRequestRead:
+    """Staff confirmed who asks (requests filed through the portal are verified already: the
+    subject proved control of the email). 409 when closed or verified already. Audited."""
+    return await requests.verify(
+        session=session,
+        principal=principal,
+        request_id=request_id,
+        payload=payload,
+        now=_now(request),
+    )

@@ -1,15 +1,27 @@
-"""Inputs and outputs of erasure and the blocklist. No output carries a value."""
+"""Inputs and outputs of privacy requests, erasure and the blocklist. Only a privacy
+request's own reading carries values (the requester's email, details, corrections and the
+reasons given, opened for those allowed to manage privacy requests)."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Self
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, Field, model_validator
 
-from crm_service.kit.schemas import Email, InputModel
+from crm_service.kit.schemas import (
+    Email,
+    Flag,
+    InputModel,
+    Timestamp,
+    integer,
+    multi_line,
+    single_line,
+    text,
+)
+from crm_service.privacy.models import PrivacyRequestStatus, PrivacyRequestType
 from crm_service.records.schemas import CursorText, QueryPaging
 
 
@@ -74,3 +86,167 @@ class BlocklistPage(BaseModel):
 
 class BlocklistQuery(QueryPaging):
     cursor: CursorText | None = None
+
+
+# --- privacy requests ------------------------------------------------------------------------
+
+FieldValue = single_line(500, min_length=0) | None
+
+
+class Correction(InputModel):
+    """A rectification asked for: new values of a lead's or contact's fields."""
+
+    module: PersonModule
+    record_id: uuid.UUID
+    fields: Annotated[dict[single_line(64), FieldValue], Field(min_length=1, max_length=50)] = (
+        Field(description="Field name -> new value (null empties it), as `PATCH` takes them.")
+    )
+
+
+class PrivacyRequestCreate(InputModel):
+    """A data-subject request as it reached the organization, naming the subject by email
+    (every lead and contact with it) or by one lead or contact."""
+
+    type: PrivacyRequestType
+    email: Email | None = Field(default=None, description="The requester's email.")
+    module: PersonModule | None = Field(default=None, description="With `record_id`.")
+    record_id: uuid.UUID | None = Field(default=None, description="A lead's or contact's id.")
+    received_at: Timestamp | None = Field(
+        default=None,
+        description="When the request reached the organization (the legal clock starts); "
+        "now when left out. Never in the future.",
+    )
+    details: multi_line(5000) | None = Field(
+        default=None, description="What the requester asked, in their words. Sealed."
+    )
+    corrections: Annotated[list[Correction], Field(max_length=20)] | None = Field(
+        default=None,
+        description="Rectification only: the changes to make when the request is completed.",
+    )
+    language: Literal["en", "ja"] = Field(
+        default="en", description="The language of the mail the requester receives."
+    )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Self:
+        by_record = self.module is not None and self.record_id is not None
+        if by_record == (self.email is not None) or (
+            (self.module is None) != (self.record_id is None)
+        ):
+            raise ValueError("send either `module` and `record_id`, or `email`")
+        return self
+
+
+class PrivacyRequestExtend(InputModel):
+    months: integer(ge=1, le=2) = Field(
+        description="One or two months, counted from the original due date; at most two in "
+        "all, and only before the original due date."
+    )
+    reason: multi_line(2000, min_length=1) = Field(description="Mailed to the requester.")
+
+
+class PrivacyRequestReject(InputModel):
+    reason: multi_line(2000, min_length=1) = Field(description="Mailed to the requester.")
+
+
+class PrivacyRequestVerify(InputModel):
+    """Staff confirmed who asks (an identity document, a call back)."""
+
+    note: multi_line(1000) | None = Field(
+        default=None, description="How the identity was confirmed; sealed with the request."
+    )
+
+
+class PrivacyRequestQuery(QueryPaging):
+    status: PrivacyRequestStatus | None = None
+    type: PrivacyRequestType | None = None
+    overdue: Flag | None = Field(
+        default=None, description="true: open requests past their due date."
+    )
+    due_before: Timestamp | None = Field(
+        default=None, description="Open requests due before this time (the due-soon list)."
+    )
+    cursor: CursorText | None = None
+
+
+class Recipient(BaseModel):
+    """Who was told of a rectification, erasure or restriction (GDPR Art. 19)."""
+
+    kind: Annotated[str, Field(max_length=32)] = Field(
+        description="`webhook_endpoint` (a `privacy.*` event was queued to it) or "
+        "`oauth_client` (a partner client the audit log shows reading or writing the "
+        "subject's records; tell it through your agreement with that partner)."
+    )
+    id: text(64)
+    at: datetime
+    how: text(32) = Field(description="`webhook_queued` or `found_in_audit_log`.")
+
+
+class SubjectNotice(BaseModel):
+    """A mail to the requester: why the request was extended or rejected."""
+
+    kind: text(16)
+    at: datetime
+    outbox_id: uuid.UUID
+
+
+class CorrectionRead(BaseModel):
+    module: text(16)
+    record_id: uuid.UUID
+    fields: Annotated[dict[text(64), text(500) | None], Field(max_length=50)]
+
+
+class PrivacyRequestRead(BaseModel):
+    id: uuid.UUID
+    type: PrivacyRequestType
+    status: PrivacyRequestStatus
+    channel: text(16) = Field(description="Who filed it: `staff`, `partner` or `portal`.")
+    module: text(16) | None
+    record_id: uuid.UUID | None
+    subject_ids: Annotated[list[uuid.UUID], Field(max_length=1000)]
+    email: text(254) | None
+    details: text(5000) | None
+    corrections: Annotated[list[CorrectionRead], Field(max_length=20)] | None
+    verification_note: text(1000) | None
+    extension_reason: text(2000) | None
+    rejection_reason: text(2000) | None
+    personal_data_erased: bool = Field(
+        description="The requester's email, details and reasons can no longer be opened: the "
+        "data subject was erased."
+    )
+    language: text(2)
+    received_at: datetime
+    original_due_at: datetime = Field(description="One calendar month after receipt.")
+    due_at: datetime = Field(description="The original due date, plus any extension.")
+    extended_months: int
+    extended_at: datetime | None
+    overdue: bool
+    filed_at: datetime
+    filed_by_type: text(16)
+    filed_by_id: uuid.UUID | None
+    verified_at: datetime | None
+    verified_by: text(16) | None = Field(description="`portal` or `staff`.")
+    verified_by_id: uuid.UUID | None
+    completed_at: datetime | None
+    rejected_at: datetime | None
+    closed_by_type: text(16) | None
+    closed_by_id: uuid.UUID | None
+    receipt_ids: Annotated[list[uuid.UUID], Field(max_length=1000)] = Field(
+        description="Erasure: one receipt per data subject (`GET /{id}/receipt`)."
+    )
+    outcome: Annotated[dict[text(64), int], Field(max_length=20)] = Field(
+        description="What completing did, counted: corrections applied, consents withdrawn, "
+        "subjects restricted or erased."
+    )
+    recipients: Annotated[list[Recipient], Field(max_length=1000)]
+    notices: Annotated[list[SubjectNotice], Field(max_length=100)]
+
+
+class PrivacyRequestPage(BaseModel):
+    data: Annotated[list[PrivacyRequestRead], Field(max_length=200)]
+    next_cursor: text(512) | None
+
+
+class PrivacyRequestReceipt(BaseModel):
+    request_id: uuid.UUID
+    receipts: Annotated[list[ErasureReceiptRead], Field(max_length=1000)]

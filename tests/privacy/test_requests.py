@@ -1,0 +1,173 @@
+"""Privacy requests: filing by email or by record, the legal clock (one calendar month,
+extensions only within it), verification, the overdue and due-soon lists, who may file and
+read them, and the service functions the portal calls."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from crm_service.audit.service import Actor
+from crm_service.db.session import commit
+from crm_service.privacy.requests import add_months, file_request, list_for_email
+from tests.conftest import Org, assert_problem, unique_email
+
+
+async def make_contact(org: Org, email: str | None = None, **fields: Any) -> dict[str, Any]:
+    response = await org.client.post(
+        "/v1/contacts",
+        json={"last_name": "Tanaka", "email": email or unique_email(), **fields},
+        headers=org.headers,
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def file(org: Org, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+    return await org.client.post("/v1/privacy/requests", json=body, headers=headers or org.headers)
+
+
+@pytest.mark.parametrize(
+    ("received", "due"),
+    [
+        ("2026-01-31T10:00:00", "2026-02-28T10:00:00"),
+        ("2028-01-31T10:00:00", "2028-02-29T10:00:00"),
+        ("2026-04-30T09:00:00", "2026-05-30T09:00:00"),
+        ("2026-03-31T09:00:00", "2026-04-30T09:00:00"),
+        ("2026-12-15T23:59:00", "2027-01-15T23:59:00"),
+        ("2026-05-31T00:00:00", "2026-06-30T00:00:00"),
+    ],
+)
+def test_due_one_calendar_month_later(received: str, due: str) -> None:
+    start = datetime.fromisoformat(received).replace(tzinfo=UTC)
+    assert add_months(start, 1) == datetime.fromisoformat(due).replace(tzinfo=UTC)
+
+
+async def test_filed_by_email_is_due_a_month_later_and_awaits_verification(org: Org) -> None:
+    email = unique_email()
+    contact = await make_contact(org, email)
+    response = await file(
+        org,
+        {
+            "type": "access",
+            "email": email,
+            "received_at": "2026-01-31T10:00:00Z",
+            "details": "Please send me everything you hold about me.",
+        },
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert response.headers["location"] == f"/v1/privacy/requests/{body['id']}"
+    assert body["type"] == "access"
+    assert body["status"] == "awaiting_verification"
+    assert body["received_at"].startswith("2026-01-31T10:00:00")
+    assert body["due_at"].startswith("2026-02-28T10:00:00")
+    assert body["email"] == email
+    assert body["details"] == "Please send me everything you hold about me."
+    assert len(body["subject_ids"]) == 1
+
+    one = await org.client.get(f"/v1/privacy/requests/{body['id']}", headers=org.headers)
+    assert one.status_code == 200
+    assert one.json()["subject_ids"] == body["subject_ids"]
+
+    by_record = await file(org, {"type": "restriction", "module": "contacts",
+                                 "record_id": contact["id"]})  # fmt: skip
+    assert by_record.status_code == 201, by_record.text
+    assert by_record.json()["subject_ids"] == body["subject_ids"]
+    assert by_record.json()["email"] == email  # answered at the record's address
+
+
+async def test_unknown_subjects_and_bad_input_are_refused(org: Org) -> None:
+    assert_problem(await file(org, {"type": "access", "email": unique_email()}), 404)
+    assert_problem(
+        await file(org, {"type": "access", "module": "leads",
+                         "record_id": "00000000-0000-4000-8000-000000000000"}), 404,
+    )  # fmt: skip
+    email = unique_email()
+    await make_contact(org, email)
+    assert_problem(await file(org, {"type": "deletion", "email": email}), 422)
+    assert_problem(await file(org, {"type": "access"}), 422)
+    assert_problem(
+        await file(org, {"type": "access", "email": email, "received_at": "2999-01-01T00:00:00Z"}),
+        422,
+    )
+    listed = await org.client.get("/v1/privacy/requests", headers=org.headers)
+    assert listed.json()["data"] == []
+
+
+async def test_the_portal_files_verified_requests_and_lists_them_by_email(
+    org: Org, app: Any
+) -> None:
+    email = unique_email()
+    await make_contact(org, email)
+    async with app.state.sessionmaker() as session:
+        first = await file_request(
+            session,
+            org.id,
+            type="objection",
+            email=email,
+            received_at=datetime(2026, 3, 1, tzinfo=UTC),
+            details=None,
+            actor=Actor.system(org.id),
+            verified_by="portal",
+        )
+        await commit(session)
+    async with app.state.sessionmaker() as session:
+        second = await file_request(
+            session,
+            org.id,
+            type="access",
+            email=email.upper(),
+            received_at=datetime(2026, 3, 2, tzinfo=UTC),
+            details="portal",
+            actor=Actor.system(org.id),
+            verified_by=None,
+        )
+        await commit(session)
+    async with app.state.sessionmaker() as session:
+        found = await list_for_email(session, org.id, email)
+        assert [request.id for request in found] == [second.id, first.id]
+        assert await list_for_email(session, org.id, unique_email()) == []
+    shown = await org.client.get(f"/v1/privacy/requests/{first.id}", headers=org.headers)
+    assert shown.json()["status"] == "in_progress"
+    assert shown.json()["verified_by"] == "portal"
+    assert shown.json()["channel"] == "portal"
+
+
+async def test_other_organizations_requests_do_not_exist(org: Org, other_org: Org) -> None:
+    email = unique_email()
+    await make_contact(org, email)
+    created = (await file(org, {"type": "access", "email": email})).json()
+    for path in ("", "/receipt"):
+        assert_problem(
+            await other_org.client.get(
+                f"/v1/privacy/requests/{created['id']}{path}", headers=other_org.headers
+            ),
+            404,
+        )
+    for action, body in (
+        ("verify", {}),
+        ("extend", {"months": 1, "reason": "busy"}),
+        ("complete", None),
+        ("reject", {"reason": "no"}),
+    ):
+        assert_problem(
+            await other_org.client.post(
+                f"/v1/privacy/requests/{created['id']}/{action}",
+                json=body,
+                headers=other_org.headers,
+            ),
+            404,
+        )
+    # Nor can another organization file one for this organization's subject.
+    assert_problem(await file(other_org, {"type": "erasure", "email": email}), 404)
+
+
+async def test_a_standard_user_without_manage_privacy_is_refused(org: Org) -> None:
+    standard = await org.add_user()
+    email = unique_email()
+    await make_contact(org, email)
+    assert_problem(await file(org, {"type": "access", "email": email}, standard), 403)
+    assert_problem(await org.client.get("/v1/privacy/requests", headers=standard), 403)
