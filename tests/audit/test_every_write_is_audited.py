@@ -46,6 +46,7 @@ ELSEWHERE = {
     ("POST", "/portal/{organization_id}/consent-requests/{request_id}"): (
         "tests/portal/test_your_data.py"
     ),
+    ("POST", "/portal/{organization_id}/requests"): "tests/portal/test_download_and_requests.py",
 }
 
 

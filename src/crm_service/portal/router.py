@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -22,10 +22,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from crm_service.consent.public_router import FORM, HTML_PAGE, form_body
 from crm_service.db.session import CRMRouter, DbSession
 from crm_service.errors import FieldProblem, Forbidden, ValidationFailed, problem_responses
-from crm_service.kit.schemas import SINGLE_LINE_PATTERN
+from crm_service.kit.schemas import MULTI_LINE_PATTERN, SINGLE_LINE_PATTERN
 from crm_service.portal import service, signin
 from crm_service.portal.pages import LANGUAGES, negotiate, render
 from crm_service.portal.signin import SignedIn
+from crm_service.privacy.models import PrivacyRequestType
 
 router = CRMRouter(tags=["privacy portal"])
 
@@ -36,6 +37,7 @@ NOTICES = {
     "answer": "answer_saved",
     "gone": "answer_gone",
 }
+REQUEST_TYPES = tuple(kind.value for kind in PrivacyRequestType)
 REDIRECT = {
     "description": "See Other: the next page (`Location`).",
     "headers": {"Location": {"schema": {"type": "string", "maxLength": 2048}}},
@@ -400,3 +402,120 @@ async def answer_consent_request(
         session, visit=visit, request_id=request_id, answers=answers, **_client(request)
     )
     return _see_other(f"{_base(organization_id)}/data?saved={'answer' if answered else 'gone'}")
+
+
+@router.get(
+    "/portal/{organization_id}/download",
+    operation_id="downloadPortalData",
+    summary="Download my data: JSON, or a zip of one CSV file per kind (public; the session)",
+    responses={
+        200: {
+            "description": "The person's package, as an attachment.",
+            "content": {
+                "application/json": {"schema": {"type": "object", "maxProperties": 20}},
+                "application/zip": {
+                    "schema": {"type": "string", "format": "binary", "maxLength": 104857600}
+                },
+            },
+        },
+        303: REDIRECT,
+        **problem_responses(404, 422),
+    },
+)
+async def download(
+    organization_id: uuid.UUID,
+    request: Request,
+    session: DbSession,
+    format: Literal["json", "csv"] = "json",  # noqa: A002 - the query parameter's name
+) -> Response:
+    """Everything held on the person: records, where they came from, legal bases, history,
+    consent events and requests; nothing masked or withheld. Audited."""
+    visit = await _visit(request, session, organization_id)
+    if visit is None:
+        return _see_other(_base(organization_id))
+    client = _client(request)
+    package = await service.download(
+        session, visit=visit, fmt=format, client_ip=client["client_ip"], now=client["now"]
+    )
+    return Response(
+        package.body,
+        media_type=package.media_type,
+        headers={"Content-Disposition": f'attachment; filename="{package.filename}"'},
+    )
+
+
+@router.get(
+    "/portal/{organization_id}/requests",
+    operation_id="showPortalRequests",
+    summary="The person's privacy requests, and forms to make one or ask for a correction "
+    "(public; the session)",
+    response_class=HTMLResponse,
+    responses={200: HTML_PAGE, 303: REDIRECT, **problem_responses(404, 422)},
+)
+async def show_requests(
+    organization_id: uuid.UUID, request: Request, session: DbSession
+) -> Response:
+    """Every request filed for the address, with its status and due date."""
+    visit = await _visit(request, session, organization_id)
+    if visit is None:
+        return _see_other(_base(organization_id))
+    language = _language(request)
+    return await _page(
+        request,
+        session,
+        organization_id,
+        "requests.html",
+        visit=visit,
+        requests=await service.requests_of(session, visit=visit),
+        corrections=await service.correction_form(session, visit=visit, language=language),
+        types=REQUEST_TYPES,
+        here=f"{_base(organization_id)}/requests",
+        notice="request_filed" if request.query_params.get("filed") else None,
+    )
+
+
+@router.post(
+    "/portal/{organization_id}/requests",
+    operation_id="filePortalRequest",
+    summary="Make a privacy request of any type, or ask for a correction (public; the "
+    "session's `csrf` token)",
+    response_class=HTMLResponse,
+    responses={303: REDIRECT, **problem_responses(400, 403, 404, 422)},
+    openapi_extra=_form(
+        {
+            "csrf": _CSRF,
+            "type": {"type": "string", "enum": list(REQUEST_TYPES)},
+            "details": {"type": "string", "maxLength": 5000, "pattern": MULTI_LINE_PATTERN},
+        },
+        required=["csrf", "type"],
+        patternProperties={
+            r"^field\..{1,120}$": {
+                "type": "string",
+                "maxLength": 32000,
+                "pattern": MULTI_LINE_PATTERN,
+            }
+        },
+        maxProperties=200,
+    ),
+)
+async def file_request(
+    organization_id: uuid.UUID, request: Request, session: DbSession
+) -> Response:
+    """Filed in the person's name, in progress at once (the code proved the address), due a
+    calendar month after today. A rectification carries the fields changed on the form."""
+    visit, data, refused = await _signed_in_post(request, session, organization_id)
+    if visit is None:
+        assert refused is not None
+        return refused
+    client = _client(request)
+    await service.file_request(
+        session,
+        visit=visit,
+        type=_text(data, "type", 16) or "",
+        details=(_text(data, "details", 5000) or "").strip() or None,
+        corrections={name: str(value) for name, value in data.items() if name.startswith("field.")},
+        language=_language(request),
+        client_ip=client["client_ip"],
+        now=client["now"],
+    )
+    return _see_other(f"{_base(organization_id)}/requests?filed=1")

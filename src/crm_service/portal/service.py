@@ -18,6 +18,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_service.audit.actions import AuditAction
+from crm_service.audit.service import record as audit
 from crm_service.consent import requests as consent_requests
 from crm_service.consent.ledger import SERVICES, Subject, append_event, unknown_purpose
 from crm_service.consent.models import (
@@ -33,14 +35,21 @@ from crm_service.consent.repository import (
     ConsentRequestRepository,
     PurposeRepository,
 )
-from crm_service.errors import FieldProblem, ValidationFailed
+from crm_service.errors import FieldProblem, NotFound, ValidationFailed
 from crm_service.kit.modules import Module
 from crm_service.portal.signin import SignedIn, subject_actor, subjects_of
+from crm_service.privacy import requests as privacy_requests
+from crm_service.privacy.models import PrivacyRequest, PrivacyRequestType
+from crm_service.privacy.package import RenderedPackage, build_package
+from crm_service.privacy.package import render as render_package
+from crm_service.records.contacts.schemas import ContactUpdate
 from crm_service.records.disclosure import DisclosurePolicy, FieldDisclosure
 from crm_service.records.fields import CATALOG
+from crm_service.records.leads.schemas import LeadUpdate
 from crm_service.records.paging import MAX_LIMIT, PageRequest
 
 PERSON_MODULES = (Module.CONTACTS, Module.LEADS)
+UPDATE_SCHEMAS: dict[Module, Any] = {Module.LEADS: LeadUpdate, Module.CONTACTS: ContactUpdate}
 # What the portal lets a person choose for a purpose: give or take back, nothing else.
 CHOICES = (ConsentStatus.GRANTED, ConsentStatus.WITHDRAWN)
 OPEN_REQUESTS = (RequestStatus.PENDING.value, RequestStatus.NO_RESPONSE.value)
@@ -229,3 +238,136 @@ async def answer_request(
         client_ip=client_ip,
         user_agent=user_agent,
     )
+
+
+# --- downloading and requests -------------------------------------------------------------
+
+
+async def download(
+    session: AsyncSession, *, visit: SignedIn, fmt: str, client_ip: str | None, now: datetime
+) -> RenderedPackage:
+    """The person's own package (everything, nothing masked or withheld) as JSON or as a zip
+    of CSV files; audited as data leaving the service."""
+    organization_id = visit.organization_id
+    subjects = await subjects_of(session, organization_id, visit.email_bidx)
+    if not subjects:
+        raise NotFound("We hold no data for this address.")
+    package = await build_package(session, organization_id, subjects, principal=None, now=now)
+    rendered = render_package(package, fmt)
+    audit(
+        session,
+        subject_actor(organization_id, client_ip),
+        AuditAction.PORTAL_DATA_DOWNLOADED,
+        target_type="portal_session",
+        target_id=visit.session_id,
+        reason=f"format={fmt}",
+    )
+    return rendered
+
+
+# What a person may ask to correct: the fields of a lead's or contact's update, less those
+# that are the organization's to set.
+NOT_THE_PERSONS = frozenset({"owner_id", "account_id", "legal_basis", "status"})
+CORRECTION_PREFIX = "field."
+
+
+def correctable(module: Module) -> list[str]:
+    names = UPDATE_SCHEMAS[module].model_fields
+    return [
+        spec.name
+        for spec in CATALOG[module]
+        if spec.name in names and spec.name not in NOT_THE_PERSONS
+    ]
+
+
+async def correction_form(
+    session: AsyncSession, *, visit: SignedIn, language: str
+) -> list[tuple[ShownRecord, list[tuple[str, str, str | None]]]]:
+    """Each record with its correctable fields: (input name, label, current value)."""
+    organization_id = visit.organization_id
+    subjects = await subjects_of(session, organization_id, visit.email_bidx)
+    shown = []
+    for module, record, _ in await records_of(session, organization_id, subjects):
+        names = labels(module, language)
+        inputs = [
+            (
+                f"{CORRECTION_PREFIX}{module.value}.{record.id}.{name}",
+                names.get(name, name),
+                _shown(getattr(record, name)),
+            )
+            for name in correctable(module)
+        ]
+        shown.append((_present(module, record, language), inputs))
+    return shown
+
+
+async def _corrections(
+    session: AsyncSession, visit: SignedIn, sent: dict[str, str]
+) -> list[dict[str, Any]]:
+    """The fields the person changed, per record of theirs (unchanged ones are no
+    correction); a record that is not theirs is left to `file_request` to refuse."""
+    subjects = await subjects_of(session, visit.organization_id, visit.email_bidx)
+    current = {
+        (module.value, str(record.id)): record
+        for module, record, _ in await records_of(session, visit.organization_id, subjects)
+    }
+    wanted: dict[tuple[str, str], dict[str, Any]] = {}
+    for name, value in sent.items():
+        module, _, rest = name.removeprefix(CORRECTION_PREFIX).partition(".")
+        record_id, _, field_name = rest.partition(".")
+        record = current.get((module, record_id))
+        was = None if record is None else _shown(getattr(record, field_name, None))
+        if record is not None and (value.strip() or None) == was:
+            continue
+        wanted.setdefault((module, record_id), {})[field_name] = value.strip() or None
+    return [
+        {"module": module, "record_id": record_id, "fields": fields}
+        for (module, record_id), fields in wanted.items()
+    ]
+
+
+async def file_request(
+    session: AsyncSession,
+    *,
+    visit: SignedIn,
+    type: str,  # noqa: A002 - the request's type, as the form names it
+    details: str | None,
+    corrections: dict[str, str],
+    language: str,
+    client_ip: str | None,
+    now: datetime,
+) -> PrivacyRequest:
+    """File a request of any type in the person's name; proved by the code, so it is in
+    progress at once (`verified_by="portal"`)."""
+    if type not in {kind.value for kind in PrivacyRequestType}:
+        raise ValidationFailed(
+            "`type` is no kind of privacy request.",
+            errors=[FieldProblem(field="body.type", rule="enum", message="no such request type")],
+        )
+    changes = (
+        await _corrections(session, visit, corrections)
+        if type == PrivacyRequestType.RECTIFICATION.value
+        else []
+    )
+    if type == PrivacyRequestType.RECTIFICATION.value and not changes and not details:
+        raise ValidationFailed(
+            "Say what to correct: change a field, or describe it.",
+            errors=[FieldProblem(field="body.details", rule="missing", message="a correction")],
+        )
+    return await privacy_requests.file_request(
+        session,
+        visit.organization_id,
+        type=type,
+        email=visit.email,
+        received_at=now,
+        details=details,
+        actor=subject_actor(visit.organization_id, client_ip),
+        verified_by="portal",
+        corrections=changes or None,
+        language=language,
+        now=now,
+    )
+
+
+async def requests_of(session: AsyncSession, *, visit: SignedIn) -> list[PrivacyRequest]:
+    return await privacy_requests.list_for_email(session, visit.organization_id, visit.email)

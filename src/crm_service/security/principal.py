@@ -57,6 +57,8 @@ PUBLIC_PATHS: frozenset[str] = frozenset(
         "/portal/{organization_id}/data",
         "/portal/{organization_id}/consent",
         "/portal/{organization_id}/consent-requests/{request_id}",
+        "/portal/{organization_id}/download",
+        "/portal/{organization_id}/requests",
     }
 )
 
