@@ -21,7 +21,9 @@ _ADDRESSES = itertools.count(10)
 def visitor_client(app: Any, address: str | None = None) -> httpx.AsyncClient:
     """A browser of the public from an address of its own, keeping its cookies and asking
     for pages, as a browser does."""
-    host = address or f"198.51.100.{next(_ADDRESSES) % 250 + 1}"
+    # IPv6 documentation addresses of their own: other tests look for their IPv4 visitors'
+    # addresses in the whole database, which the portal's audit events would hold.
+    host = address or f"2001:db8:70:{next(_ADDRESSES):x}::1"
     transport = httpx.ASGITransport(app=app, client=(host, 50002))
     return httpx.AsyncClient(
         transport=transport,

@@ -304,3 +304,16 @@ async def test_bad_input_changes_nothing(org: Org, browser: httpx.AsyncClient) -
         f"/portal/{org.id}/code", content=b"x", headers={"Content-Type": "text/plain"}
     )
     assert wrong_type.status_code == 400
+
+
+async def test_an_ipv6_subscriber_is_throttled_as_its_whole_64(
+    org: Org, app: Any, few_attempts: None
+) -> None:
+    contact = await person(org)
+    for host in range(4):
+        async with visitor_client(app, f"2001:db8:71:1::{host + 1}") as device:
+            assert (await ask_code(device, org.id, contact["email"])).status_code == 200
+    async with visitor_client(app, "2001:db8:71:1::99") as same_subscriber:
+        assert (await ask_code(same_subscriber, org.id, contact["email"])).status_code == 429
+    async with visitor_client(app, "2001:db8:71:2::1") as another:
+        assert (await ask_code(another, org.id, contact["email"])).status_code == 200

@@ -163,3 +163,20 @@ async def test_a_client_that_asks_for_no_page_gets_problems(
     bad = await browser.post(f"/portal/{org.id}/code", data={"email": "nope"}, headers=as_api)
     assert bad.status_code == 422
     assert bad.json()["errors"][0]["field"] == "body.email"
+
+
+async def test_every_page_is_in_japanese_too(org: Org, browser: httpx.AsyncClient) -> None:
+    await create_purpose(org, "newsletter", name="Monthly newsletter")
+    contact = await person(org)
+    await browser.get(f"/portal/{org.id}?lang=ja")
+    code_page = await browser.post(f"/portal/{org.id}/code", data={"email": contact["email"]})
+    assert '<html lang="ja">' in code_page.text and "コードの入力" in code_page.text
+    data = await sign_in(browser, org, contact["email"])
+    assert '<html lang="ja">' in data.text
+    assert "あなたのデータ" in data.text and "同意を撤回する" in data.text
+    requests = await browser.get(f"/portal/{org.id}/requests")
+    assert '<html lang="ja">' in requests.text and "訂正を依頼する" in requests.text
+    refused = await browser.post(f"/portal/{org.id}/sign-out", data={"csrf": "forged"})
+    assert refused.status_code == 403 and "このフォームは無効になりました" in refused.text
+    english = await browser.get(f"/portal/{org.id}/requests?lang=en")
+    assert '<html lang="en">' in english.text and "Ask for a correction" in english.text

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -127,14 +128,26 @@ async def limit_address(
     now: datetime,
     settings: Settings,
 ) -> None:
-    """429 once the source address made `CRM_PORTAL_ADDRESS_HOURLY_LIMIT` sign-in steps."""
-    key = await throttle.counter_key(session, organization_id, "portal", "ip", client_ip or "-")
+    """429 once the source address (an IPv6 client's /64) made
+    `CRM_PORTAL_ADDRESS_HOURLY_LIMIT` sign-in steps."""
+    key = await throttle.counter_key(session, organization_id, "portal", "ip", _source(client_ip))
     hits, retry_after = await throttle.hit(session, key, timedelta(hours=1), now)
     if hits > settings.portal_address_hourly_limit:
         raise PortalThrottled(
             "Too many sign-in attempts from your address; try again later.",
             headers={"Retry-After": str(retry_after)},
         )
+
+
+def _source(client_ip: str | None) -> str:
+    try:
+        address = ipaddress.ip_address(client_ip or "")
+    except ValueError:
+        return "-"
+    if address.version == 6:
+        # One subscriber usually holds a whole /64.
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 def new_code() -> str:
