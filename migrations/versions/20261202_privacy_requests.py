@@ -4,7 +4,7 @@ objection withdraws those); webhook events may carry a body of ids of their own 
 `privacy.*` events telling recipients of a rectification, erasure or restriction)
 
 Revision ID: 20261202_privacy_requests
-Revises: 20261202_consent
+Revises: 20261202_privacy_packages
 Create Date: 2026-12-02
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "20261202_privacy_requests"
-down_revision = "20261202_consent"
+down_revision = "20261202_privacy_packages"
 branch_labels = None
 depends_on = None
 

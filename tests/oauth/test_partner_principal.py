@@ -83,8 +83,8 @@ def _path(route: APIRoute) -> str:
 
 
 # Outside the record routes, what a partner scope may reach (DESIGN.md: consent, privacy and
-# export); every other /v1 route needs a person.
-PARTNER_PREFIXES = ("/v1/consent/", "/v1/privacy/requests")
+# export; a subject's package with `crm.privacy.read`); every other /v1 route needs a person.
+PARTNER_PREFIXES = ("/v1/consent/", "/v1/privacy/requests", "/v1/privacy/subjects/")
 
 
 async def test_a_partner_token_never_reaches_me_or_any_route_needing_a_human_right(

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from crm_service.privacy.package import KINDS, build_package, render
+from crm_service.privacy.package_schemas import PackageDocument
 from tests.access.conftest import add_member, audit_events, create_profile
 from tests.conftest import Org, assert_problem
 from tests.oauth.conftest import register, token
@@ -40,6 +41,7 @@ async def test_the_subjects_own_package_holds_every_value(org: Org) -> None:
     person = scene.person
     package = await own_package(org, scene)
     document = json.loads(render(package, "json").body)
+    PackageDocument.model_validate(document)  # the document is what the OpenAPI says
 
     assert document["package"]["channel"] is None and document["package"]["complete"] is True
     assert document["package"]["not_included"] == ["privacy_requests"]
@@ -93,6 +95,7 @@ async def test_a_privacy_officer_without_view_sensitive_sees_masks(org: Org) -> 
     assert response.headers["cache-control"] == "no-store"
     assert "attachment" in response.headers["content-disposition"]
     document = response.json()
+    PackageDocument.model_validate(document)
     assert document["package"]["channel"] == "screen"
     assert document["package"]["complete"] is False
     for record in records_by_module(document).values():
@@ -139,6 +142,7 @@ async def test_a_partner_token_is_withheld_what_the_api_channel_withholds(org: O
     response = await package_of(org, scene.subject_id, headers)
     assert response.status_code == 200, response.text
     document = response.json()
+    PackageDocument.model_validate(document)
     assert document["package"]["channel"] == "api"
     for record in records_by_module(document).values():
         assert "email" not in record["fields"] and "first_name" not in record["fields"]
@@ -223,7 +227,7 @@ async def test_an_erased_subjects_package_says_so_and_holds_no_value(org: Org, f
     response = await package_of(org, scene.subject_id, fmt=fmt)
     assert response.status_code == 200, response.text
     if fmt == "json":
-        (subject,) = response.json()["subjects"]
+        (subject,) = PackageDocument.model_validate(response.json()).model_dump()["subjects"]
         assert subject["erased"] is True
         assert all(record["erased"] and record["fields"] == {} for record in subject["records"])
         assert subject["consent_events"][0]["evidence_erased"] is True

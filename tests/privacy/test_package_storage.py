@@ -5,18 +5,25 @@ left anywhere."""
 
 from __future__ import annotations
 
+import io
 import uuid
+import zipfile
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from crm_service.db.session import commit
 from crm_service.privacy.package import (
     build_package,
+    disclose_package,
     load_package,
     package_ttl,
     render,
     store_package,
 )
+from crm_service.security.permissions import Permissions, Right
+from crm_service.security.principal import Principal
+from crm_service.security.scopes import ALL_SCOPES
+from tests.access.conftest import audit_events
 from tests.conftest import Org, count_rows, database_bytes
 from tests.consent.conftest import run_job
 from tests.privacy.package_scene import make_scene
@@ -128,3 +135,86 @@ async def test_erasing_a_subject_destroys_their_part_and_leaves_the_others(
     assert kept.records[0]["fields"]["email"] == bystander.person.email
     # Nothing of the erased subject anywhere in the database (the WAL checkpointed after).
     assert hits(await database_bytes(database_url), scene.person.personal_values()) == []
+
+
+def officer(org: Org, *, view_sensitive: bool) -> Principal:
+    """A signed-in privacy officer's principal, as sign-in makes one."""
+    return Principal(
+        organization_id=org.id,
+        user_id=org.admin_id,
+        scopes=ALL_SCOPES,
+        permissions=Permissions(
+            view_sensitive=view_sensitive, rights=frozenset({Right.MANAGE_PRIVACY})
+        ),
+    )
+
+
+def partner(org: Org) -> Principal:
+    return Principal(
+        organization_id=org.id,
+        user_id=None,
+        scopes=frozenset(ALL_SCOPES),
+        client_id=str(uuid.uuid4()),
+    )
+
+
+async def test_staff_see_a_stored_package_through_the_disclosure_policy(org: Org) -> None:
+    scene = await make_scene(org)
+    person = scene.person
+    request_id = uuid.uuid4()
+    _, stored = await build_and_store(org, [uuid.UUID(scene.subject_id)], request_id)
+    put = await org.client.put(
+        "/v1/settings/compliance", json={"withhold": {"api": ["personal"]}}, headers=org.headers
+    )
+    assert put.status_code == 200, put.text
+
+    async with org.app.state.sessionmaker() as session:
+        package = await load_package(session, org.id, request_id, now=stored.stored_at)
+        assert package is not None and package.complete
+        masked = await disclose_package(session, package, officer(org, view_sensitive=False))
+        shown = await disclose_package(session, package, officer(org, view_sensitive=True))
+        withheld = await disclose_package(session, package, partner(org))
+        await commit(session)
+
+    masked_text = render(masked, "json").body.decode()
+    assert person.national_id not in masked_text and person.email in masked_text
+    assert masked.channel == "screen" and not masked.complete
+    assert all(r["masked_fields"] == ["national_id"] for r in masked.parts[0].records)
+    with zipfile.ZipFile(io.BytesIO(render(masked, "csv").body)) as archive:
+        assert person.national_id not in archive.read("history.csv").decode()
+
+    assert person.national_id in render(shown, "json").body.decode()
+    assert shown.complete
+
+    withheld_text = render(withheld, "json").body.decode()
+    assert withheld.channel == "api"
+    for value in (person.email, person.former_email, person.first_name, person.national_id):
+        assert value not in withheld_text
+    assert all("email" not in r["fields"] for r in withheld.parts[0].records)
+
+    # The officer who saw the sensitive values: one reveal per module, reason "package".
+    revealed = [
+        event
+        for event in await audit_events(org, action="record.sensitive_revealed")
+        if event["reason"] == "package"
+    ]
+    assert sorted(event["target_type"] for event in revealed) == ["contact", "lead"]
+    assert {tuple(event["fields"]) for event in revealed} == {("national_id",)}
+
+
+async def test_an_erased_subjects_package_is_stored_without_a_new_key(org: Org) -> None:
+    scene = await make_scene(org)
+    erased = await org.client.post(
+        "/v1/privacy/erasures",
+        json={"module": "leads", "record_id": scene.lead_id},
+        headers=org.headers,
+    )
+    assert erased.status_code == 201, erased.text
+    keys_before = await count_rows(org.app, "data_keys", org.id)
+    request_id = uuid.uuid4()
+    package, stored = await build_and_store(org, [uuid.UUID(scene.subject_id)], request_id)
+    assert package.parts[0].erased
+    # Sealing the part would have made the erased subject a new key: there was nothing to seal.
+    assert await count_rows(org.app, "data_keys", org.id) == keys_before
+    loaded = await load(org, request_id, stored.stored_at)
+    assert loaded is not None and loaded.parts[0].erased and loaded.parts[0].records == []

@@ -13,20 +13,7 @@ from crm_service.audit.service import Actor
 from crm_service.db.session import commit
 from crm_service.privacy.requests import add_months, file_request, list_for_email
 from tests.conftest import Org, assert_problem, unique_email
-
-
-async def make_contact(org: Org, email: str | None = None, **fields: Any) -> dict[str, Any]:
-    response = await org.client.post(
-        "/v1/contacts",
-        json={"last_name": "Tanaka", "email": email or unique_email(), **fields},
-        headers=org.headers,
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-async def file(org: Org, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
-    return await org.client.post("/v1/privacy/requests", json=body, headers=headers or org.headers)
+from tests.privacy.conftest import file, make_contact
 
 
 @pytest.mark.parametrize(

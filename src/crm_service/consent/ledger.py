@@ -99,6 +99,7 @@ async def create_purpose(
             description=payload.description,
             notice_version=payload.notice_version,
             notice_url=payload.notice_url,
+            marketing=payload.marketing,
             created_at=now,
             created_by_id=principal.user_id,
         )
@@ -109,7 +110,7 @@ async def create_purpose(
         AuditAction.CONSENT_PURPOSE_CREATED,
         target_type="consent_purpose",
         target_id=purpose.id,
-        fields=["key", "name", "description", "notice_version", "notice_url"],
+        fields=["key", "name", "description", "notice_version", "notice_url", "marketing"],
     )
     return purpose
 

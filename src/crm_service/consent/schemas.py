@@ -52,6 +52,11 @@ class PurposeCreate(InputModel):
     description: multi_line(2000, min_length=1)
     notice_version: NoticeVersion
     notice_url: HttpUrl
+    marketing: Flag = Field(
+        default=False,
+        description="Direct marketing: an objection (a privacy request of type `objection`) "
+        "withdraws consent to every such purpose.",
+    )
 
 
 class PurposeRead(BaseModel):
@@ -64,6 +69,7 @@ class PurposeRead(BaseModel):
     description: text(2000)
     notice_version: text(64)
     notice_url: text(500)
+    marketing: bool
     created_at: datetime
     superseded_at: datetime | None
 

@@ -8,7 +8,8 @@ each event once per endpoint and none holds a lock while it waits on the network
   (compliance settings and an erasure made since the change apply; nothing personal is
   stored for it): `{"type", "timestamp", "data": {"id", "module", "version", "record",
   "withheld_fields", "masked_fields"}}`, where `version` is the record's version the event
-  is about (receivers order by it) and `record` its current state (null once deleted);
+  is about (receivers order by it) and `record` its current state (null once deleted); a
+  `privacy.*` event's `data` is the ids it was queued with (request, subject, records);
 - the target is resolved and checked again (`targets.py`), then posted to with the
   Standard Webhooks headers (`webhook-id` stable across retries);
 - a 2xx delivers; 410 disables the endpoint; anything else (a redirect, a timeout, no
@@ -105,6 +106,10 @@ def integrations_principal(organization_id: uuid.UUID) -> Principal:
 
 async def build_payload(session: AsyncSession, event: WebhookEvent) -> tuple[dict[str, Any], bool]:
     """The body of the event's delivery as of now, and whether its subject was erased."""
+    if event.data is not None:
+        # An event of its own (`privacy.*`): ids only, delivered as they were queued.
+        data = json.loads(event.data)
+        return {"type": event.type, "timestamp": event.occurred_at.isoformat(), "data": data}, False
     module = Module(event.module)
     service, read_schema = _MODULES[module]
     records = service.repository_class(session, event.organization_id)

@@ -22,14 +22,21 @@ from crm_service.kit.schemas import (
 from crm_service.records.events import RecordEventKind
 from crm_service.records.paging import DEFAULT_LIMIT, MAX_LIMIT
 
-# lead.created, lead.updated, ..., account.deleted; conversion is a lead's.
+# Told to recipients of a data subject's data when a privacy request rectified, erased or
+# restricted it (GDPR Art. 19); their body carries ids only.
+PRIVACY_EVENTS = ("privacy.rectified", "privacy.erased", "privacy.restricted")
+
+# lead.created, lead.updated, ..., account.deleted; conversion is a lead's; privacy.*.
 EventType = StrEnum(  # type: ignore[misc]
     "EventType",
     {
-        f"{module.noun}_{kind.value}".upper(): f"{module.noun}.{kind.value}"
-        for module in Module
-        for kind in RecordEventKind
-        if kind is not RecordEventKind.CONVERTED or module is Module.LEADS
+        **{
+            f"{module.noun}_{kind.value}".upper(): f"{module.noun}.{kind.value}"
+            for module in Module
+            for kind in RecordEventKind
+            if kind is not RecordEventKind.CONVERTED or module is Module.LEADS
+        },
+        **{event.replace(".", "_").upper(): event for event in PRIVACY_EVENTS},
     },
 )
 

@@ -29,7 +29,12 @@ from crm_service.db.base import utcnow
 from crm_service.errors import FieldProblem, NotFound, ValidationFailed
 from crm_service.integrations.models import WebhookAttempt, WebhookEndpoint, WebhookEvent
 from crm_service.integrations.repository import WebhookEndpointRepository, WebhookOutbox
-from crm_service.integrations.schemas import DeliveryQuery, WebhookCreate, WebhookUpdate
+from crm_service.integrations.schemas import (
+    PRIVACY_EVENTS,
+    DeliveryQuery,
+    WebhookCreate,
+    WebhookUpdate,
+)
 from crm_service.integrations.signing import new_secret
 from crm_service.integrations.targets import TargetRefused, check_url
 from crm_service.records.events import RecordEvent, on_record_event
@@ -269,6 +274,42 @@ async def queue_record_event(session: AsyncSession, event: RecordEvent) -> None:
 
 
 on_record_event(queue_record_event)
+
+
+async def queue_privacy_event(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    *,
+    type_: str,
+    request_id: uuid.UUID,
+    data: dict[str, object],
+    occurred_at: datetime,
+) -> list[uuid.UUID]:
+    """Queue a `privacy.*` event (ids only, in `data`) to every enabled endpoint subscribed
+    to it, in the caller's transaction; the endpoints' ids. Its subject is left unnamed on
+    the event, so neither the subject's restriction holds it back nor their erasure purges
+    it: it is how recipients learn of both."""
+    if type_ not in PRIVACY_EVENTS:
+        raise ValueError(f"{type_!r} is no privacy event")
+    endpoints = await WebhookEndpointRepository(session, organization_id).enabled()
+    subscribed = sorted(e.id for e in endpoints if type_ in events_of(e))
+    if not subscribed:
+        return []
+    await WebhookOutbox(session, organization_id).enqueue(
+        WebhookEvent(
+            id=uuid.uuid4(),
+            organization_id=organization_id,
+            type=type_,
+            module="privacy_request",
+            record_id=request_id,
+            subject_id=None,
+            record_version=0,
+            occurred_at=occurred_at,
+            data=json.dumps(data, sort_keys=True),
+        ),
+        subscribed,
+    )
+    return subscribed
 
 
 async def purge_subject_webhook_events(

@@ -19,7 +19,8 @@ While a package waits to be downloaded (:func:`store_package`, :func:`load_packa
 subject's part is sealed under that subject's own data key, so erasing any one of them (which
 destroys the key, and whose eraser deletes the part) makes their part unreadable. Parts expire
 after `CRM_PRIVACY_PACKAGE_TTL_HOURS`: a read after that deletes them, and so does the
-worker's `purge_packages` job.
+worker's `purge_packages` job. A stored package is the subject's own, complete one; staff
+see it through :func:`disclose_package`, the same policy applied to the values it holds.
 
 Not in the package yet: the privacy requests the subject filed (they are stored elsewhere);
 the package says so in `not_included`.
@@ -27,6 +28,7 @@ the package says so in `not_included`.
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -478,6 +480,82 @@ async def build_package(
     )
 
 
+async def disclose_package(
+    session: AsyncSession, package: SubjectPackage, principal: Principal
+) -> SubjectPackage:
+    """A complete package (the subject's own, as stored) as a staff member or partner client
+    may see it: the one disclosure policy on their channel masks and withholds the records'
+    fields, the source IP and the history's values, and audits the sensitive values shown
+    (one event per module, reason `package`). Show staff a stored package only through this.
+    """
+    if principal.organization_id != package.organization_id:
+        raise NotFound("No such package.")
+    if package.channel is not None:
+        raise ValueError("the package was already disclosed to someone; disclose a complete one")
+    policy = DisclosurePolicy(session, principal)
+    decided: dict[str, tuple[FieldDisclosure, frozenset[str]]] = {}
+    for module, repository_class in PERSON_REPOSITORIES.items():
+        storage = repository_class(session, package.organization_id).storage
+        disclosure, sensitive = await policy.sensitive_shown(storage)
+        decided[module.value] = (disclosure, frozenset(sensitive))
+    revealed: dict[str, tuple[set[uuid.UUID], set[str]]] = {
+        module: (set(), set()) for module in decided
+    }
+
+    def reveal(module: str, record_id: str, names: Iterable[str]) -> None:
+        names = [name for name in names if name in decided[module][1]]
+        if names:
+            revealed[module][0].add(uuid.UUID(record_id))
+            revealed[module][1].update(names)
+
+    parts = []
+    for part in package.parts:
+        shown = SubjectPart.from_json(copy.deepcopy(part.to_json()))
+        for record in shown.records:
+            disclosure, _ = decided[record["module"]]
+            fields = record["fields"]
+            for name in disclosure.withheld:
+                fields.pop(name, None)
+            for name in disclosure.masked:
+                if name in fields:
+                    fields[name] = None
+            record["masked_fields"] = list(disclosure.masked)
+            record["withheld_fields"] = list(disclosure.withheld)
+            reveal(record["module"], record["id"], (n for n, v in fields.items() if v is not None))
+        for source in shown.data_sources:
+            if "source_ip" in decided[source["module"]][0].hidden:
+                source["ip"] = None
+        for item in shown.history:
+            disclosure, _ = decided[item["module"]]
+            changes = item["changes"]
+            if changes is None:
+                continue
+            for name in disclosure.withheld:
+                changes.pop(name, None)
+            for name in disclosure.masked:
+                if name in changes:
+                    changes[name] = {"old": None, "new": None}
+            reveal(
+                item["module"],
+                item["record_id"],
+                (n for n, c in changes.items() if c != {"old": None, "new": None}),
+            )
+        parts.append(shown)
+    for module, (ids, names) in revealed.items():
+        policy.audit_reveal(View.PACKAGE, Module(module), sorted(ids), names)
+    return SubjectPackage(
+        organization_id=package.organization_id,
+        generated_at=package.generated_at,
+        channel=policy.channel.value,
+        disclosure={
+            module: {"masked": list(d.masked), "withheld": list(d.withheld)}
+            for module, (d, _) in decided.items()
+        },
+        parts=parts,
+        not_included=package.not_included,
+    )
+
+
 # --- rendering -----------------------------------------------------------------------------
 
 
@@ -696,7 +774,8 @@ async def load_package(
 ) -> SubjectPackage | None:
     """The stored package of the request, or None when there is none or it expired (an
     expired one is deleted now). A subject erased since it was stored has an erased, empty
-    part: their part was deleted and their key destroyed."""
+    part: their part was deleted and their key destroyed. The subject's own package is
+    complete: shown to staff, it goes through :func:`disclose_package` first."""
     rows = await repository.parts_of_request(session, organization_id, request_id)
     if not rows:
         return None

@@ -17,6 +17,7 @@ from crm_service.errors import problem_responses
 from crm_service.kit.openapi import headers
 from crm_service.kit.schemas import InputModel
 from crm_service.privacy.package import PackageFormat, disclose_subject_package
+from crm_service.privacy.package_schemas import PackageDocument
 from crm_service.security.principal import Principal, require
 from crm_service.security.scopes import Scope
 
@@ -44,9 +45,9 @@ class PackageQuery(InputModel):
     response_class=Response,
     responses={
         200: {
-            "description": "The package.",
+            "description": "The package: one JSON document, or a zip of CSV files.",
+            "model": PackageDocument,
             "content": {
-                "application/json": {"schema": {"type": "object"}},
                 "application/zip": {
                     "schema": {"type": "string", "format": "binary", "maxLength": 2**40}
                 },

@@ -24,7 +24,7 @@ from __future__ import annotations
 import calendar
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,36 +34,64 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm_service.audit.actions import AuditAction
 from crm_service.audit.service import Actor
 from crm_service.audit.service import record as audit
+from crm_service.consent.ledger import Subject, append_event
+from crm_service.consent.models import ConsentChannel, ConsentStatus
+from crm_service.consent.repository import ConsentEventRepository, PurposeRepository
 from crm_service.consent.sealing import open_json, seal_json
 from crm_service.crypto.blind_index import IndexKind, blind_index
 from crm_service.crypto.codec import FieldContext
 from crm_service.crypto.service import keyring_for
 from crm_service.db.base import utcnow
-from crm_service.errors import Conflict, FieldProblem, NotFound, ValidationFailed
+from crm_service.db.tenancy import Organization
+from crm_service.errors import (
+    Conflict,
+    FieldProblem,
+    NotFound,
+    ValidationFailed,
+    _field_problems,
+)
+from crm_service.integrations.webhooks import queue_privacy_event
 from crm_service.kit.modules import Module
-from crm_service.privacy import repository
+from crm_service.mail.outbox import enqueue
+from crm_service.privacy import erasers, repository  # noqa: F401 - erasers register
+from crm_service.privacy.erasure import erase_subject
 from crm_service.privacy.models import (
     PrivacyRequest,
     PrivacyRequestStatus,
     PrivacyRequestSubject,
     PrivacyRequestType,
 )
+from crm_service.privacy.package import (
+    PackageFormat,
+    RenderedPackage,
+    build_package,
+    disclose_package,
+    load_package,
+    render,
+    store_package,
+)
 from crm_service.privacy.request_repository import PrivacyRequestRepository
 from crm_service.privacy.schemas import (
     CorrectionRead,
     PrivacyRequestCreate,
+    PrivacyRequestExtend,
     PrivacyRequestPage,
     PrivacyRequestQuery,
     PrivacyRequestRead,
+    PrivacyRequestReceipt,
+    PrivacyRequestReject,
     PrivacyRequestVerify,
     Recipient,
     SubjectNotice,
 )
+from crm_service.privacy.service import get_receipt
 from crm_service.records.contacts.schemas import ContactUpdate
 from crm_service.records.contacts.service import contacts
 from crm_service.records.leads.schemas import LeadUpdate
 from crm_service.records.leads.service import leads
+from crm_service.records.models import ProcessingLockKind
 from crm_service.records.paging import Cursor, RecordSort
+from crm_service.records.repository import ProcessingLockRepository
 from crm_service.security.principal import Principal
 
 TARGET_TYPE = "privacy_request"
@@ -143,25 +171,33 @@ async def _said(session: AsyncSession, rows: list[PrivacyRequestSubject]) -> dic
     return None
 
 
+@dataclass(frozen=True)
+class Resealed:
+    """What the request says after a change, and a subject whose key sealed it (None, None:
+    every subject was erased)."""
+
+    said: dict[str, Any] | None
+    subject_id: uuid.UUID | None
+
+
 async def _reseal(
     session: AsyncSession,
     request: PrivacyRequest,
     rows: list[PrivacyRequestSubject],
     change: dict[str, Any],
-) -> dict[str, Any] | None:
+) -> Resealed:
     """Add to what the request says, in every copy whose subject still has a key (an erased
-    subject's copy stays unreadable: no key is made for them again). The updated content, or
-    None when no copy could be opened."""
-    said = None
+    subject's copy stays unreadable: no key is made for them again)."""
+    said, sealed_for = None, None
     for row in rows:
         current = await _open(session, row)
         if current is None:
             continue
         current.update(change)
         row.sealed = await _seal(session, request, row.subject_id, current)
-        said = current
+        said, sealed_for = current, sealed_for or row.subject_id
     await session.flush()
-    return said
+    return Resealed(said, sealed_for)
 
 
 # --- filing ---------------------------------------------------------------------------------
@@ -216,11 +252,13 @@ def _checked_corrections(
         try:
             update = _UPDATES[module].model_validate(fields)
         except ValidationError as error:
-            for item in error.errors():
-                location = ".".join(str(part) for part in item["loc"])
-                problems.append(
-                    _problem(f"{where}.fields.{location}", item["type"], item["msg"][:200])
-                )
+            # Rendered by the one rule for schema errors: no input value is echoed.
+            problems += _field_problems(
+                [
+                    {**item, "loc": ("body", "corrections", index, "fields", *item["loc"])}
+                    for item in error.errors()
+                ]
+            )
             continue
         checked.append(
             {
@@ -453,6 +491,7 @@ async def _read(session: AsyncSession, opened: Opened, *, now: datetime) -> Priv
         closed_by_type=request.closed_by_type,
         closed_by_id=request.closed_by_id,
         receipt_ids=outcome.pop("receipt_ids", []),
+        package_expires_at=outcome.pop("package_expires_at", None),
         outcome={name: value for name, value in outcome.items() if isinstance(value, int)},
         recipients=[Recipient(**item) for item in _json_list(request.recipients)],
         notices=[SubjectNotice(**item) for item in _json_list(request.notices)],
@@ -535,7 +574,7 @@ async def list_requests(
     rows = await PrivacyRequestRepository(session, principal.organization_id).page(
         status=None if query.status is None else query.status.value,
         type_=None if query.type is None else query.type.value,
-        overdue=query.overdue,
+        overdue=None if query.overdue is None else query.overdue == "true",
         now=now,
         due_before=query.due_before,
         after=after,
@@ -571,7 +610,9 @@ async def verify(
     request.verified_by_id = principal.user_id or _client_uuid(principal)
     said = found.said
     if payload.note:
-        said = await _reseal(session, request, found.subjects, {"verification_note": payload.note})
+        said = (
+            await _reseal(session, request, found.subjects, {"verification_note": payload.note})
+        ).said
     await session.flush()
     audit(
         session,
@@ -586,3 +627,506 @@ async def verify(
 
 def _client_uuid(principal: Principal) -> uuid.UUID | None:
     return uuid.UUID(principal.client_id) if principal.client_id else None
+
+
+# --- telling the requester --------------------------------------------------------------------
+
+REQUEST_NAMES = {
+    "en": {
+        "access": "access to your data",
+        "portability": "a copy of your data to take elsewhere",
+        "rectification": "correction of your data",
+        "restriction": "restriction of the use of your data",
+        "erasure": "erasure of your data",
+        "objection": "objection to direct marketing",
+    },
+    "ja": {
+        "access": "保有個人データの開示",
+        "portability": "データポータビリティ",
+        "rectification": "個人データの訂正",
+        "restriction": "個人データの利用の制限",
+        "erasure": "個人データの消去",
+        "objection": "ダイレクトマーケティングへの異議",
+    },
+}
+
+
+async def _tell_requester(
+    session: AsyncSession,
+    request: PrivacyRequest,
+    resealed: Resealed,
+    *,
+    kind: str,
+    reason: str,
+    now: datetime,
+) -> bool:
+    """Mail the requester why (`privacy_request_extended` / `_rejected`), sealed under the
+    subject's key; noted on the request (kind, time, outbox id). False when there is no
+    address to write to (filed for a record without an email, or the subject was erased)."""
+    said = resealed.said
+    if said is None or resealed.subject_id is None or not said.get("email"):
+        return False
+    organization = await session.get(Organization, request.organization_id)
+    assert organization is not None
+    outbox_id = await enqueue(
+        session,
+        organization_id=request.organization_id,
+        to=said["email"],
+        template=f"privacy_request_{kind}",
+        context={
+            "organization_name": organization.name,
+            "request_type": REQUEST_NAMES.get(request.language, REQUEST_NAMES["en"])[request.type],
+            "received_on": request.received_at.strftime("%Y-%m-%d"),
+            "due_on": request.due_at.strftime("%Y-%m-%d"),
+            "reason": reason,
+        },
+        language=request.language,
+        subject_id=resealed.subject_id,
+    )
+    notices = _json_list(request.notices)
+    notices.append({"kind": kind, "at": now.isoformat(), "outbox_id": str(outbox_id)})
+    request.notices = json.dumps(notices)
+    return True
+
+
+async def extend(
+    *,
+    session: AsyncSession,
+    principal: Principal,
+    request_id: uuid.UUID,
+    payload: PrivacyRequestExtend,
+    now: datetime,
+) -> PrivacyRequestRead:
+    """Extend the due date by one or two months (two in all), counted from the original due
+    date; only before that date (GDPR Art. 12(3)). The reason is mailed to the requester.
+    Audited."""
+    found = await opened(session, principal.organization_id, request_id)
+    request = found.request
+    require_open(request)
+    if now >= request.original_due_at:
+        raise ExtensionRefused(
+            "A request can be extended only within its first month, before the original due "
+            f"date ({request.original_due_at:%Y-%m-%d %H:%M} UTC), which has passed."
+        )
+    months = request.extended_months + payload.months
+    if months > MAX_EXTENSION_MONTHS:
+        raise ExtensionRefused(
+            f"A request can be extended by at most {MAX_EXTENSION_MONTHS} months in all; this "
+            f"one is extended by {request.extended_months} already."
+        )
+    request.extended_months = months
+    request.due_at = add_months(request.original_due_at, months)
+    request.extended_at = now
+    resealed = await _reseal(session, request, found.subjects, {"extension_reason": payload.reason})
+    mailed = await _tell_requester(
+        session, request, resealed, kind="extended", reason=payload.reason, now=now
+    )
+    await session.flush()
+    audit(
+        session,
+        principal,
+        AuditAction.PRIVACY_REQUEST_EXTENDED,
+        target_type=TARGET_TYPE,
+        target_id=request.id,
+        reason=f"months={payload.months};mailed={str(mailed).lower()}",
+    )
+    return await _read(session, Opened(request, found.subjects, resealed.said), now=now)
+
+
+async def reject(
+    *,
+    session: AsyncSession,
+    principal: Principal,
+    request_id: uuid.UUID,
+    payload: PrivacyRequestReject,
+    now: datetime,
+) -> PrivacyRequestRead:
+    """Close the request without carrying it out (manifestly unfounded or excessive, the
+    identity could not be confirmed, ...). The reason is kept sealed and mailed to the
+    requester. Audited."""
+    found = await opened(session, principal.organization_id, request_id)
+    request = found.request
+    require_open(request)
+    _close(request, principal, PrivacyRequestStatus.REJECTED, now)
+    resealed = await _reseal(session, request, found.subjects, {"rejection_reason": payload.reason})
+    mailed = await _tell_requester(
+        session, request, resealed, kind="rejected", reason=payload.reason, now=now
+    )
+    await session.flush()
+    audit(
+        session,
+        principal,
+        AuditAction.PRIVACY_REQUEST_REJECTED,
+        target_type=TARGET_TYPE,
+        target_id=request.id,
+        reason=f"mailed={str(mailed).lower()}",
+    )
+    return await _read(session, Opened(request, found.subjects, resealed.said), now=now)
+
+
+def _close(
+    request: PrivacyRequest, principal: Principal, status: PrivacyRequestStatus, now: datetime
+) -> None:
+    actor = Actor.of(principal)
+    request.status = status.value
+    if status is PrivacyRequestStatus.COMPLETED:
+        request.completed_at = now
+    else:
+        request.rejected_at = now
+    request.closed_by_type, request.closed_by_id = actor.type, actor.id
+
+
+# --- carrying it out ----------------------------------------------------------------------------
+
+
+@dataclass
+class Carried:
+    """What completing did: counts and receipt ids (the request's `outcome`)."""
+
+    counts: dict[str, int]
+    receipt_ids: list[str]
+    times: dict[str, str] = field(default_factory=dict)
+
+
+async def _rectify(
+    session: AsyncSession,
+    principal: Principal,
+    found: Opened,
+    records: dict[uuid.UUID, list[repository.SubjectRow]],
+) -> Carried:
+    """Apply the corrections through the records' ordinary update, as the completing
+    principal (history, audit, blocklist, processing lock, sharing and permissions all
+    apply); any refusal refuses the whole completion."""
+    said = found.said
+    asked = (said or {}).get("corrections") or []
+    if asked and said is None:
+        raise Conflict("The corrections can no longer be read: the data subject was erased.")
+    checked = _checked_corrections(asked, records)
+    for correction in checked:
+        module = Module(correction["module"])
+        await _SERVICES[module].update(
+            session=session,
+            principal=principal,
+            record_id=uuid.UUID(correction["record_id"]),
+            payload=_UPDATES[module].model_validate(correction["fields"]),
+            if_match=None,
+        )
+    return Carried({"corrections_applied": len(checked)}, [])
+
+
+async def _restrict(
+    session: AsyncSession,
+    principal: Principal,
+    request: PrivacyRequest,
+    records: dict[uuid.UUID, list[repository.SubjectRow]],
+    now: datetime,
+) -> Carried:
+    """GDPR Art. 18: the subjects' records are kept but not processed (the one lock)."""
+    locks = ProcessingLockRepository(session, request.organization_id)
+    for subject_id, rows in records.items():
+        await locks.set(
+            subject_id,
+            ProcessingLockKind.RESTRICTED,
+            reason="privacy_request",
+            since=now,
+            request_id=request.id,
+        )
+        for row in rows:
+            audit(
+                session,
+                principal,
+                AuditAction.PROCESSING_RESTRICTED,
+                target_type=row.module.noun,
+                target_id=row.id,
+                reason="privacy_request",
+            )
+    return Carried({"subjects_restricted": len(records)}, [])
+
+
+async def _person_to_record_on(
+    session: AsyncSession, organization_id: uuid.UUID, rows: list[repository.SubjectRow]
+) -> Subject | None:
+    """The live record a subject's consent event is recorded on: the contact a lead became
+    before the lead."""
+    for module in (Module.CONTACTS, Module.LEADS):
+        for row in rows:
+            if row.module is not module or row.binned:
+                continue
+            records = _SERVICES[module].repository_class(session, organization_id)
+            record = await records.get(row.id)
+            if record is not None and not record.erased:
+                return Subject(organization_id, module, record, records)
+    return None
+
+
+async def _object(
+    session: AsyncSession,
+    principal: Principal,
+    request: PrivacyRequest,
+    records: dict[uuid.UUID, list[repository.SubjectRow]],
+    now: datetime,
+) -> Carried:
+    """GDPR Art. 21(2): consent to every direct-marketing purpose is withdrawn (a `withdrawn`
+    event in the ledger, on the channel the request came through), unless it is already."""
+    organization_id = request.organization_id
+    marketing = [
+        purpose
+        for purpose in await PurposeRepository(session, organization_id).current_all()
+        if purpose.marketing
+    ]
+    channel = ConsentChannel.PORTAL if request.channel == "portal" else ConsentChannel.STAFF
+    withdrawn = 0
+    events = ConsentEventRepository(session, organization_id)
+    for subject_id, rows in records.items():
+        subject = await _person_to_record_on(session, organization_id, rows)
+        if subject is None:
+            continue
+        latest = {event.purpose_key: event.status for event in await events.of_subject(subject_id)}
+        for purpose in marketing:
+            if latest.get(purpose.key) == ConsentStatus.WITHDRAWN.value:
+                continue
+            await append_event(
+                session,
+                subject,
+                actor=Actor.of(principal),
+                purpose=purpose,
+                status=ConsentStatus.WITHDRAWN,
+                channel=channel,
+                notice_version=purpose.notice_version,
+                now=now,
+                evidence={"privacy_request_id": str(request.id)},
+                recorded_by_id=principal.user_id,
+                recorded_by_client_id=principal.client_id,
+            )
+            withdrawn += 1
+    return Carried({"consents_withdrawn": withdrawn, "marketing_purposes": len(marketing)}, [])
+
+
+async def _erase(
+    session: AsyncSession,
+    principal: Principal,
+    request: PrivacyRequest,
+    records: dict[uuid.UUID, list[repository.SubjectRow]],
+    now: datetime,
+) -> Carried:
+    """GDPR Art. 17, through the one erasure: each subject's keys destroyed (which makes
+    this request's sealed copy of what they said unreadable too), one receipt each."""
+    receipt_ids = []
+    for subject_id in records:
+        erased = await erase_subject(
+            session, request.organization_id, subject_id, actor=Actor.of(principal), now=now
+        )
+        stored = await repository.receipt(session, request.organization_id, erased.id)
+        assert stored is not None
+        stored.request_id = request.id
+        receipt_ids.append(str(erased.id))
+    await session.flush()
+    return Carried({"subjects_erased": len(records)}, receipt_ids)
+
+
+async def _package(
+    session: AsyncSession,
+    request: PrivacyRequest,
+    records: dict[uuid.UUID, list[repository.SubjectRow]],
+    now: datetime,
+    ttl: timedelta,
+) -> Carried:
+    """GDPR Art. 15 and 20: the subjects' own, complete package, stored sealed under each
+    subject's key until it expires; downloaded through `GET /{id}/package`."""
+    if not records:
+        return Carried({"package_subjects": 0}, [])
+    subject_ids = list(records)
+    package = await build_package(
+        session, request.organization_id, subject_ids, principal=None, now=now
+    )
+    stored = await store_package(
+        session,
+        request.organization_id,
+        request_id=request.id,
+        subject_ids=subject_ids,
+        package=package,
+        now=now,
+        ttl=ttl,
+    )
+    return Carried(
+        {"package_subjects": len(subject_ids)},
+        [],
+        {"package_expires_at": stored.expires_at.isoformat()},
+    )
+
+
+ART_19_EVENTS = {
+    PrivacyRequestType.RECTIFICATION: "privacy.rectified",
+    PrivacyRequestType.ERASURE: "privacy.erased",
+    PrivacyRequestType.RESTRICTION: "privacy.restricted",
+}
+
+
+async def _tell_recipients(
+    session: AsyncSession,
+    principal: Principal,
+    request: PrivacyRequest,
+    records: dict[uuid.UUID, list[repository.SubjectRow]],
+    now: datetime,
+) -> list[dict[str, str]]:
+    """GDPR Art. 19: a `privacy.*` webhook event per subject (ids only) to every endpoint
+    subscribed to it, and the partner clients the audit log shows acting on the subject's
+    records, listed for staff to tell. Who was told is kept on the request and audited."""
+    event_type = ART_19_EVENTS[PrivacyRequestType(request.type)]
+    told: list[dict[str, str]] = []
+    endpoints: set[uuid.UUID] = set()
+    for subject_id, rows in records.items():
+        data = {
+            "request_id": str(request.id),
+            "organization_id": str(request.organization_id),
+            "subject_id": str(subject_id),
+            "records": [{"module": row.module.value, "id": str(row.id)} for row in rows],
+        }
+        endpoints.update(
+            await queue_privacy_event(
+                session,
+                request.organization_id,
+                type_=event_type,
+                request_id=request.id,
+                data=data,
+                occurred_at=now,
+            )
+        )
+    at = now.isoformat()
+    told += [
+        {"kind": "webhook_endpoint", "id": str(id_), "at": at, "how": "webhook_queued"}
+        for id_ in sorted(endpoints)
+    ]
+    record_ids = [row.id for rows in records.values() for row in rows]
+    clients = await PrivacyRequestRepository(session, request.organization_id).partner_clients_of(
+        record_ids
+    )
+    told += [
+        {"kind": "oauth_client", "id": str(id_), "at": at, "how": "found_in_audit_log"}
+        for id_ in clients
+    ]
+    if told:
+        audit(
+            session,
+            principal,
+            AuditAction.PRIVACY_RECIPIENTS_TOLD,
+            target_type=TARGET_TYPE,
+            target_id=request.id,
+            fields=sorted({item["kind"] for item in told}),
+            reason=f"event={event_type}",
+        )
+    return told
+
+
+async def complete(
+    *,
+    session: AsyncSession,
+    principal: Principal,
+    request_id: uuid.UUID,
+    now: datetime,
+    package_ttl: timedelta,
+) -> PrivacyRequestRead:
+    """Carry the request out and close it, in one transaction: a refusal on the way (a bad
+    correction, a restricted record) changes nothing. 409 `request-unverified` until the
+    requester's identity is confirmed. Audited."""
+    found = await opened(session, principal.organization_id, request_id)
+    request = found.request
+    require_open(request)
+    if request.status == PrivacyRequestStatus.AWAITING_VERIFICATION.value:
+        raise RequestUnverified(
+            "The requester's identity is not verified yet: confirm it (`POST "
+            f"/v1/privacy/requests/{request.id}/verify`) before carrying the request out."
+        )
+    request_type = PrivacyRequestType(request.type)
+    records = await _subject_records(
+        session, request.organization_id, [row.subject_id for row in found.subjects]
+    )
+    # Erased meanwhile: nothing of theirs is left to carry a request out on.
+    records = {subject_id: rows for subject_id, rows in records.items() if rows}
+    if request_type is PrivacyRequestType.RECTIFICATION:
+        carried = await _rectify(session, principal, found, records)
+    elif request_type is PrivacyRequestType.RESTRICTION:
+        carried = await _restrict(session, principal, request, records, now)
+    elif request_type is PrivacyRequestType.OBJECTION:
+        carried = await _object(session, principal, request, records, now)
+    elif request_type is PrivacyRequestType.ERASURE:
+        carried = await _erase(session, principal, request, records, now)
+    else:
+        carried = await _package(session, request, records, now, package_ttl)
+    if request_type in ART_19_EVENTS:
+        request.recipients = json.dumps(
+            await _tell_recipients(session, principal, request, records, now)
+        )
+    request.outcome = json.dumps(
+        {**carried.counts, **carried.times, "receipt_ids": carried.receipt_ids}
+    )
+    _close(request, principal, PrivacyRequestStatus.COMPLETED, now)
+    await session.flush()
+    audit(
+        session,
+        principal,
+        AuditAction.PRIVACY_REQUEST_COMPLETED,
+        target_type=TARGET_TYPE,
+        target_id=request.id,
+        reason=f"type={request_type.value}",
+    )
+    return await read(session, request, now=now)
+
+
+async def receipt(
+    *, session: AsyncSession, principal: Principal, request_id: uuid.UUID
+) -> PrivacyRequestReceipt:
+    """The erasure receipts of a completed erasure request (404 for any other request)."""
+    request = await PrivacyRequestRepository(session, principal.organization_id).get(request_id)
+    if (
+        request is None
+        or request.type != PrivacyRequestType.ERASURE.value
+        or request.status != PrivacyRequestStatus.COMPLETED.value
+    ):
+        raise NotFound("No erasure receipt: no such completed erasure request.")
+    receipt_ids = _json_dict(request.outcome).get("receipt_ids", [])
+    return PrivacyRequestReceipt(
+        request_id=request.id,
+        receipts=[
+            await get_receipt(session=session, principal=principal, receipt_id=uuid.UUID(id_))
+            for id_ in receipt_ids
+        ],
+    )
+
+
+async def package(
+    *,
+    session: AsyncSession,
+    principal: Principal,
+    request_id: uuid.UUID,
+    fmt: PackageFormat,
+    now: datetime,
+) -> RenderedPackage:
+    """The package of a completed access or portability request, as the caller's channel
+    allows (the one disclosure policy; sensitive reveals audited), and the download audited
+    (format and channel, never a value). 404 when there is none or it expired."""
+    request = await PrivacyRequestRepository(session, principal.organization_id).get(request_id)
+    if (
+        request is None
+        or request.type
+        not in (PrivacyRequestType.ACCESS.value, PrivacyRequestType.PORTABILITY.value)
+        or request.status != PrivacyRequestStatus.COMPLETED.value
+    ):
+        raise NotFound("No package: no such completed access or portability request.")
+    stored = await load_package(session, principal.organization_id, request.id, now=now)
+    if stored is None:
+        raise NotFound(
+            "This request's package has expired (or its subjects were erased); complete a new "
+            "request to build another."
+        )
+    shown = await disclose_package(session, stored, principal)
+    rendered = render(shown, fmt)
+    audit(
+        session,
+        principal,
+        AuditAction.PACKAGE_DISCLOSED,
+        target_type=TARGET_TYPE,
+        target_id=request.id,
+        reason=f"format={fmt.value};channel={shown.channel}",
+    )
+    return rendered

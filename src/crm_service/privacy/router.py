@@ -14,9 +14,13 @@ from fastapi import BackgroundTasks, Depends, Query, Request, Response, status
 
 from crm_service.db.session import CRMRouter, DbSession
 from crm_service.errors import problem_responses
+from crm_service.kit.openapi import headers
+from crm_service.kit.schemas import InputModel
 from crm_service.privacy import requests, service
 from crm_service.privacy.auth import PrivacyRequestsRead, PrivacyRequestsWrite
 from crm_service.privacy.erasure import checkpoint_sqlite
+from crm_service.privacy.package import PackageFormat, package_ttl
+from crm_service.privacy.package_schemas import PackageDocument
 from crm_service.privacy.schemas import (
     BlocklistPage,
     BlocklistQuery,
@@ -24,9 +28,12 @@ from crm_service.privacy.schemas import (
     ErasureCreated,
     ErasureReceiptRead,
     PrivacyRequestCreate,
+    PrivacyRequestExtend,
     PrivacyRequestPage,
     PrivacyRequestQuery,
     PrivacyRequestRead,
+    PrivacyRequestReceipt,
+    PrivacyRequestReject,
     PrivacyRequestVerify,
 )
 from crm_service.security.permissions import Right
@@ -201,4 +208,155 @@ async def verify_privacy_request(
         request_id=request_id,
         payload=payload,
         now=_now(request),
+    )
+
+
+@router.post(
+    "/requests/{request_id}/extend",
+    operation_id="extendPrivacyRequest",
+    summary="Extend the due date by one or two months (within the first month only)",
+    response_model=PrivacyRequestRead,
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def extend_privacy_request(
+    request_id: uuid.UUID,
+    payload: PrivacyRequestExtend,
+    principal: PrivacyRequestsWrite,
+    session: DbSession,
+    request: Request,
+) -> PrivacyRequestRead:
+    """Counted from the original due date, at most two months in all, and only before the
+    original due date (409 `extension-refused` otherwise). The reason is mailed to the
+    requester. Audited."""
+    return await requests.extend(
+        session=session,
+        principal=principal,
+        request_id=request_id,
+        payload=payload,
+        now=_now(request),
+    )
+
+
+@router.post(
+    "/requests/{request_id}/complete",
+    operation_id="completePrivacyRequest",
+    summary="Carry the request out (rectify, restrict, withdraw marketing consent, erase) "
+    "and close it",
+    response_model=PrivacyRequestRead,
+    responses=problem_responses(401, 403, 404, 409, 410, 422, 423),
+)
+async def complete_privacy_request(
+    request_id: uuid.UUID,
+    principal: PrivacyRequestsWrite,
+    session: DbSession,
+    request: Request,
+    background: BackgroundTasks,
+) -> PrivacyRequestRead:
+    """Rectification applies the request's `corrections` through the ordinary update (as
+    the caller; 422/423 refuse all of them); restriction restricts the subject's processing;
+    objection withdraws consent to every marketing purpose; erasure erases every subject (one
+    receipt each, `GET /{id}/receipt`); access and portability close the request. A
+    rectification, erasure or restriction is told to subscribed webhook endpoints
+    (`privacy.*`, ids only) and the partner clients the audit log shows acting on the
+    subject's records (`recipients`). 409 `request-unverified` until the requester's identity
+    is verified. Audited."""
+    completed = await requests.complete(
+        session=session,
+        principal=principal,
+        request_id=request_id,
+        now=_now(request),
+        package_ttl=package_ttl(request.app.state.settings),
+    )
+    # After the commit: no page image of an erased value stays in SQLite's WAL.
+    background.add_task(checkpoint_sqlite, request.app.state.engine)
+    return completed
+
+
+@router.post(
+    "/requests/{request_id}/reject",
+    operation_id="rejectPrivacyRequest",
+    summary="Close the request without carrying it out; the reason is mailed to the requester",
+    response_model=PrivacyRequestRead,
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def reject_privacy_request(
+    request_id: uuid.UUID,
+    payload: PrivacyRequestReject,
+    principal: PrivacyRequestsWrite,
+    session: DbSession,
+    request: Request,
+) -> PrivacyRequestRead:
+    """The reason is kept sealed under the data subject's key. Audited."""
+    return await requests.reject(
+        session=session,
+        principal=principal,
+        request_id=request_id,
+        payload=payload,
+        now=_now(request),
+    )
+
+
+@router.get(
+    "/requests/{request_id}/receipt",
+    operation_id="getPrivacyRequestReceipt",
+    summary="The erasure receipts of a completed erasure request (no values)",
+    response_model=PrivacyRequestReceipt,
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def get_privacy_request_receipt(
+    request_id: uuid.UUID, principal: PrivacyRequestsRead, session: DbSession
+) -> PrivacyRequestReceipt:
+    """One receipt per data subject erased: what, when, by whom; counts and ids only."""
+    return await requests.receipt(session=session, principal=principal, request_id=request_id)
+
+
+class PackageQuery(InputModel):
+    format: PackageFormat = PackageFormat.JSON
+
+
+@router.get(
+    "/requests/{request_id}/package",
+    operation_id="getPrivacyRequestPackage",
+    summary="The package of a completed access or portability request (JSON or a CSV zip)",
+    description="Everything held on the request's data subjects as it was when the request "
+    "was completed, until the package expires (`package_expires_at`). Values are shown as "
+    "your channel allows (sensitive fields masked without `view_sensitive`, classifications "
+    "the compliance settings withhold left out); revealing sensitive values and the download "
+    "itself are audited. `format=csv` answers a zip of one CSV file per kind.",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The package: one JSON document, or a zip of CSV files.",
+            "model": PackageDocument,
+            "content": {
+                "application/zip": {
+                    "schema": {"type": "string", "format": "binary", "maxLength": 2**40}
+                },
+            },
+            **headers("Content-Disposition"),
+        },
+        **problem_responses(401, 403, 404, 422),
+    },
+)
+async def get_privacy_request_package(
+    request_id: uuid.UUID,
+    query: Annotated[PackageQuery, Query()],
+    principal: PrivacyRequestsRead,
+    session: DbSession,
+    request: Request,
+) -> Response:
+    rendered = await requests.package(
+        session=session,
+        principal=principal,
+        request_id=request_id,
+        fmt=query.format,
+        now=_now(request),
+    )
+    return Response(
+        rendered.body,
+        media_type=rendered.media_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="{rendered.filename}"',
+            "Cache-Control": "no-store",
+        },
     )

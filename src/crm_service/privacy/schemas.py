@@ -13,7 +13,6 @@ from pydantic import BaseModel, Field, model_validator
 
 from crm_service.kit.schemas import (
     Email,
-    Flag,
     InputModel,
     Timestamp,
     integer,
@@ -160,8 +159,9 @@ class PrivacyRequestVerify(InputModel):
 class PrivacyRequestQuery(QueryPaging):
     status: PrivacyRequestStatus | None = None
     type: PrivacyRequestType | None = None
-    overdue: Flag | None = Field(
-        default=None, description="true: open requests past their due date."
+    overdue: Literal["true", "false"] | None = Field(
+        default=None,
+        description="`true`: open requests past their due date; `false`: all others.",
     )
     due_before: Timestamp | None = Field(
         default=None, description="Open requests due before this time (the due-soon list)."
@@ -234,9 +234,14 @@ class PrivacyRequestRead(BaseModel):
     receipt_ids: Annotated[list[uuid.UUID], Field(max_length=1000)] = Field(
         description="Erasure: one receipt per data subject (`GET /{id}/receipt`)."
     )
+    package_expires_at: datetime | None = Field(
+        default=None,
+        description="Access and portability: until then the package can be downloaded "
+        "(`GET /{id}/package`).",
+    )
     outcome: Annotated[dict[text(64), int], Field(max_length=20)] = Field(
         description="What completing did, counted: corrections applied, consents withdrawn, "
-        "subjects restricted or erased."
+        "subjects restricted or erased, subjects packaged."
     )
     recipients: Annotated[list[Recipient], Field(max_length=1000)]
     notices: Annotated[list[SubjectNotice], Field(max_length=100)]

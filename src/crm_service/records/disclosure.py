@@ -263,6 +263,20 @@ class DisclosurePolicy:
             self._audit_reveal(View.HISTORY, repository.module, [record_id], revealed)
         return disclosure
 
+    async def sensitive_shown(self, storage: RecordStorage) -> tuple[FieldDisclosure, list[str]]:
+        """For values opened before the policy decided (a stored DSR package): the module's
+        disclosure, and its sensitive fields the caller sees; what is then shown of them is
+        audited with :meth:`audit_reveal`."""
+        return await self._revealable(storage)
+
+    def audit_reveal(
+        self, view: View, module: Module, ids: list[uuid.UUID], fields: set[str]
+    ) -> None:
+        """The one reveal event of a response that showed stored sensitive values of `ids`
+        (see :meth:`sensitive_shown`); `show` and `show_history` write theirs themselves."""
+        if ids:
+            self._audit_reveal(view, module, ids, fields)
+
     def _audit_reveal(
         self, view: View, module: Module, ids: list[uuid.UUID], fields: set[str]
     ) -> None:
