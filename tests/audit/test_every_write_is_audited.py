@@ -314,6 +314,47 @@ async def _unblock(w: World) -> tuple[Call, list[str]]:
     ]
 
 
+def _privacy_request_cases() -> dict[tuple[str, str], Case]:
+    async def filed(w: World, kind: str = "access") -> str:
+        lead = await _post(w.org, "/v1/leads", {"last_name": "Asker", "email": unique_email()})
+        body = {"type": kind, "module": "leads", "record_id": lead["id"]}
+        return str((await _post(w.org, "/v1/privacy/requests", body))["id"])
+
+    async def file(w: World) -> tuple[Call, list[str]]:
+        lead = await _post(w.org, "/v1/leads", {"last_name": "Asker", "email": unique_email()})
+        body = {"type": "access", "module": "leads", "record_id": lead["id"]}
+        return ("POST", "/v1/privacy/requests", body, w.org.headers), ["privacy.request_filed"]
+
+    def step(action: str, body: dict[str, Any], expected: list[str]) -> Case:
+        async def case(w: World) -> tuple[Call, list[str]]:
+            path = f"/v1/privacy/requests/{await filed(w)}/{action}"
+            return ("POST", path, body, w.org.headers), expected
+
+        return case
+
+    async def complete(w: World) -> tuple[Call, list[str]]:
+        request_id = await filed(w, "restriction")
+        await _post(w.org, f"/v1/privacy/requests/{request_id}/verify", {})
+        path = f"/v1/privacy/requests/{request_id}/complete"
+        return ("POST", path, None, w.org.headers), [
+            "privacy.processing_restricted",
+            "privacy.request_completed",
+        ]
+
+    base = "/v1/privacy/requests/{request_id}"
+    return {
+        ("POST", "/v1/privacy/requests"): file,
+        ("POST", f"{base}/verify"): step("verify", {}, ["privacy.request_verified"]),
+        ("POST", f"{base}/extend"): step(
+            "extend", {"months": 1, "reason": "Archives"}, ["privacy.request_extended"]
+        ),
+        ("POST", f"{base}/reject"): step(
+            "reject", {"reason": "Unfounded"}, ["privacy.request_rejected"]
+        ),
+        ("POST", f"{base}/complete"): complete,
+    }
+
+
 def _crud(
     kind: str, path: str, create_body: Callable[[], dict[str, Any]], update_body: dict[str, Any]
 ) -> dict[tuple[str, str], Case]:
@@ -508,6 +549,7 @@ CASES: dict[tuple[str, str], Case] = {
     **_crud("group", "/v1/groups", _named("Group"), {"name": "Renamed group"}),
     ("POST", "/v1/privacy/erasures"): _erase,
     ("DELETE", "/v1/privacy/blocklist/{entry_id}"): _unblock,
+    **_privacy_request_cases(),
     **_partner_clients(),
     **_data_leaving(),
 }
