@@ -132,6 +132,15 @@ class Settings(BaseSettings):
     webform_address_hourly_limit: int = Field(default=20, ge=1)
     webform_email_daily_limit: int = Field(default=3, ge=1)
     webform_form_minute_limit: int = Field(default=600, ge=1)
+    # The privacy portal: a signed-in visit ends after this long unused, and at the latest
+    # after the absolute lifetime; sign-in codes asked per source address an hour (then 429)
+    # and mailed per email address an hour (more are answered as usual, and not mailed); a
+    # code request is answered no sooner than this, known address or not.
+    portal_session_idle_seconds: int = Field(default=1800, ge=60, le=86400)
+    portal_session_absolute_seconds: int = Field(default=7200, ge=300, le=86400)
+    portal_address_hourly_limit: int = Field(default=30, ge=1)
+    portal_email_hourly_limit: int = Field(default=3, ge=1)
+    portal_answer_seconds: float = Field(default=0.25, ge=0, le=5)
     # Privacy: how long a data subject's access or portability package stays downloadable
     # (sealed under the subject's key meanwhile) before the worker deletes it.
     privacy_package_ttl_hours: int = Field(default=168, ge=1, le=24 * 90)

@@ -36,6 +36,7 @@ from crm_service.oauth.errors import install_oauth_errors
 from crm_service.oauth.router import router as oauth_router
 from crm_service.openapi import install_openapi
 from crm_service.orgs.router import router as settings_router
+from crm_service.portal.router import router as portal_router
 from crm_service.privacy.package_router import router as privacy_package_router
 from crm_service.privacy.router import router as privacy_router
 from crm_service.records.accounts.router import router as accounts_router
@@ -96,6 +97,11 @@ TAGS = [
         "name": "public pages",
         "description": "Pages for the people in the CRM: web forms, double opt-in, consent.",
     },
+    {
+        "name": "privacy portal",
+        "description": "The data subject's own pages: sign in with a mailed code, see and "
+        "download their data, manage consent, make requests.",
+    },
 ]
 # The document is served by each deployment itself, so its one server is the one serving it.
 SERVERS = [
@@ -127,6 +133,7 @@ ROUTERS = (
     webhooks_router,
     consent_router,
     consent_public_router,
+    portal_router,
 )
 
 

@@ -39,6 +39,7 @@ from crm_service.jobs.models import WorkerJob
 from crm_service.mail.models import OutboxMessage
 from crm_service.oauth.models import OAuthClient, OAuthToken, UsedClientAssertion
 from crm_service.orgs.models import ComplianceSettings, FieldClassification, IpAllowlist
+from crm_service.portal.models import PortalSession, PortalSignIn
 from crm_service.privacy.models import (
     BlocklistEntry,
     ErasureReceipt,
@@ -89,6 +90,8 @@ __all__ = [
     "OAuthToken",
     "Organization",
     "OutboxMessage",
+    "PortalSession",
+    "PortalSignIn",
     "RecoveryCode",
     "SsoAttempt",
     "StoredPackagePart",

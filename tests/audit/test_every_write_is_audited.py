@@ -39,6 +39,15 @@ ELSEWHERE = {
     ("POST", "/forms/{form_id}"): "tests/consent/test_webforms.py",
     ("POST", "/forms/confirm/{token}"): "tests/consent/test_webforms.py",
     ("POST", "/consent/{token}"): "tests/consent/test_requests.py",
+    # The privacy portal: the data subject acts (actor `subject`), asserted in its tests.
+    ("POST", "/portal/{organization_id}/code"): "tests/portal (no event: nobody signed in)",
+    ("POST", "/portal/{organization_id}/sign-in"): "tests/portal/test_sign_in.py",
+    ("POST", "/portal/{organization_id}/sign-out"): "tests/portal/test_sign_in.py",
+    ("POST", "/portal/{organization_id}/consent"): "tests/portal/test_your_data.py",
+    ("POST", "/portal/{organization_id}/consent-requests/{request_id}"): (
+        "tests/portal/test_your_data.py"
+    ),
+    ("POST", "/portal/{organization_id}/requests"): "tests/portal/test_download_and_requests.py",
 }
 
 

@@ -112,6 +112,10 @@ class AuditAction(StrEnum):
     WEBHOOK_SECRET_ROTATED = "webhook.secret_rotated"
     WEBHOOK_DISABLED = "webhook.disabled"  # by the worker: 410 or sustained failure
     WEBHOOK_REDELIVERED = "webhook.redelivered"
+    # The privacy portal (actor_type `subject`: the person who proved their email address)
+    PORTAL_SIGNED_IN = "portal.signed_in"
+    PORTAL_SIGNED_OUT = "portal.signed_out"
+    PORTAL_DATA_DOWNLOADED = "portal.data_downloaded"
     # Keys and the log itself
     KEYS_ROTATED = "keys.rotated"
     MASTER_KEY_ROTATED = "keys.master_rotated"

@@ -26,7 +26,10 @@ class AuditEventRead(BaseModel):
 
     id: uuid.UUID
     occurred_at: datetime
-    actor_type: text(16) = Field(description="user, client (a partner), system (CLI, worker).")
+    actor_type: text(16) = Field(
+        description="user, client (a partner), system (CLI, worker), subject (a data subject "
+        "in the privacy portal)."
+    )
     actor_id: uuid.UUID | None
     action: AuditAction
     target_type: text(32) | None = Field(description="lead, contact, account, user, ... ")

@@ -8,6 +8,7 @@ plugin may load, and forms may post only to this service.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -93,13 +94,31 @@ LABELS_JA = {
     "phone": "電話番号",
     "mobile": "携帯電話",
     "company": "会社名",
+    "title": "役職",
+    "date_of_birth": "生年月日",
+    "mailing_street": "住所（番地）",
+    "mailing_city": "市区町村",
+    "mailing_state": "都道府県・州",
+    "mailing_postal_code": "郵便番号",
+    "mailing_country": "国",
+    "description": "備考",
+    "national_id": "国民識別番号",
+    "source_ip": "送信元IPアドレス（ウェブフォーム）",
+    "website": "ウェブサイト",
+    "industry": "業種",
+    "department": "部署",
 }
 
 
-@lru_cache(maxsize=1)
-def _environment() -> Environment:
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+@lru_cache(maxsize=4)
+def _environment(*directories: Path) -> Environment:
+    """The pages' templates: those of `directories` first (the privacy portal's), then these
+    (the shared `base.html` among them)."""
     return Environment(
-        loader=FileSystemLoader(Path(__file__).parent / "templates"),
+        loader=FileSystemLoader([*directories, TEMPLATES]),
         autoescape=select_autoescape(["html"]),
         undefined=StrictUndefined,
         auto_reload=False,
@@ -115,16 +134,27 @@ def labels(module: Module, language: str) -> dict[str, str]:
 
 
 def render(
-    template: str, *, language: str, organization_name: str, status_code: int = 200, **context: Any
+    template: str,
+    *,
+    language: str,
+    organization_name: str,
+    status_code: int = 200,
+    templates: tuple[Path, ...] = (),
+    texts: Mapping[str, Mapping[str, str]] | None = None,
+    headers: Mapping[str, str] | None = None,
+    **context: Any,
 ) -> HTMLResponse:
+    """A public page under the strict policy. Another feature's pages (the privacy portal)
+    pass their own template directory and texts, which extend these."""
     lang = language if language in TEXT else "en"
+    shown = {**TEXT[lang], **(texts or {}).get(lang, {})}
     html = (
-        _environment()
+        _environment(*templates)
         .get_template(template)
-        .render(lang=lang, t=TEXT[lang], organization_name=organization_name, **context)
+        .render(lang=lang, t=shown, organization_name=organization_name, **context)
     )
     return HTMLResponse(
         html,
         status_code=status_code,
-        headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY},
+        headers={**(headers or {}), "Content-Security-Policy": CONTENT_SECURITY_POLICY},
     )

@@ -102,7 +102,7 @@ def _refuse_control_characters(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-async def _form_body(request: Request) -> dict[str, Any]:
+async def form_body(request: Request) -> dict[str, Any]:
     """A submission's fields from a form-encoded or JSON body (repeated `purposes` kept as
     a list), refusing control characters."""
     return _refuse_control_characters(await _parsed_body(request))
@@ -169,7 +169,7 @@ async def submit_form(form_id: uuid.UUID, request: Request, session: DbSession) 
     page = await public.submit_form(
         session,
         form_id=form_id,
-        data=await _form_body(request),
+        data=await form_body(request),
         settings=request.app.state.settings,
         **_visitor(request),
     )
@@ -229,7 +229,7 @@ async def show_consent(token: Token, request: Request, session: DbSession) -> HT
 async def answer_consent(token: Token, request: Request, session: DbSession) -> HTMLResponse:
     """Records one event per purpose asked (channel `email`, IP and user agent as sealed
     evidence); a purpose left unanswered is refused. The link then stops working."""
-    data = await _form_body(request)
+    data = await form_body(request)
     answers = {
         name.removeprefix("purpose."): str(value)
         for name, value in data.items()

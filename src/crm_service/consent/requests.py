@@ -87,7 +87,7 @@ async def _issue_link(
     return consent_link(base_url, token)
 
 
-async def _purposes_of(session: AsyncSession, request: ConsentRequest) -> list[ConsentPurpose]:
+async def purposes_of(session: AsyncSession, request: ConsentRequest) -> list[ConsentPurpose]:
     ids = [uuid.UUID(value) for value in json.loads(request.purpose_ids)]
     found = await PurposeRepository(session, request.organization_id).by_ids(ids)
     return [found[id_] for id_ in ids if id_ in found]
@@ -167,7 +167,7 @@ async def present(session: AsyncSession, request: ConsentRequest) -> ConsentRequ
         module=request.module,
         record_id=request.record_id,
         subject_id=request.subject_id,
-        purposes=[PurposeRead.model_validate(p) for p in await _purposes_of(session, request)],
+        purposes=[PurposeRead.model_validate(p) for p in await purposes_of(session, request)],
         channel=RequestChannel(request.channel),
         language=Language(request.language),
         status=RequestStatus(request.status),
@@ -236,7 +236,7 @@ async def open_link(
     request = await session.get(ConsentRequest, link.request_id)
     if request is None or request.status != RequestStatus.PENDING.value or request.deadline <= now:
         return None
-    return request, await _purposes_of(session, request)
+    return request, await purposes_of(session, request)
 
 
 async def answer(
@@ -254,13 +254,41 @@ async def answer(
     if opened is None:
         return False
     request, purposes = opened
+    return await record_answer(
+        session,
+        request,
+        purposes,
+        answers=answers,
+        channel=ConsentChannel.EMAIL,
+        actor=Actor.system(request.organization_id),
+        now=now,
+        client_ip=client_ip,
+        user_agent=user_agent,
+    )
+
+
+async def record_answer(
+    session: AsyncSession,
+    request: ConsentRequest,
+    purposes: list[ConsentPurpose],
+    *,
+    answers: dict[str, ConsentStatus],
+    channel: ConsentChannel,
+    actor: Actor,
+    now: datetime,
+    client_ip: str | None,
+    user_agent: str | None,
+) -> bool:
+    """One event per purpose asked (unanswered ones refused), the visitor's IP and user
+    agent as sealed evidence; every link of the request then dies. The consent page (channel
+    email) and the privacy portal (portal) answer through here. False when the record is
+    gone or erased."""
     module = Module(request.module)
     repository = SERVICES[module].repository_class(session, request.organization_id)
     record = await repository.get(request.record_id)
     if record is None or record.erased:
         return False
     subject = Subject(request.organization_id, module, record, repository)
-    actor = Actor.system(request.organization_id)
     evidence = {
         "ip": client_ip,
         "user_agent": (user_agent or "")[:500],
@@ -274,7 +302,7 @@ async def answer(
             actor=actor,
             purpose=purpose,
             status=answers.get(purpose.key, ConsentStatus.REFUSED),
-            channel=ConsentChannel.EMAIL,
+            channel=channel,
             notice_version=purpose.notice_version,
             now=now,
             evidence=evidence,
@@ -354,7 +382,7 @@ async def send_reminders(
             subject_id=request.subject_id,
             to=record.email,
             link=await _issue_link(session, request, now, settings.public_base_url),
-            purposes=await _purposes_of(session, request),
+            purposes=await purposes_of(session, request),
             deadline=request.deadline,
             language=request.language,
             reminder=True,

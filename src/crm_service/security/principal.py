@@ -48,6 +48,17 @@ PUBLIC_PATHS: frozenset[str] = frozenset(
         "/forms/confirm/{token}",
         "/consent/{token}",
         "/consent/receipt-keys/{organization_id}",
+        # The privacy portal: an email address, then the mailed code, then its own session
+        # cookie (with a synchronizer token on every POST) are the visitor's proof.
+        "/portal/{organization_id}",
+        "/portal/{organization_id}/code",
+        "/portal/{organization_id}/sign-in",
+        "/portal/{organization_id}/sign-out",
+        "/portal/{organization_id}/data",
+        "/portal/{organization_id}/consent",
+        "/portal/{organization_id}/consent-requests/{request_id}",
+        "/portal/{organization_id}/download",
+        "/portal/{organization_id}/requests",
     }
 )
 
