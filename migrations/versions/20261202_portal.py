@@ -6,7 +6,7 @@ portal_sessions: a signed-in visit, the cookie's token kept as its SHA-256, the 
 sealed under the organization's key.
 
 Revision ID: 20261202_portal
-Revises: 20261202_consent
+Revises: 20261202_privacy_requests
 Create Date: 2026-12-02
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "20261202_portal"
-down_revision = "20261202_consent"
+down_revision = "20261202_privacy_requests"
 branch_labels = None
 depends_on = None
 
