@@ -25,6 +25,7 @@ import pstats
 import shutil
 import sys
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -133,7 +134,10 @@ async def measure_export(
             raise RuntimeError(f"export: {response.status_code} {response.text[:300]}")
         return response.content.count(b"\n") - 1
 
+    await download()  # warm: the data keys' unwrapped material is cached from here on
+    started = time.perf_counter()
     await download()
+    seconds = time.perf_counter() - started
     before = counted()
     wrapper.profile = cProfile.Profile()
     rows = await download()
@@ -141,7 +145,12 @@ async def measure_export(
     wrapper.dump("export")
     wrapper.profile = None
     figures = per(before, counted(), 1)
-    figures.update(rows=rows, python_calls_per_contact=calls / max(rows, 1))
+    figures.update(
+        rows=rows,
+        python_calls_per_contact=calls / max(rows, 1),
+        # In-process, unprofiled, keys cached: a wall-clock figure, as noisy as the machine.
+        contacts_per_second_in_process=round(rows / seconds),
+    )
     return figures
 
 
