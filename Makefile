@@ -17,7 +17,7 @@ NODE_STAMP := $(CONTRACT)/node_modules/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test test-fast lint contract openapi migrate lock bench bench-backup bench-outbound bench-webforms clean
+.PHONY: install run test test-fast lint contract openapi migrate lock bench bench-calls bench-backup bench-outbound bench-webforms clean
 
 # Dependencies come from the hash-checked lock, the package itself without them.
 $(STAMP): pyproject.toml requirements-test.lock
@@ -72,6 +72,11 @@ migrate: install
 # make bench BENCH_ARGS='--only get,post --rounds 2'.
 bench: install
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# What each request of `make bench` costs, counted rather than timed (database round trips,
+# SQL statements, Python function calls): repeatable on a busy machine. PostgreSQL as above.
+bench-calls: install
+	$(BIN)/python -m bench.calls $(BENCH_ARGS)
 
 # Backup, verify and restore of 100,000 contacts: seconds and peak memory (README, Benchmark).
 # PostgreSQL by default; BENCH_BACKUP_ARGS='--sqlite' or '--contacts 20000'.

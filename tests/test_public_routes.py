@@ -19,7 +19,13 @@ from crm_service.security.principal import PUBLIC_PATHS, authenticate
 
 
 def _needs_principal(dependant: Dependant) -> bool:
-    return any(dep.call is authenticate or _needs_principal(dep) for dep in dependant.dependencies)
+    # `authenticate` itself, or a dependency marked as calling it (security.principal).
+    return any(
+        dep.call is authenticate
+        or getattr(dep.call, "authenticates", False)
+        or _needs_principal(dep)
+        for dep in dependant.dependencies
+    )
 
 
 def _api_routes(app: Any) -> list[APIRoute]:

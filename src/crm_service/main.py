@@ -177,7 +177,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ensure_sqlite_directory(settings.database_url)
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, defer_begin=True)
         watch_pool(engine)
         app.state.engine = engine
         app.state.key_provider = key_provider_from_settings(settings)

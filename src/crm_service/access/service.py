@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import uuid
+from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -39,12 +41,24 @@ def _invalid(field: str, rule: str, message: str) -> ValidationFailed:
 # -- profiles -------------------------------------------------------------------------------
 
 
-def permissions_of(profile: Profile) -> Permissions:
+def permissions_of(profile: Any) -> Permissions:
+    """What a profile (its stored columns) grants."""
+    return _permissions(
+        profile.module_permissions, profile.view_sensitive, profile.rights, profile.builtin
+    )
+
+
+@lru_cache(maxsize=1024)
+def _permissions(
+    module_permissions: str | None, view_sensitive: bool, rights: str | None, builtin: str | None
+) -> Permissions:
+    # A pure function of the stored values (every request parses its profile's), so kept by
+    # them: a changed profile has other values and is parsed anew on its next request.
     return Permissions(
-        modules=Permissions.parse_modules(profile.module_permissions),
-        view_sensitive=profile.view_sensitive,
-        rights=frozenset(Right(name) for name in json.loads(profile.rights or "[]")),
-        administrator=profile.builtin == BuiltinProfile.ADMINISTRATOR.value,
+        modules=MappingProxyType(Permissions.parse_modules(module_permissions or "")),
+        view_sensitive=view_sensitive,
+        rights=frozenset(Right(name) for name in json.loads(rights or "[]")),
+        administrator=builtin == BuiltinProfile.ADMINISTRATOR.value,
     )
 
 

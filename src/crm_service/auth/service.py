@@ -226,11 +226,11 @@ async def principal_from_token(
     context = await repository.bearer_context(session, token_digest(token))
     if context is None:
         raise InvalidToken()
-    auth_session, user = context.auth_session, context.user
+    user = context.user
     if (
-        auth_session.ended_at is not None
-        or auth_session.expires_at <= now
-        or auth_session.last_used_at + timedelta(seconds=settings.session_idle_ttl_seconds) <= now
+        context.ended_at is not None
+        or context.expires_at <= now
+        or context.last_used_at + timedelta(seconds=settings.session_idle_ttl_seconds) <= now
         or not user.is_active
     ):
         raise InvalidToken()
@@ -241,14 +241,14 @@ async def principal_from_token(
         organization_list=context.organization_allowlist,
         role_list=context.role_allowlist,
     )
-    if now - auth_session.last_used_at >= _TOUCH_INTERVAL:
-        auth_session.last_used_at = now
+    if now - context.last_used_at >= _TOUCH_INTERVAL:
+        await repository.touch_session(session, context.session_id, now)
     permissions = access.permissions_of(context.profile)
     return Principal(
         organization_id=user.organization_id,
         user_id=user.id,
         scopes=scopes_for(permissions),
-        session_id=auth_session.id,
+        session_id=context.session_id,
         client_ip=client_ip,
         permissions=permissions,
         profile_id=user.profile_id,

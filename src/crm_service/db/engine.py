@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import event
@@ -24,7 +26,61 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
+# A SELECT that locks rows holds its locks until the transaction ends: it needs one.
+_LOCKING_READ = re.compile(r"\bFOR\s+(?:UPDATE|SHARE|NO\s+KEY\s+UPDATE|KEY\s+SHARE)\b", re.I)
+
+
+@lru_cache(maxsize=4096)
+def _reads_only(statement: str) -> bool:
+    """A plain SELECT: no write, no row lock, no data-modifying CTE (those start with WITH)."""
+    return statement.lstrip()[:6].upper() == "SELECT" and _LOCKING_READ.search(statement) is None
+
+
+def _defer_begin(engine: AsyncEngine) -> None:
+    """PostgreSQL: no BEGIN until the first statement that needs a transaction.
+
+    A session's plain reads run outside a transaction (each SELECT sees what was committed
+    when it started, exactly what it sees inside a READ COMMITTED transaction), and its first
+    write, locking read, savepoint or server-side cursor opens the transaction, which then
+    holds every later statement until the commit. A request that only reads thus costs
+    neither a BEGIN nor a COMMIT round trip; one that writes (an audit event of a read
+    included) commits as before, all its writes in one transaction.
+    """
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _deferred(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        # A connection comes back from the pool rolled back: no transaction is open.
+        if not dbapi_connection.autocommit:
+            dbapi_connection.autocommit = True
+            record.info["deferred_begin"] = True
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _undeferred(dbapi_connection: Any, record: Any) -> None:
+        if record.info.pop("deferred_begin", False) and dbapi_connection is not None:
+            dbapi_connection.autocommit = False
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _begin_when_needed(
+        connection: Any,
+        cursor: Any,
+        statement: str,
+        _parameters: Any,
+        _context: Any,
+        _executemany: bool,
+    ) -> None:
+        fairy = connection.connection
+        if not fairy.info.get("deferred_begin"):
+            return
+        # A server-side cursor lives only inside a transaction.
+        if _reads_only(statement) and not getattr(cursor, "server_side", False):
+            return
+        # From here on this checkout is an ordinary transaction (BEGIN comes with this
+        # statement); it is deferred again only at the next checkout.
+        fairy.info["deferred_begin"] = False
+        fairy.dbapi_connection.autocommit = False
+
+
+def make_engine(database_url: str, *, defer_begin: bool = False, **kwargs: Any) -> AsyncEngine:
     # hide_parameters keeps bound values (personal data) out of exception messages. No
     # pre-ping: it is a round trip on every checkout. A connection the server dropped fails
     # its request with 503 (errors.py) and is discarded; recycling bounds how stale one gets.
@@ -35,6 +91,8 @@ def make_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
     engine = create_async_engine(database_url, **options)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    elif defer_begin and engine.dialect.driver == "asyncpg":
+        _defer_begin(engine)
     return engine
 
 

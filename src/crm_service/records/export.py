@@ -24,11 +24,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
 import structlog
 from pydantic import BaseModel
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_service.audit.actions import AuditAction, Outcome
@@ -37,6 +39,7 @@ from crm_service.audit.service import record as audit
 from crm_service.db.session import commit
 from crm_service.metrics import observe_exported
 from crm_service.records.disclosure import Channel, DisclosurePolicy, FieldDisclosure
+from crm_service.records.models import PersonColumns
 from crm_service.records.service import PAGING_KEYS, RecordService, require_operation
 from crm_service.security.permissions import Operation
 from crm_service.security.principal import Principal
@@ -48,6 +51,16 @@ BATCH_SIZE = 1000
 _NOT_COLUMNS = frozenset({"etag", "masked_fields", "withheld_fields", "source", "legal_basis"})
 # A spreadsheet takes a cell starting with one of these for a formula (OWASP CSV injection).
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# What a lead's or contact's NDJSON line is built from beside its fields.
+_SOURCE_AND_BASIS = (
+    "source_channel",
+    "source_client_id",
+    "source_batch_id",
+    "source_form",
+    "legal_basis",
+    "legal_basis_set_at",
+    "legal_basis_set_by_id",
+)
 
 
 class ExportFormat(StrEnum):
@@ -140,12 +153,48 @@ async def prepare_export(
     )
 
 
-def _csv_line(writer: Any, buffer: io.StringIO, cells: list[str]) -> bytes:
-    writer.writerow(cells)
-    line = buffer.getvalue()
-    buffer.seek(0)
-    buffer.truncate()
-    return line.encode()
+@dataclass(frozen=True)
+class _Reading:
+    """What an export reads of each record: the statement's columns (the row's id, data key
+    id and creation time first: the keyset and the key), where each plain attribute is in a
+    row, and the sealed fields with the positions of their stored forms."""
+
+    columns: tuple[Any, ...]
+    plain: dict[str, int]
+    stored: tuple[tuple[str, int], ...]
+
+    @property
+    def sealed_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.stored)
+
+
+def _reading(model: Any, names: Any) -> _Reading:
+    """Read `names` of `model` (those it has; others stay empty), nothing else: a masked or
+    withheld field is not even read."""
+    sealed = set(model.__sealed_fields__)
+    attributes = set(sa_inspect(model).column_attrs.keys())
+    columns: list[Any] = [model.id, model.data_key_id, model.created_at]
+    plain = {"id": 0, "data_key_id": 1, "created_at": 2}
+    stored: list[tuple[str, int]] = []
+    for name in names:
+        if name in plain or any(name == field for field, _ in stored):
+            continue
+        if name in sealed:
+            stored.append((name, len(columns)))
+            columns.append(getattr(model, f"{name}_stored"))
+        elif name in attributes:
+            plain[name] = len(columns)
+            columns.append(getattr(model, name))
+    return _Reading(tuple(columns), plain, tuple(stored))
+
+
+def _ndjson_names(model: Any, read_schema: type[BaseModel], hidden: frozenset[str]) -> list[str]:
+    """The record attributes an NDJSON line is built from (see `RecordRead.values_of`)."""
+    names = [n for n in read_schema.model_fields if hasattr(model, n) and n not in hidden]
+    names.append("version")
+    if issubclass(model, PersonColumns):
+        names += [*_SOURCE_AND_BASIS, *(() if "source_ip" in hidden else ("source_ip",))]
+    return names
 
 
 async def _stream(
@@ -160,41 +209,74 @@ async def _stream(
     disclosure: FieldDisclosure,
     read_schema: type[BaseModel],
 ) -> AsyncIterator[bytes]:
+    """The body. Each batch is one statement of plain columns (no ORM entities), its data
+    keys read in one query and unwrapped once each, its values opened by the field codec,
+    and written out before the next batch is read."""
     sent = 0
     complete = False
+    model = service.model
+    hidden = disclosure.hidden
+    if export_format is ExportFormat.CSV:
+        reading = _reading(model, [name for name in columns if name not in hidden])
+    else:
+        reading = _reading(model, _ndjson_names(model, read_schema, hidden))
+    # Where each CSV cell comes from in a row followed by its opened values; -1: empty.
+    width = len(reading.columns)
+    sealed_at = {name: width + n for n, name in enumerate(reading.sealed_names)}
+    cell_at = [
+        -1 if name in hidden else reading.plain.get(name, sealed_at.get(name, -1))
+        for name in columns
+    ]
+    person = issubclass(model, PersonColumns)
+    table = model.__tablename__
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    masked = frozenset(disclosure.masked)
     try:
         if export_format is ExportFormat.CSV:
-            yield _csv_line(writer, buffer, list(columns))
+            writer.writerow(columns)
+            yield _drain(buffer)
         async with sessionmaker() as session:
             repository = service.repository_class(session, principal.organization_id, visibility)
             after: tuple[Any, Any] | None = None
             while True:
-                batch = await repository.export_batch(clauses, after=after, limit=BATCH_SIZE)
+                batch = await repository.export_batch(
+                    clauses, columns=reading.columns, after=after, limit=BATCH_SIZE
+                )
                 if not batch:
                     break
-                after = (batch[-1].created_at, batch[-1].id)
-                chunk: list[bytes] = []
-                for record in batch:
-                    if record.erased:
-                        continue
-                    if export_format is ExportFormat.CSV:
-                        cells = [
-                            "" if name in masked else neutralise(_cell(record, name))
-                            for name in columns
-                        ]
-                        chunk.append(_csv_line(writer, buffer, cells))
-                    else:
-                        DisclosurePolicy.stamp(record, disclosure)
-                        item = read_schema.model_validate(record).model_dump(mode="json")
-                        chunk.append(json.dumps(item, separators=(",", ":")).encode() + b"\n")
-                    sent += 1
-                # Rows leave the session's identity map with their batch: memory stays flat.
-                session.expunge_all()
-                if chunk:
-                    yield b"".join(chunk)
+                last = batch[-1]
+                after = (last[2], last[0])
+                opened = await repository.storage.open_rows(
+                    table, batch, stored=reading.stored, id_at=0, key_at=1
+                )
+                if export_format is ExportFormat.CSV:
+                    lines: list[Any] = []
+                    for row, values in zip(batch, opened, strict=True):
+                        if values is None:  # an erased subject's record: nothing to show
+                            continue
+                        merged = (*row, *values, None)  # -1: an empty cell
+                        lines.append(
+                            [
+                                ""
+                                if (value := merged[at]) is None
+                                else ("'" + value if value.startswith(_FORMULA_STARTS) else value)
+                                if value.__class__ is str
+                                else neutralise(value)
+                                for at in cell_at
+                            ]
+                        )
+                    writer.writerows(lines)
+                    chunk = _drain(buffer)
+                else:
+                    lines = [
+                        _ndjson_line(read_schema, reading, disclosure, row, values, person)
+                        for row, values in zip(batch, opened, strict=True)
+                        if values is not None
+                    ]
+                    chunk = b"".join(lines)
+                sent += len(lines)
+                if lines:
+                    yield chunk
                 if len(batch) < BATCH_SIZE:
                     break
         complete = True
@@ -212,10 +294,28 @@ async def _stream(
             )
 
 
-def _cell(record: Any, name: str) -> Any:
-    if name == "source_channel":
-        return record.source_channel if hasattr(record, "source_channel") else None
-    return getattr(record, name, None)
+def _drain(buffer: io.StringIO) -> bytes:
+    text = buffer.getvalue()
+    buffer.seek(0)
+    buffer.truncate()
+    return text.encode()
+
+
+def _ndjson_line(
+    read_schema: Any,
+    reading: _Reading,
+    disclosure: FieldDisclosure,
+    row: Any,
+    values: list[str | None],
+    person: bool,
+) -> bytes:
+    """One record as `GET` answers it: the read schema builds and checks it from the row."""
+    attributes = {name: row[at] for name, at in reading.plain.items()}
+    attributes.update(zip(reading.sealed_names, values, strict=True))
+    attributes.update(dict.fromkeys(disclosure.hidden))
+    shaped = read_schema.values_of(SimpleNamespace(**attributes), disclosure, person=person)
+    item = read_schema.model_validate(shaped).model_dump(mode="json")
+    return json.dumps(item, separators=(",", ":")).encode() + b"\n"
 
 
 async def _audit_export(

@@ -5,6 +5,7 @@ entries and the processing locks of data subjects."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
@@ -226,22 +227,38 @@ class RecordRepository(OrganizationRepository[ModelT]):
         # Erased subjects drop out of lists; the cursor still moves past them.
         return Page(items=[r for r in page.items if not r.erased], next_cursor=page.next_cursor)
 
-    async def export_batch(
-        self, clauses: list[ColumnElement[bool]], *, after: tuple[Any, uuid.UUID] | None, limit: int
-    ) -> list[ModelT]:
-        """A batch of an export, oldest first after `after`, revealed: the caller's visible
-        live records matching `clauses`, without those of a restricted data subject."""
+    def export_query(
+        self,
+        clauses: list[ColumnElement[bool]],
+        *,
+        columns: Sequence[Any],
+        after: tuple[Any, uuid.UUID] | None,
+        limit: int,
+    ) -> Select[Any]:
+        """The one statement of an export's batches: `columns` (plain, no ORM entities) of the
+        caller's visible live records matching `clauses`, oldest first after `after`, without
+        those of a restricted data subject. Every rule of what an export holds is here."""
         model = self.model
-        statement = self.listable().where(*clauses)
+        statement = self.listable().with_only_columns(*columns).where(*clauses)
         if after is not None:
             value, id_ = after
             statement = statement.where(
                 or_(model.created_at > value, and_(model.created_at == value, model.id > id_))
             )
-        statement = statement.order_by(model.created_at.asc(), model.id.asc()).limit(limit)
-        rows = list((await self.session.execute(statement)).scalars())
-        await self.storage.reveal(rows)
-        return rows
+        return statement.order_by(model.created_at.asc(), model.id.asc()).limit(limit)
+
+    async def export_batch(
+        self,
+        clauses: list[ColumnElement[bool]],
+        *,
+        columns: Sequence[Any],
+        after: tuple[Any, uuid.UUID] | None,
+        limit: int,
+    ) -> Sequence[Any]:
+        """A batch of an export (see :meth:`export_query`) as plain rows, still sealed: the
+        export opens them a batch at a time (`RecordStorage.open_rows`)."""
+        statement = self.export_query(clauses, columns=columns, after=after, limit=limit)
+        return (await self.session.execute(statement)).all()
 
     async def add(self, instance: ModelT) -> ModelT:
         await self.storage.seal(instance)

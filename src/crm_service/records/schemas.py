@@ -28,7 +28,7 @@ from crm_service.kit.schemas import (
     single_line,
     text,
 )
-from crm_service.records.disclosure import disclosure_of
+from crm_service.records.disclosure import FieldDisclosure, disclosure_of
 from crm_service.records.etag import etag_for
 from crm_service.records.models import LegalBasis, PersonColumns, SourceChannel
 from crm_service.records.paging import DEFAULT_LIMIT, MAX_LIMIT, RecordSort
@@ -140,7 +140,12 @@ class RecordRead(BaseModel):
         """Build the response from a stored record: ETag, source and legal basis included."""
         if not isinstance(data, Base):
             return data
-        disclosure = disclosure_of(data)
+        return cls.values_of(data, disclosure_of(data), person=isinstance(data, PersonColumns))
+
+    @classmethod
+    def values_of(cls, data: Any, disclosure: FieldDisclosure, *, person: bool) -> dict[str, Any]:
+        """The response's values from anything with a record's attributes (a stored record,
+        or an export's plain row), as the disclosure policy decided for it."""
         hidden = disclosure.hidden
         values = {
             name: None if name in hidden else getattr(data, name)
@@ -150,7 +155,7 @@ class RecordRead(BaseModel):
         values["etag"] = etag_for(data.version)  # type: ignore[attr-defined]
         values["masked_fields"] = list(disclosure.masked)
         values["withheld_fields"] = list(disclosure.withheld)
-        if isinstance(data, PersonColumns):
+        if person:
             values["source"] = SourceRead(
                 channel=SourceChannel(data.source_channel),
                 client_id=data.source_client_id,

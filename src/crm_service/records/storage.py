@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import structlog
@@ -21,7 +22,8 @@ from crm_service.crypto.codec import (
     DataKey,
     FieldContext,
     StoredValueIntegrityError,
-    open_value,
+    column_place,
+    open_value_at,
     seal,
     store_plain,
 )
@@ -34,6 +36,9 @@ from crm_service.records.fields import CATALOG, Classification
 from crm_service.records.models import PersonColumns
 
 logger = structlog.get_logger("crm_service.records.storage")
+
+# A key id the batch's key query did not find (not a destroyed key, which maps to None).
+_NO_KEY: Any = object()
 
 
 _CLASSIFICATIONS = select(FieldClassification.field, FieldClassification.classification).where(
@@ -196,6 +201,8 @@ class RecordStorage:
             )
         else:
             keys = self.keyring.open_rows(row for row in key_rows if row is not None)
+        # The associated data's column part, built once per table and field for the batch.
+        places: dict[tuple[str, str], bytes] = {}
         for record in records:
             if record.data_key_id not in keys:
                 self._integrity_failure(record, "data_key_id")
@@ -205,17 +212,70 @@ class RecordStorage:
                 record.set_revealed(dict.fromkeys(record.__sealed_fields__), erased=True)
                 continue
             values: dict[str, str | None] = {}
+            table = record.__tablename__
+            row_place = record.id.bytes + b"|"
             for field in record.__sealed_fields__:
                 stored = getattr(record, f"{field}_stored")
                 if stored is None:
                     values[field] = None
                     continue
+                place = places.get((table, field))
+                if place is None:
+                    place = places[table, field] = column_place(self.organization_id, table, field)
                 try:
-                    values[field] = open_value(stored, key, self._context(record, field))
+                    values[field] = open_value_at(stored, key, place + row_place)
                 except StoredValueIntegrityError:
                     self._integrity_failure(record, field)
                     raise
             record.set_revealed(values, key=key)
+
+    async def open_rows(
+        self,
+        table: str,
+        rows: Sequence[Sequence[Any]],
+        *,
+        stored: Sequence[tuple[str, int]],
+        id_at: int = 0,
+        key_at: int = 1,
+    ) -> list[list[str | None] | None]:
+        """Open plain rows of `table` read without the ORM (an export's batch): the keys of
+        the whole batch in one query, each key unwrapped once, every value through the field
+        codec. `stored` names each field and where its stored form is in a row; a row holds
+        its id at `id_at` and its data key id at `key_at`. Per row, the plaintexts in the
+        order of `stored`, or None when the data subject was erased (the key destroyed)."""
+        keys = await self.keyring.keys_by_id(
+            {row[key_at] for row in rows if row[key_at] is not None}
+        )
+        places = [
+            (field, position, column_place(self.organization_id, table, field))
+            for field, position in stored
+        ]
+        opened: list[list[str | None] | None] = []
+        for row in rows:
+            key = keys.get(row[key_at], _NO_KEY)
+            if key is None:  # destroyed: the data subject was erased
+                opened.append(None)
+                continue
+            if key is _NO_KEY:
+                self._integrity_failure(
+                    SimpleNamespace(__tablename__=table, id=row[id_at]), "data_key_id"
+                )
+                raise StoredValueIntegrityError("A record names a data key its organization lacks.")
+            row_id = row[id_at]
+            row_place = row_id.bytes + b"|"
+            values: list[str | None] = []
+            for field, position, place in places:
+                value = row[position]
+                if value is None:
+                    values.append(None)
+                    continue
+                try:
+                    values.append(open_value_at(value, key, place + row_place))
+                except StoredValueIntegrityError:
+                    self._integrity_failure(SimpleNamespace(__tablename__=table, id=row_id), field)
+                    raise
+            opened.append(values)
+        return opened
 
     @staticmethod
     def _integrity_failure(record: Any, column: str) -> None:

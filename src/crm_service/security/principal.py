@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Protocol
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -119,11 +119,16 @@ def register_token_resolver(prefix: str, resolver: TokenResolver) -> None:
     _resolvers[prefix] = resolver
 
 
-async def authenticate(
-    request: Request,
-    session: DbSession,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+# Where a request keeps its principal once resolved: a route whose dependencies ask for it
+# twice (an alias and a right, say) resolves and counts it once.
+_RESOLVED = "crm_principal"
+
+
+async def authenticate(request: Request, session: DbSession, credentials: Credentials) -> Principal:
+    resolved = request.scope.get(_RESOLVED)
+    if resolved is not None:
+        return resolved
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Send `Authorization: Bearer <access token>`.")
     token = credentials.credentials
@@ -140,7 +145,15 @@ async def authenticate(
         now=request.app.state.clock.now(),
     )
     await _count_request(request, principal)
+    request.scope[_RESOLVED] = principal
     return principal
+
+
+def authenticating(dependency: Any) -> Any:
+    """Mark a dependency that resolves the principal itself (through :func:`authenticate`),
+    so the route walk that proves every route needs a principal sees it."""
+    dependency.authenticates = True
+    return dependency
 
 
 async def _count_request(request: Request, principal: Principal) -> None:
@@ -170,7 +183,13 @@ CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
 def require(*scopes: Scope):  # noqa: ANN201 - returns a FastAPI dependency
     """A dependency that authenticates and demands every one of `scopes`."""
 
-    async def dependency(principal: CurrentPrincipal) -> Principal:
+    # One dependency, not one on top of `authenticate`: each level of the tree costs FastAPI
+    # a solving pass on every request.
+    @authenticating
+    async def dependency(
+        request: Request, session: DbSession, credentials: Credentials
+    ) -> Principal:
+        principal = await authenticate(request, session, credentials)
         missing = [scope.value for scope in scopes if not principal.has(scope)]
         if missing:
             raise InsufficientScope(missing)
@@ -203,8 +222,10 @@ class SignedInUserOnly(Forbidden):
         super().__init__("This route is for signed-in users; a partner token cannot use it.")
 
 
-async def require_user(principal: CurrentPrincipal) -> Principal:
+@authenticating
+async def require_user(request: Request, session: DbSession, credentials: Credentials) -> Principal:
     """A dependency for what only a person has: their own account (`/v1/me`), their session."""
+    principal = await authenticate(request, session, credentials)
     if principal.user_id is None:
         raise SignedInUserOnly()
     return principal
@@ -218,7 +239,11 @@ def require_right(right: Right):  # noqa: ANN201 - returns a FastAPI dependency
     """A dependency for administration: the `crm.admin` scope and, for a user, the profile's
     `right`."""
 
-    async def dependency(principal: CurrentPrincipal) -> Principal:
+    @authenticating
+    async def dependency(
+        request: Request, session: DbSession, credentials: Credentials
+    ) -> Principal:
+        principal = await authenticate(request, session, credentials)
         if not principal.has(Scope.ADMIN) or not principal.has_right(right):
             raise Forbidden(
                 f"This needs the scope crm.admin and the administration right {right.value}."
