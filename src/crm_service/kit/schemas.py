@@ -260,4 +260,6 @@ def whole_number(*, ge: int = 0, le: int = INT32_MAX) -> Any:
 
 
 # Names of a record's fields (masked, changed, audited): a module has fewer than 100.
-FieldNames = Annotated[list[text(64)], Field(max_length=100)]
+FieldNames = Annotated[
+    list[Annotated[str, StringConstraints(max_length=64)]], Field(max_length=100)
+]

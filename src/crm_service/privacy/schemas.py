@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal, Self
+from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 
 from crm_service.kit.schemas import Email, InputModel, text, whole_number
 from crm_service.records.paging import MAX_LIMIT
@@ -21,7 +22,7 @@ class PersonModule(StrEnum):
 
 # The two ways to name whom to erase, as the document says them (the validator below
 # checks the same): `module` with `record_id`, or `email`, never both.
-_ONE_WAY = {
+_ONE_WAY: JsonDict = {
     "oneOf": [
         {
             "required": ["module", "record_id"],
@@ -93,7 +94,7 @@ class ErasureReceiptRead(BaseModel):
 
 class BlocklistEntryRead(BaseModel):
     id: uuid.UUID
-    kind: Literal["email", "phone"] = Field(description="Never the value.")
+    kind: text(16) = Field(description="`email` or `phone`; never the value.")
     created_at: datetime
     receipt_id: uuid.UUID | None
 

@@ -7,6 +7,7 @@ the routes to prove it.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Protocol
@@ -156,7 +157,7 @@ async def _count_request(request: Request, principal: Principal) -> None:
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
 
 
-def require(*scopes: Scope):  # noqa: ANN201 - returns a FastAPI dependency
+def require(*scopes: Scope) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency that authenticates and demands every one of `scopes`."""
 
     async def dependency(principal: CurrentPrincipal) -> Principal:
@@ -203,7 +204,7 @@ async def require_user(principal: CurrentPrincipal) -> Principal:
 SignedInUser = Annotated[Principal, Depends(require_user)]
 
 
-def require_right(right: Right):  # noqa: ANN201 - returns a FastAPI dependency
+def require_right(right: Right) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency for administration: the `crm.admin` scope and, for a user, the profile's
     `right`."""
 
