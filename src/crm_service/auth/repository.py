@@ -6,7 +6,17 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, case, delete, func, literal, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    bindparam,
+    case,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -147,7 +157,7 @@ class TotpRepository(OrganizationRepository[TotpCredential]):
             .values(last_used_step=step)
             .execution_options(synchronize_session=False)
         )
-        return result.rowcount == 1
+        return result.rowcount == 1  # type: ignore[attr-defined]  # DML: a CursorResult
 
 
 class RecoveryCodeRepository(OrganizationRepository[RecoveryCode]):
@@ -181,7 +191,7 @@ class RecoveryCodeRepository(OrganizationRepository[RecoveryCode]):
             .values(used_at=now)
             .execution_options(synchronize_session=False)
         )
-        return result.rowcount == 1
+        return result.rowcount == 1  # type: ignore[attr-defined]  # DML: a CursorResult
 
 
 async def find_challenge_by_token_hash(
@@ -209,7 +219,7 @@ class MfaChallengeRepository(OrganizationRepository[MfaChallenge]):
             .values(used_at=now)
             .execution_options(synchronize_session=False)
         )
-        return result.rowcount == 1
+        return result.rowcount == 1  # type: ignore[attr-defined]  # DML: a CursorResult
 
 
 async def reserve_mfa_attempt(
@@ -228,7 +238,7 @@ async def reserve_mfa_attempt(
         .values(mfa_failed_count=User.mfa_failed_count + 1)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return result.rowcount == 1  # type: ignore[attr-defined]  # DML: a CursorResult
 
 
 async def lock_if_exhausted(
@@ -241,7 +251,7 @@ async def lock_if_exhausted(
         .values(mfa_failed_count=0, mfa_locked_until=now + lock_for)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return result.rowcount == 1  # type: ignore[attr-defined]  # DML: a CursorResult
 
 
 async def reset_mfa_failures(session: AsyncSession, user_id: uuid.UUID) -> None:
@@ -294,7 +304,7 @@ def _insert_missing(session: AsyncSession, keys: list[str], now: datetime):  # n
     rows = [
         {"key": key, "failures": 0, "window_started_at": now, "updated_at": now} for key in keys
     ]
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         return pg_insert(SignInAttempt).values(rows).on_conflict_do_nothing(index_elements=["key"])
     return sqlite_insert(SignInAttempt).values(rows).on_conflict_do_nothing(index_elements=["key"])
 
@@ -387,7 +397,7 @@ async def count_account_failure(
 async def clear_attempts(
     session: AsyncSession, keys: list[str], *, prefixes: tuple[str, ...] = ()
 ) -> None:
-    conditions = [SignInAttempt.key.in_(keys)] if keys else []
+    conditions: list[ColumnElement[bool]] = [SignInAttempt.key.in_(keys)] if keys else []
     conditions += [SignInAttempt.key.startswith(prefix, autoescape=True) for prefix in prefixes]
     if conditions:
         await session.execute(delete(SignInAttempt).where(or_(*conditions)))
@@ -403,4 +413,4 @@ async def purge_attempts(session: AsyncSession, *, before: datetime, now: dateti
             ~SignInAttempt.key.startswith("account:"),
         )
     )
-    return int(result.rowcount or 0)
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]  # DML: a CursorResult
