@@ -226,11 +226,11 @@ class ClientCreate(InputModel):
 class ClientUpdate(InputModel):
     # Left out: unchanged. These three cannot be null (the others can: null clears them).
     name: LongName = None
-    scopes: Scopes = None
+    scopes: Scopes = None  # type: ignore[assignment]  # omit to keep; null refused
     ip_allowlist: Cidrs | None = None
     rate_limits: RateLimits | None = None
     jwks: Jwks | None = None
-    is_active: Flag = Field(
+    is_active: Flag = Field(  # type: ignore[assignment]  # omit to keep; null refused
         default=None, description="false disables the client and ends its tokens at once."
     )
 
