@@ -17,7 +17,7 @@ NODE_STAMP := $(CONTRACT)/node_modules/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test test-fast lint contract openapi migrate lock bench bench-calls bench-backup bench-outbound bench-webforms clean
+.PHONY: install run test test-fast lint typecheck contract openapi migrate lock bench bench-calls bench-backup bench-outbound bench-webforms clean
 
 # Dependencies come from the hash-checked lock, the package itself without them.
 $(STAMP): pyproject.toml requirements-test.lock
@@ -42,10 +42,17 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest $(XDIST) -m "not postgres" $(PYTEST_ARGS)
 
-# Ruff: the lint rules in pyproject.toml and the format (100 columns); CI runs it first.
+# Ruff: the lint rules in pyproject.toml and the format (100 columns), then mypy; CI runs
+# it first.
 lint: install
 	$(BIN)/ruff check src tests bench tools
 	$(BIN)/ruff format --check src tests bench tools
+	$(MAKE) --no-print-directory typecheck
+
+# mypy over the package as [tool.mypy] in pyproject.toml configures it: kit/, crypto/ and
+# security/ as --strict, the rest with moderate checks.
+typecheck: install
+	$(BIN)/mypy
 
 # Spectral (OpenAPI and OWASP rules) lints openapi/openapi.json: any error fails. Then
 # Schemathesis fuzzes a throw-away embedded instance from it: any failure fails.

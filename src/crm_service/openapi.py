@@ -98,7 +98,7 @@ def _partner_scopes(routers: Sequence[APIRouter]) -> dict[tuple[str, str], list[
         for router in routers
         for route in router.routes
         if isinstance(route, APIRoute)
-        for method in route.methods
+        for method in route.methods or ()
     }
 
 
@@ -178,8 +178,8 @@ def _declare_operation(
         operation["security"] = [{BEARER_SCHEME: []}]
         if scopes is not None:
             operation["security"].append({PARTNER_SCHEME: scopes})
-        for status in (401, 403):
-            responses.setdefault(str(status), problem_response_doc(status))
+        for code in (401, 403):
+            responses.setdefault(str(code), problem_response_doc(code))
         # Every authenticated request counts against its caller's rate limits.
         responses["429"] = {
             "description": "A rate limit is exhausted (`violated-policies`); retry after "
@@ -189,8 +189,8 @@ def _declare_operation(
             },
         }
     if has_body:
-        for status in (400, 413):
-            responses.setdefault(str(status), problem_response_doc(status))
+        for code in (400, 413):
+            responses.setdefault(str(code), problem_response_doc(code))
     if has_body or operation.get("parameters"):
         responses["422"] = problem_response_doc(422)
     responses.setdefault("500", problem_response_doc(500))

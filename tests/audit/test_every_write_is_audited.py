@@ -320,6 +320,8 @@ async def _lift_restriction(w: World) -> tuple[Call, list[str]]:
     subject_id = await restrict(w.org, "leads", lead["id"])
     path = f"/v1/privacy/restrictions/{subject_id}/lift"
     return ("POST", path, None, w.org.headers), ["privacy.restriction_lifted"]
+
+
 def _privacy_request_cases() -> dict[tuple[str, str], Case]:
     async def filed(w: World, kind: str = "access") -> str:
         lead = await _post(w.org, "/v1/leads", {"last_name": "Asker", "email": unique_email()})

@@ -36,6 +36,7 @@ async def create_purpose(org: Org, key: str | None = None, **fields: Any) -> dic
     }
     response = await org.client.post("/v1/consent/purposes", json=body, headers=org.headers)
     assert response.status_code == 201, response.text
+    assert response.headers["Location"] == f"/v1/consent/purposes/{body['key']}"
     return response.json()
 
 

@@ -311,6 +311,39 @@ async def test_the_email_channel_mails_a_single_use_link_to_the_consent_page(
     assert "no longer works" in (await visitor.get("/consent/" + "A" * 43)).text
 
 
+async def test_an_answer_the_consent_form_does_not_have_is_refused_and_records_nothing(
+    org: Org, clock: FixedClock, visitor: httpx.AsyncClient, smtp_server: SmtpServer
+) -> None:
+    await create_purpose(org, "newsletter")
+    contact = await create_record(org, "contacts")
+    request = await ask(
+        org, "contacts", contact["id"], clock.now() + timedelta(days=5), channel="email"
+    )
+    settings = org.app.state.settings.model_copy(update={"smtp_url": smtp_server.url})
+    await send_all_due_mail(
+        org.app.state.sessionmaker, settings, datetime.now(UTC) + timedelta(seconds=1)
+    )
+    [message] = smtp_server.inbox.to(contact["email"])
+    path = link_in(message.get_body(preferencelist=("plain",)).get_content(), "/consent/")
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    for body, field in (
+        ("purpose.newsletter=yes", "body.purpose.newsletter"),
+        ("purpose.newsletter=granted&email=someone%40example.com", "body"),
+        ("purposes=newsletter", "body"),
+        ("&".join(f"purpose.p{n}=granted" for n in range(21)), "body"),
+    ):
+        refused = await visitor.post(path, content=body, headers=form)
+        assert_problem(refused, 422)
+        assert field in {error["field"] for error in refused.json()["errors"]}, body
+    assert await request_status(org, request["id"]) == "pending"
+    ledger = await org.client.get(f"/v1/contacts/{contact['id']}/consents", headers=org.headers)
+    assert ledger.json()["events"] == []
+
+    answered = await visitor.post(path, content="purpose.newsletter=granted", headers=form)
+    assert answered.status_code == 200 and "recorded" in answered.text, "the link still works"
+    assert await request_status(org, request["id"]) == "answered"
+
+
 async def test_reminders_go_out_before_the_deadline_each_with_a_working_link(
     org: Org, clock: FixedClock, visitor: httpx.AsyncClient
 ) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc import jwt
-from joserfc.jwk import ECKey
+from joserfc.jwk import ECKey, OKPKey
 from sqlalchemy import text
 
 from crm_service.clock import FixedClock
@@ -300,3 +300,30 @@ async def test_private_key_jwt_and_a_replayed_jti_is_refused(org: Org) -> None:
     )
     assert_problem(refused, 422)
     assert json.dumps(key.as_dict(private=True)["d"]) not in refused.text
+
+
+async def test_jwks_are_typed_public_keys_and_a_point_off_its_curve_is_refused(org: Org) -> None:
+    ec_key = {**ECKey.import_key(ec.generate_private_key(ec.SECP256R1())).as_dict(), "kid": "k1"}
+    ed_key = {**OKPKey.generate_key("Ed25519").as_dict(private=False), "use": "sig"}
+    partner = await register(org, jwks={"keys": [ec_key, ed_key]})
+    # Each key is answered with the members it has, no nulls for the others.
+    assert partner.body["jwks"] == {"keys": [ec_key, ed_key]}
+
+    def create(key: dict[str, Any]) -> Any:
+        body = {"name": "x", "scopes": ["crm.leads.read"], "jwks": {"keys": [key]}}
+        return org.client.post("/v1/oauth-clients", json=body, headers=org.headers)
+
+    other = ECKey.import_key(ec.generate_private_key(ec.SECP256R1())).as_dict()
+    off_curve = {**ec_key, "y": other["y"]}
+    for key, rule in (
+        (off_curve, "jwk"),
+        ({**ec_key, "crv": "P-521"}, "key_type"),
+        ({"kty": "oct", "k": "c2VjcmV0"}, "key_type"),
+        ({**ec_key, "x": ec_key["x"][:-1]}, "string_too_short"),
+        ({**ec_key, "x5u": "https://example.com/keys"}, "extra_forbidden"),
+    ):
+        refused = await create(key)
+        assert_problem(refused, 422)
+        assert [error["rule"] for error in refused.json()["errors"]] == [rule], key
+    listed = await org.client.get("/v1/oauth-clients", headers=org.headers)
+    assert [client["name"] for client in listed.json()["data"]] == ["Marketing tool"]

@@ -55,7 +55,9 @@ async def make_subject(org: Org, subject: Subject) -> dict[str, Any]:
 async def erase(org: Org, body: dict[str, Any]) -> list[str]:
     response = await org.client.post("/v1/privacy/erasures", json=body, headers=org.headers)
     assert response.status_code == 201, response.text
-    return response.json()["receipt_ids"]
+    receipt_ids = response.json()["receipt_ids"]
+    assert response.headers["Location"] == f"/v1/privacy/erasures/{receipt_ids[0]}"
+    return receipt_ids
 
 
 @pytest.mark.parametrize("by", ["record", "email"])
@@ -166,3 +168,20 @@ async def test_another_organization_cannot_erase_or_read_receipts(org: Org, othe
     )
     entries = (await org.client.get("/v1/privacy/blocklist", headers=org.headers)).json()["data"]
     assert entries == []  # a lead without email or phone blocklists nothing
+
+
+async def test_whom_to_erase_is_named_one_way_only(org: Org) -> None:
+    lead = await org.client.post(
+        "/v1/leads", json={"last_name": "Kept", "email": unique_email()}, headers=org.headers
+    )
+    assert lead.status_code == 201, lead.text
+    for body in (
+        {"email": None, "module": None, "record_id": lead.json()["id"]},
+        {"module": "leads"},
+        {"email": lead.json()["email"], "module": "leads", "record_id": lead.json()["id"]},
+        {},
+    ):
+        refused = await org.client.post("/v1/privacy/erasures", json=body, headers=org.headers)
+        assert_problem(refused, 422)
+    kept = await org.client.get(f"/v1/leads/{lead.json()['id']}", headers=org.headers)
+    assert kept.status_code == 200 and kept.json()["last_name"] == "Kept"

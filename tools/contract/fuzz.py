@@ -58,6 +58,9 @@ def main() -> int:
             "CRM_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
             "CRM_BOOTSTRAP_PASSWORD": password,
             "CRM_LOG_LEVEL": "WARNING",
+            # The forget-log is sealed under this run's master key: a throw-away one too, not
+            # the checkout's (an earlier run's would not open with this key).
+            "CRM_BACKUP_DIR": f"{workdir}/backups",
             # The fuzzer signs in with random emails from 127.0.0.1, and signs in again from
             # there: the per-address limit (tests/auth/test_throttle.py) would answer its
             # re-login 429.

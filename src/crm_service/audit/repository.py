@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Table,
     bindparam,
     delete,
     func,
@@ -29,7 +30,7 @@ from crm_service.records.paging import newest_first_after
 
 
 def _insert_ignoring_conflict(session: AsyncSession, rows: list[dict[str, Any]]):  # noqa: ANN202
-    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     return dialect.insert(AuditChain).values(rows).on_conflict_do_nothing()
 
 
@@ -46,7 +47,8 @@ class ChainHead:
     head_mac: str
 
 
-_HEADS = AuditChain.__table__
+# A mapped class's table is a Table (SQLAlchemy declares the wider FromClause).
+_HEADS: Table = AuditChain.__table__  # type: ignore[assignment]
 
 
 async def reserve(
@@ -96,7 +98,7 @@ _HEAD_VALUES = ("last_mac", "anchor_seq", "anchor_mac", "head_mac")
 def _append_in_one(count: int, columns: tuple[str, ...]) -> Any:
     statement = _APPEND_IN_ONE.get((count, columns))
     if statement is None:
-        events = AuditEvent.__table__
+        events: Table = AuditEvent.__table__  # type: ignore[assignment]
         parameters = [
             bindparam(f"e{n}_{name}", type_=events.c[name].type)
             for n in range(count)
@@ -124,7 +126,8 @@ def _append_in_one(count: int, columns: tuple[str, ...]) -> Any:
 async def append(session: AsyncSession, events: list[dict[str, Any]], head: ChainHead) -> None:
     """Insert a transaction's events and move the chain's head past them: on PostgreSQL in
     one statement, elsewhere in two."""
-    if events and len(events) <= _APPEND_IN_ONE_MAX and session.bind.dialect.name == "postgresql":
+    on_postgresql = session.get_bind().dialect.name == "postgresql"
+    if events and len(events) <= _APPEND_IN_ONE_MAX and on_postgresql:
         columns = tuple(events[0])
         parameters: dict[str, Any] = {
             "head_organization_id": head.organization_id,
@@ -136,7 +139,7 @@ async def append(session: AsyncSession, events: list[dict[str, Any]], head: Chai
         await session.execute(_append_in_one(len(events), columns), parameters)
         return
     if events:
-        await session.execute(insert(AuditEvent.__table__), events)
+        await session.execute(insert(AuditEvent.__table__), events)  # type: ignore[arg-type]
     await session.execute(
         update(_HEADS)
         .where(_HEADS.c.organization_id == head.organization_id, _HEADS.c.shard == head.shard)
@@ -288,7 +291,7 @@ async def delete_through(
             AuditEvent.seq <= seq,
         )
     )
-    return result.rowcount or 0
+    return result.rowcount or 0  # type: ignore[attr-defined]  # DML: a CursorResult
 
 
 async def history_page(

@@ -8,7 +8,17 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import bindparam, case, delete, func, literal, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    bindparam,
+    case,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -211,7 +221,7 @@ class TotpRepository(OrganizationRepository[TotpCredential]):
             .values(last_used_step=step)
             .execution_options(synchronize_session=False)
         )
-        return result.rowcount == 1
+        return result.rowcount == 1  # type: ignore[attr-defined]  # DML: a CursorResult
 
 
 class RecoveryCodeRepository(OrganizationRepository[RecoveryCode]):
@@ -245,7 +255,7 @@ class RecoveryCodeRepository(OrganizationRepository[RecoveryCode]):
             .values(used_at=now)
             .execution_options(synchronize_session=False)
         )
-        return result.rowcount == 1
+        return result.rowcount == 1  # type: ignore[attr-defined]  # DML: a CursorResult
 
 
 async def find_challenge_by_token_hash(
@@ -273,7 +283,7 @@ class MfaChallengeRepository(OrganizationRepository[MfaChallenge]):
             .values(used_at=now)
             .execution_options(synchronize_session=False)
         )
-        return result.rowcount == 1
+        return result.rowcount == 1  # type: ignore[attr-defined]  # DML: a CursorResult
 
 
 async def reserve_mfa_attempt(
@@ -292,7 +302,7 @@ async def reserve_mfa_attempt(
         .values(mfa_failed_count=User.mfa_failed_count + 1)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return result.rowcount == 1  # type: ignore[attr-defined]  # DML: a CursorResult
 
 
 async def lock_if_exhausted(
@@ -305,7 +315,7 @@ async def lock_if_exhausted(
         .values(mfa_failed_count=0, mfa_locked_until=now + lock_for)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return result.rowcount == 1  # type: ignore[attr-defined]  # DML: a CursorResult
 
 
 async def reset_mfa_failures(session: AsyncSession, user_id: uuid.UUID) -> None:
@@ -358,7 +368,7 @@ def _insert_missing(session: AsyncSession, keys: list[str], now: datetime):  # n
     rows = [
         {"key": key, "failures": 0, "window_started_at": now, "updated_at": now} for key in keys
     ]
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         return pg_insert(SignInAttempt).values(rows).on_conflict_do_nothing(index_elements=["key"])
     return sqlite_insert(SignInAttempt).values(rows).on_conflict_do_nothing(index_elements=["key"])
 
@@ -451,7 +461,7 @@ async def count_account_failure(
 async def clear_attempts(
     session: AsyncSession, keys: list[str], *, prefixes: tuple[str, ...] = ()
 ) -> None:
-    conditions = [SignInAttempt.key.in_(keys)] if keys else []
+    conditions: list[ColumnElement[bool]] = [SignInAttempt.key.in_(keys)] if keys else []
     conditions += [SignInAttempt.key.startswith(prefix, autoescape=True) for prefix in prefixes]
     if conditions:
         await session.execute(delete(SignInAttempt).where(or_(*conditions)))
@@ -467,4 +477,4 @@ async def purge_attempts(session: AsyncSession, *, before: datetime, now: dateti
             ~SignInAttempt.key.startswith("account:"),
         )
     )
-    return int(result.rowcount or 0)
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]  # DML: a CursorResult

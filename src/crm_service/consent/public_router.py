@@ -43,6 +43,17 @@ FORM_SCHEMA = {
     },
     "additionalProperties": False,
 }
+# The consent page's answers: `purpose.<key>` is `granted` or `refused`, for the purposes
+# asked (a request asks at most 20); nothing else is part of the form.
+ANSWERS = ("granted", "refused")
+MAX_ANSWERS = 20
+_ANSWER_NAME = re.compile(r"^purpose\.[a-z0-9][a-z0-9_.-]{0,63}$")
+ANSWER_SCHEMA = {
+    "type": "object",
+    "patternProperties": {_ANSWER_NAME.pattern: {"type": "string", "enum": list(ANSWERS)}},
+    "additionalProperties": False,
+    "maxProperties": MAX_ANSWERS,
+}
 
 
 def _page(page: Page) -> HTMLResponse:
@@ -100,6 +111,40 @@ def _refuse_control_characters(data: dict[str, Any]) -> dict[str, Any]:
     if problems:
         raise ValidationFailed("Some fields hold control characters.", errors=problems[:50])
     return data
+
+
+def _consent_answers(data: dict[str, Any]) -> dict[str, str]:
+    """The answers by purpose key; 422 naming each field the consent form does not have or
+    each answer that is neither `granted` nor `refused` (nothing is recorded then)."""
+    problems = []
+    for name, value in data.items():
+        if _ANSWER_NAME.match(name) is None:
+            problems.append(
+                FieldProblem(
+                    field="body",
+                    rule="consent_answer",
+                    message="the consent form has only `purpose.<key>` fields",
+                )
+            )
+        elif not isinstance(value, str) or value not in ANSWERS:
+            problems.append(
+                FieldProblem(
+                    field=f"body.{name}",
+                    rule="consent_answer",
+                    message="must be `granted` or `refused`",
+                )
+            )
+    if len(data) > MAX_ANSWERS:
+        problems.append(
+            FieldProblem(
+                field="body",
+                rule="too_long",
+                message=f"a consent request asks at most {MAX_ANSWERS} purposes",
+            )
+        )
+    if problems:
+        raise ValidationFailed("The consent form's answers are not valid.", errors=problems[:50])
+    return {name.removeprefix("purpose."): value for name, value in data.items()}
 
 
 async def form_body(request: Request) -> dict[str, Any]:
@@ -224,17 +269,13 @@ async def show_consent(token: Token, request: Request, session: DbSession) -> HT
     summary="Answer a consent request (public; form-encoded `purpose.<key>=granted|refused`)",
     response_class=HTMLResponse,
     responses={200: HTML_PAGE, **problem_responses(400, 422)},
-    openapi_extra={"requestBody": {"content": {FORM: {"schema": FORM_SCHEMA}}}},
+    openapi_extra={"requestBody": {"required": True, "content": {FORM: {"schema": ANSWER_SCHEMA}}}},
 )
 async def answer_consent(token: Token, request: Request, session: DbSession) -> HTMLResponse:
     """Records one event per purpose asked (channel `email`, IP and user agent as sealed
-    evidence); a purpose left unanswered is refused. The link then stops working."""
-    data = await form_body(request)
-    answers = {
-        name.removeprefix("purpose."): str(value)
-        for name, value in data.items()
-        if name.startswith("purpose.")
-    }
+    evidence); a purpose left unanswered is refused. The link then stops working. A field
+    the form does not have, or an answer other than `granted` or `refused`, answers 422."""
+    answers = _consent_answers(await form_body(request))
     return _page(
         await public.answer_consent(session, token=token, answers=answers, **_visitor(request))
     )

@@ -60,7 +60,11 @@ def _base_url(request: Request) -> str:
     responses=problem_responses(401, 403, 409, 422),
 )
 async def create_purpose(
-    payload: PurposeCreate, principal: PrivacyAdmin, session: DbSession, request: Request
+    payload: PurposeCreate,
+    principal: PrivacyAdmin,
+    session: DbSession,
+    request: Request,
+    response: Response,
 ) -> PurposeRead:
     """Needs the right `manage_privacy`. An existing `key` with a new `notice_version` makes
     the next version; consent given earlier keeps pointing at the version it was given under.
@@ -68,6 +72,7 @@ async def create_purpose(
     purpose = await ledger.create_purpose(
         session=session, principal=principal, payload=payload, now=_now(request)
     )
+    response.headers["Location"] = f"/v1/consent/purposes/{purpose.key}"
     return PurposeRead.model_validate(purpose)
 
 

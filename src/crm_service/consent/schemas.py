@@ -26,6 +26,7 @@ from crm_service.kit.schemas import (
     query_integer,
     single_line,
     text,
+    whole_number,
 )
 
 PurposeKey = single_line(64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
@@ -38,6 +39,14 @@ class Language(StrEnum):
 
     EN = "en"
     JA = "ja"
+
+
+# A purpose's or a form's version: 1, 2, ... as its `Integer` column counts them.
+Version = whole_number(ge=1)
+# A compact JWS of a receipt: the receipt's JSON holds at most about 40,000 characters (a
+# 2,000-character description and the other texts, each character escaped as up to 12), its
+# base64url encoding four thirds of that, plus the header and the signature.
+COMPACT_JWS_MAX = 65_536
 
 
 # --- purposes ------------------------------------------------------------------------------
@@ -64,7 +73,7 @@ class PurposeRead(BaseModel):
 
     id: uuid.UUID
     key: text(64)
-    version: int
+    version: Version
     name: text(200)
     description: text(2000)
     notice_version: text(64)
@@ -99,7 +108,7 @@ class ConsentRecord(InputModel):
 class ConsentEventRead(BaseModel):
     id: uuid.UUID
     purpose: text(64)
-    purpose_version: int
+    purpose_version: Version
     status: ConsentStatus
     channel: ConsentChannel
     notice_version: text(64)
@@ -120,7 +129,7 @@ class ConsentEventRead(BaseModel):
 class PurposeState(BaseModel):
     purpose: text(64)
     status: ConsentStatus
-    purpose_version: int
+    purpose_version: Version
     notice_version: text(64)
     recorded_at: datetime
     event_id: uuid.UUID
@@ -136,7 +145,7 @@ class ConsentLedger(BaseModel):
 
 class ConsentReceipt(BaseModel):
     receipt: dict[str, Any] = Field(description="The receipt (the JWS payload), for reading.")
-    jws: str = Field(
+    jws: text(COMPACT_JWS_MAX) = Field(
         description="The signed receipt: a compact JWS (`alg` Ed25519, RFC 9864). Verify it "
         "with the key `kid` from `/consent/receipt-keys/{organization_id}`."
     )
@@ -144,8 +153,19 @@ class ConsentReceipt(BaseModel):
     keys_url: text(600)
 
 
+class ReceiptKey(BaseModel):
+    """An Ed25519 public key as a JWK (RFC 8037)."""
+
+    kty: Literal["OKP"]
+    crv: Literal["Ed25519"]
+    x: text(43) = Field(description="The 32-byte public key, base64url without padding.")
+    kid: text(36) = Field(description="The key's id, as receipts' `kid` names it.")
+    use: Literal["sig"]
+    alg: Literal["Ed25519"]
+
+
 class JwkSet(BaseModel):
-    keys: list[dict[str, str]] = Field(max_length=10)
+    keys: list[ReceiptKey] = Field(max_length=10)
 
 
 # --- consent requests ----------------------------------------------------------------------
@@ -174,7 +194,7 @@ class ConsentRequestRead(BaseModel):
     created_by_id: uuid.UUID | None
     answered_at: datetime | None
     no_response_at: datetime | None
-    reminders_sent: int
+    reminders_sent: whole_number()
 
 
 class ConsentRequestList(BaseModel):
@@ -224,7 +244,7 @@ class WebformFieldRead(BaseModel):
 
 class WebformRead(BaseModel):
     id: uuid.UUID
-    version: int
+    version: Version
     name: text(100)
     module: PersonModule
     fields: list[WebformFieldRead] = Field(max_length=30)

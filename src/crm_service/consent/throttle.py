@@ -30,7 +30,7 @@ async def counter_key(session: AsyncSession, organization_id: uuid.UUID, *parts:
 
 async def hit(session: AsyncSession, key: str, window: timedelta, now: datetime) -> tuple[int, int]:
     """Count one hit; returns the hits in the current window and seconds until it ends."""
-    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     await session.execute(
         dialect.insert(PublicFormCounter)
         .values(key=key, window_start=now, hits=0)

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Select, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -122,7 +122,7 @@ class Keyring:
         self.provider = provider
         self.cache = cache
 
-    def _scoped(self):  # noqa: ANN202 - a select()
+    def _scoped(self) -> Select[DataKeyRecord]:
         return select(DataKeyRecord).where(DataKeyRecord.organization_id == self.organization_id)
 
     def _open(self, record: Any) -> DataKey | None:

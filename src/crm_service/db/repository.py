@@ -22,7 +22,7 @@ class OrganizationRepository(Generic[ModelT]):
         self.session = session
         self.organization_id = organization_id
 
-    def scoped(self) -> Select[tuple[ModelT]]:
+    def scoped(self) -> Select[ModelT]:
         return select(self.model).where(self.model.organization_id == self.organization_id)
 
     async def get(self, id_: uuid.UUID) -> ModelT | None:

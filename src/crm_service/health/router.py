@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from crm_service.db.session import CRMRouter
 from crm_service.health.service import last_backup, readiness
-from crm_service.kit.schemas import text
+from crm_service.kit.schemas import INT64_MAX, text, whole_number
 from crm_service.metrics import observe_backup, render_metrics
 
 router = CRMRouter(tags=["operations"])
@@ -29,7 +29,7 @@ class ReadinessChecks(BaseModel):
 
 class BackupStatus(BaseModel):
     last_success_at: datetime
-    size_bytes: int
+    size_bytes: whole_number(le=INT64_MAX)
 
 
 class Readiness(BaseModel):

@@ -126,7 +126,7 @@ async def claim_due(
         .order_by(WebhookDelivery.next_attempt_at, WebhookEvent.occurred_at, WebhookDelivery.id)
         .limit(limit)
     )
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         statement = statement.with_for_update(of=WebhookDelivery, skip_locked=True)
     else:
         # SQLite: take the write lock first, so no other worker reads the same due rows.

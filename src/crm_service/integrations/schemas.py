@@ -18,6 +18,7 @@ from crm_service.kit.schemas import (
     query_integer,
     single_line,
     text,
+    whole_number,
 )
 from crm_service.records.events import RecordEventKind
 from crm_service.records.paging import DEFAULT_LIMIT, MAX_LIMIT
@@ -109,9 +110,10 @@ class DeliveryAttemptRead(BaseModel):
         description="`delivered` (2xx), `failed` (another status, a redirect, a timeout, no "
         "connection) or `refused` (the target resolved to a refused address)."
     )
-    response_code: int | None
+    # What the target answered: HTTP/1.1 status lines carry three digits.
+    response_code: whole_number(le=999) | None
     error: text(64) | None = Field(description="A value-free code, e.g. `timeout`.")
-    duration_ms: int
+    duration_ms: whole_number()
 
 
 class DeliveryAttemptPage(BaseModel):

@@ -170,7 +170,7 @@ JOBS: tuple[Job, ...] = (
 
 
 async def _ensure_rows(session: AsyncSession) -> None:
-    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     await session.execute(
         dialect.insert(WorkerJob)
         .values([{"name": job.name} for job in JOBS])
@@ -182,7 +182,7 @@ async def _ensure_rows(session: AsyncSession) -> None:
 async def _claim(session: AsyncSession, job: Job) -> WorkerJob | None:
     """Lock the job's row for this transaction; None when another worker holds it."""
     statement = select(WorkerJob).where(WorkerJob.name == job.name)
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         statement = statement.with_for_update(skip_locked=True)
     else:
         # Take SQLite's write lock before reading, so the read below is the latest.

@@ -247,5 +247,19 @@ def text(max_length: int) -> Any:
     return Annotated[str, StringConstraints(max_length=max_length)]
 
 
+# The largest value of an `Integer` column (PostgreSQL's 32-bit integer).
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+
+def whole_number(*, ge: int = 0, le: int = INT32_MAX) -> Any:
+    """A whole number in a response within [ge, le], published as int32 or int64 by its
+    range; by default what an `Integer` column can hold, never negative."""
+    width = "int32" if -(2**31) <= ge and le <= INT32_MAX else "int64"
+    return Annotated[int, Field(ge=ge, le=le, json_schema_extra={"format": width})]
+
+
 # Names of a record's fields (masked, changed, audited): a module has fewer than 100.
-FieldNames = Annotated[list[text(64)], Field(max_length=100)]
+FieldNames = Annotated[
+    list[Annotated[str, StringConstraints(max_length=64)]], Field(max_length=100)
+]

@@ -99,7 +99,7 @@ async def _claim(session: AsyncSession, now: datetime, limit: int) -> list[Claim
         .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
         .limit(limit)
     )
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)
     result = await session.execute(
         update(OutboxMessage)

@@ -76,10 +76,10 @@ async def claim_assertion(
     """Record an assertion id as used; False when it was used before (on any instance: the
     primary key decides)."""
     values = {"client_id": client_id, "jti_hash": jti_hash, "expires_at": expires_at}
-    dialect_insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     statement = dialect_insert(UsedClientAssertion).values(values).on_conflict_do_nothing()
     result = await session.execute(statement)
-    return result.rowcount == 1
+    return result.rowcount == 1  # type: ignore[attr-defined]  # DML: a CursorResult
 
 
 async def purge_expired(session: AsyncSession, now: datetime) -> int:
@@ -88,4 +88,5 @@ async def purge_expired(session: AsyncSession, now: datetime) -> int:
     used = await session.execute(
         delete(UsedClientAssertion).where(UsedClientAssertion.expires_at <= now)
     )
-    return (tokens.rowcount or 0) + (used.rowcount or 0)
+    # DML answers a CursorResult, which has the row count the declared Result lacks.
+    return (tokens.rowcount or 0) + (used.rowcount or 0)  # type: ignore[attr-defined]

@@ -574,8 +574,8 @@ async def disclose_package(
                 (n for n, c in changes.items() if c != {"old": None, "new": None}),
             )
         parts.append(shown)
-    for module, (ids, names) in revealed.items():
-        policy.audit_reveal(View.PACKAGE, Module(module), sorted(ids), names)
+    for module_name, (ids, names) in revealed.items():
+        policy.audit_reveal(View.PACKAGE, Module(module_name), sorted(ids), names)
     return SubjectPackage(
         organization_id=package.organization_id,
         generated_at=package.generated_at,

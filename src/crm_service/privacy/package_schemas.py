@@ -19,7 +19,7 @@ from crm_service.records.models import LegalBasis, SourceChannel
 from crm_service.records.schemas import FieldChange
 
 # A person's stored values (the longest field is a description of 32,000 characters).
-FieldValues = Annotated[dict[text(64), text(32_000) | None], Field(max_length=100)]
+FieldValues = Annotated[dict[text(64), text(32_000) | None], Field(max_length=100)]  # type: ignore[misc]
 MANY = 100_000  # entries of one kind of one subject: more than any CRM holds on a person
 
 

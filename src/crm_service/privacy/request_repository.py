@@ -120,6 +120,6 @@ class PrivacyRequestRepository(OrganizationRepository[PrivacyRequest]):
         )
         seen: list[uuid.UUID] = []
         for actor_id in result.scalars():
-            if actor_id not in seen:
+            if actor_id is not None and actor_id not in seen:
                 seen.append(actor_id)
         return seen

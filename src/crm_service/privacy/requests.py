@@ -967,7 +967,7 @@ async def _tell_recipients(
     told: list[dict[str, str]] = []
     endpoints: set[uuid.UUID] = set()
     for subject_id, rows in records.items():
-        data = {
+        data: dict[str, object] = {
             "request_id": str(request.id),
             "organization_id": str(request.organization_id),
             "subject_id": str(subject_id),

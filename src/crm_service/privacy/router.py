@@ -63,17 +63,20 @@ async def create_erasure(
     principal: PrivacyAdmin,
     session: DbSession,
     request: Request,
+    response: Response,
     background: BackgroundTasks,
 ) -> ErasureCreated:
     """Erases the data subject of a lead or contact, or every subject with an email: destroys
     their keys, empties or deletes their records, blocklists their emails and phone numbers
-    and returns one receipt per subject. Needs the right `manage_privacy`. Audited.
+    and returns one receipt per subject (`Location`: the first). Needs the right
+    `manage_privacy`. Audited.
     """
     receipt_ids = await service.erase(
         session=session, principal=principal, payload=payload, now=request.app.state.clock.now()
     )
     # After the commit: no page image of an erased value stays in SQLite's WAL.
     background.add_task(checkpoint_sqlite, request.app.state.engine)
+    response.headers["Location"] = f"/v1/privacy/erasures/{receipt_ids[0]}"
     return ErasureCreated(receipt_ids=receipt_ids)
 
 

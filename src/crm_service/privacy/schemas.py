@@ -9,7 +9,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 
 from crm_service.kit.schemas import (
     Email,
@@ -19,6 +20,7 @@ from crm_service.kit.schemas import (
     multi_line,
     single_line,
     text,
+    whole_number,
 )
 from crm_service.privacy.models import PrivacyRequestStatus, PrivacyRequestType
 from crm_service.records.paging import MAX_LIMIT
@@ -30,8 +32,34 @@ class PersonModule(StrEnum):
     CONTACTS = "contacts"
 
 
+# The two ways to name whom to erase, as the document says them (the validator below
+# checks the same): `module` with `record_id`, or `email`, never both.
+_ONE_WAY: JsonDict = {
+    "oneOf": [
+        {
+            "required": ["module", "record_id"],
+            "properties": {
+                "module": {"type": "string", "enum": ["leads", "contacts"]},
+                "record_id": {"type": "string", "format": "uuid", "maxLength": 36},
+                "email": {"type": "null"},
+            },
+        },
+        {
+            "required": ["email"],
+            "properties": {
+                "email": {"type": "string", "format": "email", "maxLength": 254},
+                "module": {"type": "null"},
+                "record_id": {"type": "null"},
+            },
+        },
+    ]
+}
+
+
 class ErasureCreate(InputModel):
     """Whom to erase: the data subject of one lead or contact, or every subject with an email."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_ONE_WAY)
 
     module: PersonModule | None = Field(default=None, description="With `record_id`.")
     record_id: uuid.UUID | None = Field(default=None, description="A lead's or contact's id.")
@@ -57,13 +85,17 @@ class ErasureReceiptRead(BaseModel):
     id: uuid.UUID
     subject_id: uuid.UUID
     erased_at: datetime
-    actor_type: str
+    actor_type: text(16)
     actor_id: uuid.UUID | None
-    records: dict[str, list[uuid.UUID]] = Field(
+    # A data subject is one lead, one contact, or a lead and the contact converted from it.
+    records: Annotated[
+        dict[text(16), Annotated[list[uuid.UUID], Field(max_length=1)]], Field(max_length=2)
+    ] = Field(
         description="The ids of the leads and contacts erased (emptied, or deleted from the "
         "recycle bin)."
     )
-    counts: dict[str, int] = Field(
+    # A few built-in kinds and one per feature that registered an eraser.
+    counts: Annotated[dict[text(64), whole_number()], Field(max_length=50)] = Field(
         description="What was erased, by kind: data keys destroyed, records emptied, recycle-bin "
         "records deleted, blocklist entries added, and each feature's own count."
     )
@@ -74,14 +106,14 @@ class ErasureReceiptRead(BaseModel):
 
 class BlocklistEntryRead(BaseModel):
     id: uuid.UUID
-    kind: str = Field(description="`email` or `phone`; never the value.")
+    kind: text(16) = Field(description="`email` or `phone`; never the value.")
     created_at: datetime
     receipt_id: uuid.UUID | None
 
 
 class BlocklistPage(BaseModel):
-    data: list[BlocklistEntryRead]
-    next_cursor: str | None
+    data: Annotated[list[BlocklistEntryRead], Field(max_length=MAX_LIMIT)]
+    next_cursor: text(512) | None
 
 
 class BlocklistQuery(QueryPaging):

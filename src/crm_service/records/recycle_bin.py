@@ -238,7 +238,8 @@ async def list_recycle_bin(
     operation_id="restoreFromRecycleBin",
     summary="Restore a deleted record",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=problem_responses(401, 403, 404, 422, 423),
+    # 409 `blocklisted`: its email or phone was erased (as another subject's) meanwhile.
+    responses=problem_responses(401, 403, 404, 409, 422, 423),
 )
 async def restore_from_recycle_bin(
     module: Module, record_id: uuid.UUID, principal: Caller, session: DbSession

@@ -26,6 +26,7 @@ from crm_service.kit.schemas import InputModel, single_line
 from crm_service.records import legal_basis, sharing
 from crm_service.records.etag import etag_for
 from crm_service.records.export import ExportFormat, prepare_export
+from crm_service.records.models import PersonColumns
 from crm_service.records.schemas import (
     FieldChange,
     HistoryEntryRead,
@@ -76,6 +77,11 @@ def build_record_router(spec: RecordModuleSpec) -> CRMRouter:
     ReadSchema, ListSchema, QuerySchema = spec.read_schema, spec.list_schema, spec.query_schema
     SearchSchema = spec.search_schema
     noun = spec.singular.lower()
+    # A lead's or contact's data subject can be erased: the record then answers 410
+    # `erased`, and writing an erased email or phone again 409 `blocklisted`.
+    person = issubclass(service.model, PersonColumns)
+    erased = (410,) if person else ()
+    blocked = (409,) if person else ()
     # Exports need `crm.export` beside the module's read scope. This is the one place a
     # partner client's export scope is checked: partner tokens carry scopes, users have all.
     Exporter = Annotated[Principal, Depends(require(Scope.EXPORT, spec.read_scope))]
@@ -112,7 +118,7 @@ def build_record_router(spec: RecordModuleSpec) -> CRMRouter:
         f"{noun} with its `ETag` and `Location`.",
         status_code=status.HTTP_201_CREATED,
         response_model=ReadSchema,
-        responses={201: headers("ETag"), **problem_responses(401, 403, 413, 422)},
+        responses={201: headers("ETag"), **problem_responses(401, 403, *blocked, 413, 422)},
     )
     async def create(
         payload: CreateSchema, principal: Writer, session: DbSession, response: Response
@@ -212,7 +218,7 @@ def build_record_router(spec: RecordModuleSpec) -> CRMRouter:
         "profile has the right `view_restricted` (partner tokens never do); such a read is "
         "audited.",
         response_model=ReadSchema,
-        responses={200: headers("ETag"), **problem_responses(401, 403, 404, 422, 423)},
+        responses={200: headers("ETag"), **problem_responses(401, 403, 404, *erased, 422, 423)},
     )
     async def get(
         record_id: uuid.UUID, principal: Reader, session: DbSession, response: Response
@@ -229,7 +235,7 @@ def build_record_router(spec: RecordModuleSpec) -> CRMRouter:
         response_model=ReadSchema,
         responses={
             200: headers("ETag"),
-            **problem_responses(401, 403, 404, 409, 412, 413, 422, 423),
+            **problem_responses(401, 403, 404, 409, *erased, 412, 413, 422, 423),
         },
     )
     async def update(
@@ -256,7 +262,7 @@ def build_record_router(spec: RecordModuleSpec) -> CRMRouter:
         description=f"Moves the {noun} to the recycle bin, from which it can be restored until "
         f"the worker purges it. Needs `{spec.delete_scope.value}`.",
         status_code=status.HTTP_204_NO_CONTENT,
-        responses=problem_responses(401, 403, 404, 412, 422, 423),
+        responses=problem_responses(401, 403, 404, *erased, 412, 422, 423),
     )
     async def delete(
         record_id: uuid.UUID, principal: Deleter, session: DbSession, if_match: IfMatch = None
@@ -317,7 +323,7 @@ def build_record_router(spec: RecordModuleSpec) -> CRMRouter:
         description="Each group and whether it reads or also writes. 423 for a restricted data "
         "subject, as for the record itself.",
         response_model=RecordShareList,
-        responses=problem_responses(401, 403, 404, 422, 423),
+        responses=problem_responses(401, 403, 404, *erased, 422, 423),
     )
     async def list_shares(record_id: uuid.UUID, principal: Reader, session: DbSession) -> Any:
         shares = await sharing.shares(
@@ -332,7 +338,7 @@ def build_record_router(spec: RecordModuleSpec) -> CRMRouter:
         description="Creates or changes the share; the group's members see the record on their "
         "next request. Audited.",
         response_model=RecordShareRead,
-        responses=problem_responses(401, 403, 404, 422, 423),
+        responses=problem_responses(401, 403, 404, *erased, 422, 423),
     )
     async def share(
         record_id: uuid.UUID,
@@ -359,7 +365,7 @@ def build_record_router(spec: RecordModuleSpec) -> CRMRouter:
         summary=f"Stop sharing this {noun} with a group",
         description="The group's members keep whatever else lets them see the record.",
         status_code=status.HTTP_204_NO_CONTENT,
-        responses=problem_responses(401, 403, 404, 422, 423),
+        responses=problem_responses(401, 403, 404, *erased, 422, 423),
     )
     async def unshare(
         record_id: uuid.UUID, group_id: uuid.UUID, principal: Writer, session: DbSession
@@ -382,7 +388,7 @@ def build_record_router(spec: RecordModuleSpec) -> CRMRouter:
             description="The current basis and the history of every setting, newest first. "
             "423 for a restricted data subject, as for the record itself.",
             response_model=LegalBasisHistory,
-            responses=problem_responses(401, 403, 404, 422, 423),
+            responses=problem_responses(401, 403, 404, *erased, 422, 423),
         )
         async def get_legal_basis(
             record_id: uuid.UUID, principal: Reader, session: DbSession
@@ -400,7 +406,7 @@ def build_record_router(spec: RecordModuleSpec) -> CRMRouter:
             description="`legitimate_interests` needs the assessment text. The previous basis "
             "stays in the history. Audited.",
             response_model=LegalBasisEntryRead,
-            responses=problem_responses(401, 403, 404, 409, 422, 423),
+            responses=problem_responses(401, 403, 404, 409, *erased, 422, 423),
         )
         async def set_legal_basis(
             record_id: uuid.UUID, payload: LegalBasisSet, principal: Writer, session: DbSession

@@ -85,7 +85,7 @@ class ClientAddressMiddleware:
     def resolve(self, scope: Scope) -> tuple[str, int] | None:
         peer = scope.get("client")
         address = parse_address(peer[0]) if peer else None
-        if address is None:
+        if address is None or not peer:
             # A Unix socket or a server that reports no peer: the address is unknown.
             return None
         port = peer[1]

@@ -46,7 +46,8 @@ class CorsMiddleware:
             await self.app(scope, receive, send)
             return
         request_headers = Headers(scope=scope)
-        origin = request_headers.get("origin")
+        # No `Origin` reads as "", which is no configured origin.
+        origin = request_headers.get("origin", "")
         allowed = origin in self.origins
         if (
             allowed

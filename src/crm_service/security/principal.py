@@ -7,9 +7,10 @@ the routes to prove it.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Protocol, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -120,6 +121,7 @@ def register_token_resolver(prefix: str, resolver: TokenResolver) -> None:
 
 
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+_Dependency = TypeVar("_Dependency", bound=Callable[..., Awaitable[Principal]])
 # Where a request keeps its principal once resolved: a route whose dependencies ask for it
 # twice (an alias and a right, say) resolves and counts it once.
 _RESOLVED = "crm_principal"
@@ -127,7 +129,7 @@ _RESOLVED = "crm_principal"
 
 async def authenticate(request: Request, session: DbSession, credentials: Credentials) -> Principal:
     resolved = request.scope.get(_RESOLVED)
-    if resolved is not None:
+    if isinstance(resolved, Principal):
         return resolved
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Send `Authorization: Bearer <access token>`.")
@@ -149,10 +151,10 @@ async def authenticate(request: Request, session: DbSession, credentials: Creden
     return principal
 
 
-def authenticating(dependency: Any) -> Any:
+def authenticating(dependency: _Dependency) -> _Dependency:
     """Mark a dependency that resolves the principal itself (through :func:`authenticate`),
     so the route walk that proves every route needs a principal sees it."""
-    dependency.authenticates = True
+    dependency.authenticates = True  # type: ignore[attr-defined]
     return dependency
 
 
@@ -180,7 +182,7 @@ async def _count_request(request: Request, principal: Principal) -> None:
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
 
 
-def require(*scopes: Scope):  # noqa: ANN201 - returns a FastAPI dependency
+def require(*scopes: Scope) -> Callable[..., Awaitable[Principal]]:
     """A dependency that authenticates and demands every one of `scopes`."""
 
     # One dependency, not one on top of `authenticate`: each level of the tree costs FastAPI
@@ -235,7 +237,7 @@ async def require_user(request: Request, session: DbSession, credentials: Creden
 SignedInUser = Annotated[Principal, Depends(require_user)]
 
 
-def require_right(right: Right):  # noqa: ANN201 - returns a FastAPI dependency
+def require_right(right: Right) -> Callable[..., Awaitable[Principal]]:
     """A dependency for administration: the `crm.admin` scope and, for a user, the profile's
     `right`."""
 

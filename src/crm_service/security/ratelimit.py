@@ -144,14 +144,15 @@ class MemoryCounter:
         day = int(now // DAY)
         if len(self._windows) + len(self._days) > PRUNE_ABOVE:
             self._forget_expired(now)
-        states, violated = [], []
+        states: list[tuple[Policy, int, int | None]] = []
+        violated: list[str] = []
         for policy in policies:
             pkey = f"{key}:{policy.name}"
             if policy.kind == "concurrency":
                 slots = self._slots.setdefault(pkey, {})
-                for slot, ends in list(slots.items()):
+                for held, ends in list(slots.items()):
                     if ends <= now:
-                        del slots[slot]
+                        del slots[held]
                 used, reset = len(slots), None
             elif policy.kind == "daily":
                 count, counted_day = self._days.get(pkey, (0, day))
@@ -164,14 +165,14 @@ class MemoryCounter:
                 used, reset = count, max(1, math.ceil(ends - now))
             if used >= policy.limit:
                 violated.append(policy.name)
-            states.append([policy, used, reset])
+            states.append((policy, used, reset))
         if violated:
             return Decision(
                 False,
                 [PolicyState(p, max(0, p.limit - used), reset) for p, used, reset in states],
                 violated,
             )
-        slot = None
+        slot: str | None = None
         for policy, _used, _reset in states:
             pkey = f"{key}:{policy.name}"
             if policy.kind == "concurrency":

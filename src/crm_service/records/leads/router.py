@@ -54,7 +54,7 @@ LeadConverter = Annotated[
     summary="Convert a lead into a contact (and account) in one transaction",
     status_code=status.HTTP_201_CREATED,
     response_model=LeadConversion,
-    responses=problem_responses(401, 403, 404, 409, 412, 422, 423),
+    responses=problem_responses(401, 403, 404, 409, 410, 412, 422, 423),
 )
 async def convert_lead(
     record_id: uuid.UUID,
