@@ -290,7 +290,8 @@ async def sign_in(organization_id: uuid.UUID, request: Request, session: DbSessi
     "/portal/{organization_id}/sign-out",
     operation_id="signOutOfPortal",
     summary="Sign out of the privacy portal (public; the session's `csrf` token)",
-    response_class=HTMLResponse,
+    status_code=303,
+    response_class=Response,
     responses={303: REDIRECT, **problem_responses(400, 403, 404, 422)},
     openapi_extra=_form({"csrf": _CSRF}, required=["csrf"]),
 )
@@ -338,7 +339,8 @@ async def show_data(organization_id: uuid.UUID, request: Request, session: DbSes
     "/portal/{organization_id}/consent",
     operation_id="changePortalConsent",
     summary="Give or withdraw consent for one purpose (public; the session's `csrf` token)",
-    response_class=HTMLResponse,
+    status_code=303,
+    response_class=Response,
     responses={303: REDIRECT, **problem_responses(400, 403, 404, 422)},
     openapi_extra=_form(
         {
@@ -373,7 +375,8 @@ async def change_consent(
     operation_id="answerPortalConsentRequest",
     summary="Answer a consent request in the portal (public; form-encoded "
     "`purpose.<key>=granted|refused` and the session's `csrf` token)",
-    response_class=HTMLResponse,
+    status_code=303,
+    response_class=Response,
     responses={303: REDIRECT, **problem_responses(400, 403, 404, 422)},
     openapi_extra=_form(
         {"csrf": _CSRF},
@@ -479,7 +482,8 @@ async def show_requests(
     operation_id="filePortalRequest",
     summary="Make a privacy request of any type, or ask for a correction (public; the "
     "session's `csrf` token)",
-    response_class=HTMLResponse,
+    status_code=303,
+    response_class=Response,
     responses={303: REDIRECT, **problem_responses(400, 403, 404, 422)},
     openapi_extra=_form(
         {

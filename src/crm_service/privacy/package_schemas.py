@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field
 
 from crm_service.consent.schemas import ConsentEventRead
-from crm_service.kit.schemas import FieldNames, text
+from crm_service.kit.schemas import FieldNames, text, whole_number
 from crm_service.privacy.models import PrivacyRequestStatus, PrivacyRequestType
 from crm_service.privacy.schemas import PersonModule
 from crm_service.records.models import LegalBasis, SourceChannel
@@ -81,7 +81,7 @@ class PackageLegalBasis(BaseModel):
 
 class PackagePurpose(BaseModel):
     purpose: text(64)
-    purpose_version: int = Field(ge=0, le=2**31 - 1)
+    purpose_version: whole_number()
 
 
 class PackageConsentRequest(BaseModel):
@@ -100,7 +100,7 @@ class PackageConsentRequest(BaseModel):
     created_by_client_id: text(64) | None
     answered_at: datetime | None
     no_response_at: datetime | None
-    reminders_sent: int = Field(ge=0, le=2**31 - 1)
+    reminders_sent: whole_number()
 
 
 class PackagePrivacyRequest(BaseModel):
@@ -112,7 +112,7 @@ class PackagePrivacyRequest(BaseModel):
     channel: text(16)
     received_at: datetime
     due_at: datetime
-    extended_months: int = Field(ge=0, le=2)
+    extended_months: whole_number(le=2)
     verified_at: datetime | None
     completed_at: datetime | None
     rejected_at: datetime | None

@@ -283,7 +283,7 @@ class PrivacyRequestRead(BaseModel):
     received_at: datetime
     original_due_at: datetime = Field(description="One calendar month after receipt.")
     due_at: datetime = Field(description="The original due date, plus any extension.")
-    extended_months: int
+    extended_months: whole_number(le=2)
     extended_at: datetime | None
     overdue: bool
     filed_at: datetime
@@ -304,7 +304,7 @@ class PrivacyRequestRead(BaseModel):
         description="Access and portability: until then the package can be downloaded "
         "(`GET /{id}/package`).",
     )
-    outcome: Annotated[dict[text(64), int], Field(max_length=20)] = Field(
+    outcome: Annotated[dict[text(64), whole_number()], Field(max_length=20)] = Field(
         description="What completing did, counted: corrections applied, consents withdrawn, "
         "subjects restricted or erased, subjects packaged."
     )
