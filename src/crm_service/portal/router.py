@@ -44,6 +44,7 @@ REDIRECT = {
 }
 _TEXT = {"type": "string", "maxLength": 254, "pattern": SINGLE_LINE_PATTERN}
 _CSRF = {"type": "string", "maxLength": 64, "pattern": SINGLE_LINE_PATTERN}
+_EMAIL = {"type": "string", "format": "email", "minLength": 3, "maxLength": 254}
 
 
 class PortalFormRefused(Forbidden):
@@ -201,7 +202,7 @@ async def show_sign_in(
     summary="Ask for a one-time sign-in code (public; form-encoded `email`)",
     response_class=HTMLResponse,
     responses={200: HTML_PAGE, **problem_responses(400, 404, 422, 429)},
-    openapi_extra=_form({"email": _TEXT}, required=["email"]),
+    openapi_extra=_form({"email": _EMAIL}, required=["email"]),
 )
 async def request_code(
     organization_id: uuid.UUID, request: Request, session: DbSession
@@ -239,7 +240,7 @@ async def request_code(
     openapi_extra=_form(
         {
             "sign_in": _CSRF,
-            "email": _TEXT,
+            "email": _EMAIL,
             "code": {"type": "string", "maxLength": 12, "pattern": SINGLE_LINE_PATTERN},
         },
         required=["sign_in", "email", "code"],

@@ -32,8 +32,9 @@ class PersonModule(StrEnum):
     CONTACTS = "contacts"
 
 
-# The two ways to name whom to erase, as the document says them (the validator below
-# checks the same): `module` with `record_id`, or `email`, never both.
+# The two ways to name a data subject (whom to erase, whom a request is about), as the
+# document says them (the validators below check the same): `module` with `record_id`, or
+# `email`, never both.
 _ONE_WAY: JsonDict = {
     "oneOf": [
         {
@@ -170,6 +171,8 @@ class Correction(InputModel):
 class PrivacyRequestCreate(InputModel):
     """A data-subject request as it reached the organization, naming the subject by email
     (every lead and contact with it) or by one lead or contact."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_ONE_WAY)
 
     type: PrivacyRequestType
     email: Email | None = Field(default=None, description="The requester's email.")
