@@ -134,14 +134,15 @@ Email = Annotated[
     ),
 ]
 # An http(s) URL: optional userinfo (refused later where credentials do not belong), a host
-# name or a bracketed IPv6 address, an optional port 0-65535, then any path, query or fragment.
+# name or IPv4 address (no bracketed IPv6 literal: what a schema can say of one is looser
+# than what parses), an optional port 0-65535, then any path, query or fragment.
 _URL_CHAR = r"[^\s\u0000-\u001f\u007f-\u009f"
 _PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
 HttpUrl = single_line(
     500,
     min_length=8,
     pattern=(
-        rf"^https?://(?:{_URL_CHAR}/?#@]*@)?(?:\[[0-9A-Fa-f:.]+\]|{_URL_CHAR}/?#@:\[\]]+)"
+        rf"^https?://(?:{_URL_CHAR}/?#@]*@)?{_URL_CHAR}/?#@:\[\]]+"
         rf"(?::{_PORT})?(?:[/?#]{_URL_CHAR}]*)?$"
     ),
 )
