@@ -168,11 +168,22 @@ class Correction(InputModel):
     )
 
 
+# Only a rectification request carries corrections (the service checks the same).
+_CORRECTIONS_ONLY_TO_RECTIFY: JsonDict = {
+    "anyOf": [
+        {"properties": {"type": {"const": "rectification"}}},
+        {"properties": {"corrections": {"anyOf": [{"type": "null"}, {"maxItems": 0}]}}},
+    ]
+}
+
+
 class PrivacyRequestCreate(InputModel):
     """A data-subject request as it reached the organization, naming the subject by email
     (every lead and contact with it) or by one lead or contact."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_ONE_WAY)
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"allOf": [_ONE_WAY, _CORRECTIONS_ONLY_TO_RECTIFY]}
+    )
 
     type: PrivacyRequestType
     email: Email | None = Field(default=None, description="The requester's email.")
