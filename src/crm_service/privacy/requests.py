@@ -242,7 +242,7 @@ def _checked_corrections(
             problems.append(
                 _problem(
                     f"{where}.record_id",
-                    "not_the_subjects",
+                    "not_found",
                     "names no lead or contact of this request's data subject",
                 )
             )
@@ -253,7 +253,14 @@ def _checked_corrections(
             # Rendered by the one rule for schema errors: no input value is echoed.
             problems += _field_problems(
                 [
-                    {**item, "loc": ("body", "corrections", index, "fields", *item["loc"])}
+                    {
+                        **item,
+                        "loc": ("body", "corrections", index, "fields", *item["loc"]),
+                        # A field the lead or contact does not have, named as settings do.
+                        "type": (
+                            "unknown_field" if item["type"] == "extra_forbidden" else item["type"]
+                        ),
+                    }
                     for item in error.errors()
                 ]
             )

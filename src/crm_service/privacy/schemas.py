@@ -163,9 +163,12 @@ class Correction(InputModel):
 
     module: PersonModule
     record_id: uuid.UUID
-    fields: Annotated[dict[single_line(64), FieldValue], Field(min_length=1, max_length=50)] = (
-        Field(description="Field name -> new value (null empties it), as `PATCH` takes them.")
-    )
+    # A key is one line too: `additionalProperties: false` says so beside pydantic's
+    # `patternProperties`, which alone would leave other keys unconstrained.
+    fields: Annotated[
+        dict[single_line(64), FieldValue],
+        Field(min_length=1, max_length=50, json_schema_extra={"additionalProperties": False}),
+    ] = Field(description="Field name -> new value (null empties it), as `PATCH` takes them.")
 
 
 # Only a rectification request carries corrections (the service checks the same).
