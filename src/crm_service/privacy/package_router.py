@@ -8,7 +8,7 @@ subject downloads (`privacy/package.py`: store_package, load_package).
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request, Response
 
@@ -16,7 +16,7 @@ from crm_service.db.session import CRMRouter, DbSession
 from crm_service.errors import problem_responses
 from crm_service.kit.openapi import headers
 from crm_service.kit.schemas import InputModel
-from crm_service.privacy.package import PackageFormat, disclose_subject_package
+from crm_service.privacy.package import PackageFormat, RenderedPackage, disclose_subject_package
 from crm_service.privacy.package_schemas import PackageDocument
 from crm_service.security.principal import Principal, require
 from crm_service.security.scopes import Scope
@@ -31,6 +31,34 @@ class PackageQuery(InputModel):
     format: PackageFormat = PackageFormat.JSON
 
 
+# What a package download answers, wherever it comes from (a subject, a privacy request).
+PACKAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The package: one JSON document, or a zip of CSV files.",
+        "model": PackageDocument,
+        "content": {
+            "application/zip": {
+                "schema": {"type": "string", "format": "binary", "maxLength": 2**40}
+            },
+        },
+        **headers("Content-Disposition"),
+    },
+    **problem_responses(401, 403, 404, 422),
+}
+
+
+def attachment(rendered: RenderedPackage) -> Response:
+    """The rendered package as a download that no cache keeps."""
+    return Response(
+        rendered.body,
+        media_type=rendered.media_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="{rendered.filename}"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
 @router.get(
     "/subjects/{subject_id}/package",
     operation_id="getDataSubjectPackage",
@@ -43,19 +71,7 @@ class PackageQuery(InputModel):
     "out); revealing sensitive values is audited, and so is the download (format, channel, "
     "never a value). Needs `crm.privacy.read` and, for a user, the right `manage_privacy`.",
     response_class=Response,
-    responses={
-        200: {
-            "description": "The package: one JSON document, or a zip of CSV files.",
-            "model": PackageDocument,
-            "content": {
-                "application/zip": {
-                    "schema": {"type": "string", "format": "binary", "maxLength": 2**40}
-                },
-            },
-            **headers("Content-Disposition"),
-        },
-        **problem_responses(401, 403, 404, 422),
-    },
+    responses=PACKAGE_RESPONSES,
 )
 async def get_subject_package(
     subject_id: uuid.UUID,
@@ -71,11 +87,4 @@ async def get_subject_package(
         fmt=query.format,
         now=request.app.state.clock.now(),
     )
-    return Response(
-        rendered.body,
-        media_type=rendered.media_type,
-        headers={
-            "Content-Disposition": f'attachment; filename="{rendered.filename}"',
-            "Cache-Control": "no-store",
-        },
-    )
+    return attachment(rendered)

@@ -17,13 +17,11 @@ from crm_service.audit.service import Actor
 from crm_service.consent.schemas import Language
 from crm_service.db.session import CRMRouter, DbSession
 from crm_service.errors import problem_responses
-from crm_service.kit.openapi import headers
-from crm_service.kit.schemas import InputModel
 from crm_service.privacy import requests, restriction, service
 from crm_service.privacy.auth import PrivacyRequestsRead, PrivacyRequestsWrite
 from crm_service.privacy.erasure import checkpoint_sqlite
-from crm_service.privacy.package import PackageFormat, package_ttl
-from crm_service.privacy.package_schemas import PackageDocument
+from crm_service.privacy.package import package_ttl
+from crm_service.privacy.package_router import PACKAGE_RESPONSES, PackageQuery, attachment
 from crm_service.privacy.schemas import (
     BlocklistPage,
     BlocklistQuery,
@@ -320,10 +318,6 @@ async def get_privacy_request_receipt(
     return await requests.receipt(session=session, principal=principal, request_id=request_id)
 
 
-class PackageQuery(InputModel):
-    format: PackageFormat = PackageFormat.JSON
-
-
 @router.get(
     "/requests/{request_id}/package",
     operation_id="getPrivacyRequestPackage",
@@ -334,19 +328,7 @@ class PackageQuery(InputModel):
     "the compliance settings withhold left out); revealing sensitive values and the download "
     "itself are audited. `format=csv` answers a zip of one CSV file per kind.",
     response_class=Response,
-    responses={
-        200: {
-            "description": "The package: one JSON document, or a zip of CSV files.",
-            "model": PackageDocument,
-            "content": {
-                "application/zip": {
-                    "schema": {"type": "string", "format": "binary", "maxLength": 2**40}
-                },
-            },
-            **headers("Content-Disposition"),
-        },
-        **problem_responses(401, 403, 404, 422),
-    },
+    responses=PACKAGE_RESPONSES,
 )
 async def get_privacy_request_package(
     request_id: uuid.UUID,
@@ -362,14 +344,7 @@ async def get_privacy_request_package(
         fmt=query.format,
         now=_now(request),
     )
-    return Response(
-        rendered.body,
-        media_type=rendered.media_type,
-        headers={
-            "Content-Disposition": f'attachment; filename="{rendered.filename}"',
-            "Cache-Control": "no-store",
-        },
-    )
+    return attachment(rendered)
 
 
 # --- restriction of processing (GDPR Art. 18) -----------------------------------------------
