@@ -27,6 +27,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,32 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmHWM")
+
+
+@contextmanager
+def serving(env: dict[str, str], workdir: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`crm-service serve` (one worker) on a free loopback port, once it answers; its base URL
+    and process. Stopped on the way out."""
+    port = free_port()
+    server = subprocess.Popen(
+        [CRM_SERVICE, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                if httpx.get(f"{base}/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield base, server
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def receiver(port: int) -> None:
@@ -103,22 +131,7 @@ def export_scenario(
     started = time.perf_counter()
     asyncio.run(seed_contacts(database_url, master_key, org_id, user_id, contacts))
     print(f"seeded {contacts} contacts in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    port = free_port()
-    server = subprocess.Popen(
-        [CRM_SERVICE, "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    with serving(env, workdir) as (base, server):
         token = httpx.post(
             f"{base}/v1/auth/login", json={"email": "a@example.com", "password": PASSWORD}
         ).json()["access_token"]
@@ -144,9 +157,6 @@ def export_scenario(
             "server_peak_rss_mb_before": round(rss_before, 1),
             "server_peak_rss_mb": round(peak_rss_mb(server.pid), 1),
         }
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 async def webhook_scenario(database_url: str, master_key: str, events: int) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from typing import Any
 
 import httpx
 
-from bench.outbound import env_for, free_port
+from bench.outbound import env_for, serving
 from bench.run import (
     CRM_SERVICE,
     DEFAULT_POSTGRES_URL,
@@ -193,30 +193,12 @@ def main(argv: list[str] | None = None) -> int:
             check=True,
             capture_output=True,
         )
-        port = free_port()
-        server = subprocess.Popen(
-            [CRM_SERVICE, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            cwd=workdir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            for _ in range(300):
-                try:
-                    if httpx.get(f"{base}/healthz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+        with serving(env, workdir) as (base, _):
             forms, _ = create_forms(base)
             for name, form_id in forms.items():
                 report[name] = asyncio.run(
                     submit_all(base, form_id, args.submissions, args.concurrency, tag=name)
                 )
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
         report["stored"] = stored_counts(url)
     finally:
         databases.drop_all()

@@ -317,3 +317,37 @@ async def test_an_ipv6_subscriber_is_throttled_as_its_whole_64(
         assert (await ask_code(same_subscriber, org.id, contact["email"])).status_code == 429
     async with visitor_client(app, "2001:db8:71:2::1") as another:
         assert (await ask_code(another, org.id, contact["email"])).status_code == 200
+
+
+async def test_the_worker_forgets_expired_codes_and_sessions_and_keeps_live_ones(
+    org: Org, browser: httpx.AsyncClient, clock: FixedClock
+) -> None:
+    from crm_service.portal.models import PortalSession, PortalSignIn
+    from tests.consent.conftest import run_job
+
+    contact = await person(org)
+    await sign_in(browser, org, contact["email"])  # one used code, one live session
+
+    async def rows() -> tuple[int, int]:
+        async with org.app.state.sessionmaker() as session:
+            codes = (
+                await session.execute(
+                    select(PortalSignIn.id).where(PortalSignIn.organization_id == org.id)
+                )
+            ).all()
+            sessions = (
+                await session.execute(
+                    select(PortalSession.id).where(PortalSession.organization_id == org.id)
+                )
+            ).all()
+            return len(codes), len(sessions)
+
+    before = await rows()
+    assert before[0] >= 1 and before[1] == 1
+    await run_job(org.app, "forget_portal_sign_ins", clock.now())
+    assert await rows() == before, "nothing of this organization has expired yet"
+
+    clock.advance(minutes=31)  # the code's 10 minutes and the session's 30 idle ones are over
+    assert await run_job(org.app, "forget_portal_sign_ins", clock.now()) >= 2
+    assert await rows() == (0, 0)
+    assert (await browser.get(f"/portal/{org.id}/data")).status_code == 303

@@ -201,6 +201,7 @@ async def test_worker_once_purges_what_outstayed_the_retention(
         "consent_reminders": 0,
         "purge_webform_submissions": 0,
         "purge_packages": 0,
+        "forget_portal_sign_ins": 0,
     }
 
     async with running(database) as (app, http):

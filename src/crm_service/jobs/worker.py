@@ -121,6 +121,13 @@ async def _purge_webform_submissions(
     return await purge_public_state(session, now, BATCH_SIZE)
 
 
+async def _forget_portal_sign_ins(session: AsyncSession, settings: Settings, now: datetime) -> int:
+    from crm_service.portal.repository import forget_expired
+
+    idle = timedelta(seconds=settings.portal_session_idle_seconds)
+    return await forget_expired(session, now, idle=idle)
+
+
 async def _purge_packages(session: AsyncSession, settings: Settings, now: datetime) -> int:
     from crm_service.privacy.package import purge_packages
 
@@ -164,6 +171,7 @@ JOBS: tuple[Job, ...] = (
         batch_size=BATCH_SIZE,
     ),
     Job("purge_packages", timedelta(minutes=15), _purge_packages, batch_size=BATCH_SIZE),
+    Job("forget_portal_sign_ins", timedelta(minutes=15), _forget_portal_sign_ins),
     # Last: a backup holds what the jobs before it did.
     Job("backup", timedelta(hours=24), _take_backup, interval=_backup_interval),
 )

@@ -1,6 +1,6 @@
-"""SQL of the privacy portal, always scoped by organization: sign-in codes (counted and used
-by single atomic updates, so parallel guesses count one by one and a code opens once) and
-portal sessions."""
+"""SQL of the privacy portal, scoped by organization: sign-in codes (counted and used by
+single atomic updates, so parallel guesses count one by one and a code opens once) and portal
+sessions; and the worker's purge of every organization's expired ones."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import uuid
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, or_, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.db.repository import OrganizationRepository
 from crm_service.portal.models import PortalSession, PortalSignIn
@@ -53,14 +54,6 @@ class SignInRepository(OrganizationRepository[PortalSignIn]):
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
-    async def forget_expired(self, now: datetime) -> None:
-        await self.session.execute(
-            delete(PortalSignIn).where(
-                PortalSignIn.organization_id == self.organization_id,
-                PortalSignIn.expires_at <= now,
-            )
-        )
-
 
 class PortalSessionRepository(OrganizationRepository[PortalSession]):
     model = PortalSession
@@ -79,10 +72,16 @@ class PortalSessionRepository(OrganizationRepository[PortalSession]):
             )
         )
 
-    async def forget_expired(self, now: datetime, *, idle: timedelta) -> None:
-        await self.session.execute(
-            delete(PortalSession).where(
-                PortalSession.organization_id == self.organization_id,
-                or_(PortalSession.expires_at <= now, PortalSession.last_seen_at <= now - idle),
-            )
-        )
+
+async def forget_expired(session: AsyncSession, now: datetime, *, idle: timedelta) -> int:
+    """Sign-ins and sessions of every organization past their time (the worker's job; an
+    expired one never opens, so until then it is only kept, never used)."""
+    sign_ins = await session.execute(
+        delete(PortalSignIn).where(PortalSignIn.expires_at <= now).returning(PortalSignIn.id)
+    )
+    sessions = await session.execute(
+        delete(PortalSession)
+        .where(or_(PortalSession.expires_at <= now, PortalSession.last_seen_at <= now - idle))
+        .returning(PortalSession.id)
+    )
+    return len(sign_ins.all()) + len(sessions.all())

@@ -170,10 +170,6 @@ async def request_code(
     found = await organization(session, organization_id)
     await limit_address(session, organization_id, client_ip, now=now, settings=settings)
     sign_ins = SignInRepository(session, organization_id)
-    await sign_ins.forget_expired(now)
-    await PortalSessionRepository(session, organization_id).forget_expired(
-        now, idle=timedelta(seconds=settings.portal_session_idle_seconds)
-    )
     bidx = await email_index(session, organization_id, email)
     mailed, _ = await throttle.hit(
         session,
