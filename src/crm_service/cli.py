@@ -470,12 +470,16 @@ async def _reseal_all(sessionmaker: Any, org_ids: list[Any], *, stale_keys_only:
                 if not todo:
                     continue
                 task = progress.add_task(f"{module.value} of {org_id}", total=todo)
+
+                def advance(count: int, task: Any = task) -> None:
+                    progress.advance(task, count)
+
                 total += await reseal_records(
                     sessionmaker,
                     organization_id=org_id,
                     module=module,
                     stale_keys_only=stale_keys_only,
-                    on_batch=lambda n, task=task: progress.advance(task, n),
+                    on_batch=advance,
                 )
     return total
 

@@ -241,9 +241,14 @@ async def test_an_unknown_email_and_a_wrong_password_take_the_same_time(
                     response = await sign_in(client, email, WRONG)
                     timings[kind].append(time.perf_counter() - started)
                     assert response.status_code == 401
-        unknown, wrong = (statistics.median(timings[k]) for k in ("unknown", "wrong"))
-        assert unknown >= 0.25 and wrong >= 0.25
-        assert abs(unknown - wrong) < 0.01, (unknown, wrong)
+        # Load on the machine only ever adds time, so the fastest answer of each kind is the
+        # one that shows what the code does: both padded to the floor, neither beyond it by
+        # more than noise. The medians must agree too, within a looser bound.
+        fastest = {kind: min(times) for kind, times in timings.items()}
+        middle = {kind: statistics.median(times) for kind, times in timings.items()}
+        assert fastest["unknown"] >= 0.25 and fastest["wrong"] >= 0.25, fastest
+        assert abs(fastest["unknown"] - fastest["wrong"]) < 0.01, fastest
+        assert abs(middle["unknown"] - middle["wrong"]) < 0.05, middle
 
 
 async def test_a_stolen_session_cannot_guess_the_password_unthrottled(database_url: str) -> None:

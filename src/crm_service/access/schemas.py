@@ -48,8 +48,10 @@ class ProfileUpdate(InputModel):
 
     name: Name = None  # type: ignore[assignment]
     description: ProfileDescription | None = None
-    modules: ModuleOperations = Field(  # type: ignore[assignment]
-        default=None, description="Replaces the whole map."
+    # None means "omitted": the spec declares the field without null.
+    modules: ModuleOperations = Field(
+        default=None,  # type: ignore[arg-type]
+        description="Replaces the whole map.",
     )
     view_sensitive: Flag = None  # type: ignore[assignment]
     rights: Rights = None  # type: ignore[assignment]
@@ -152,7 +154,7 @@ class GroupCreate(InputModel):
 
 class GroupUpdate(InputModel):
     name: Name = None  # type: ignore[assignment]  # omit to keep; null refused
-    member_ids: list[uuid.UUID] = Field(default=None, max_length=1000)  # type: ignore[assignment]
+    member_ids: list[uuid.UUID] = Field(default=None, max_length=1000)  # type: ignore[arg-type]
 
 
 class GroupRead(BaseModel):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from datetime import datetime, timedelta
+from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -55,7 +56,10 @@ class AddressRegistered(CRMError):
     status, slug, title = 409, "address-registered", "This address already has an account"
 
 
-def status_of(invitation: UserInvitation, now: datetime) -> str:
+InvitationStatus = Literal["pending", "accepted", "expired"]
+
+
+def status_of(invitation: UserInvitation, now: datetime) -> InvitationStatus:
     if invitation.accepted_at is not None:
         return "accepted"
     return "expired" if invitation.expires_at <= now else "pending"
@@ -96,7 +100,7 @@ async def invite_user(
     await delegation.check_role_placement(
         session, principal, new_role_id=payload.role_id, current_role_id=None, user_id=None
     )
-    email = payload.email.strip().casefold()
+    email = str(payload.email).strip().casefold()
     # One lookup whatever the answer: where (if anywhere) the address has its account.
     owner = await session.scalar(select(User.organization_id).where(User.email == email))
     if owner == organization_id:

@@ -306,7 +306,9 @@ async def change_my_password(
 
 async def _me(session: DbSession, principal: Principal) -> User:
     """The signed-in user (routes using this take `SignedInUser`, so `user_id` is set)."""
-    return await service.get_user(session=session, principal=principal, user_id=principal.user_id)
+    return await service.get_user(
+        session=session, principal=principal, user_id=principal.signed_in_user_id
+    )
 
 
 @router.post(

@@ -17,7 +17,8 @@ Password = single_line(MAX_PASSWORD_LENGTH, min_length=MIN_PASSWORD_LENGTH, stri
 # What a sign-in compares, so a password set under an older minimum still works.
 GivenPassword = single_line(MAX_PASSWORD_LENGTH, strip=False)
 Token = single_line(128)
-RecoveryCodeList = Annotated[list[text(16)], Field(max_length=RECOVERY_CODES)]
+RecoveryCode = text(16)
+RecoveryCodeList = Annotated[list[RecoveryCode], Field(max_length=RECOVERY_CODES)]
 
 
 class LoginRequest(InputModel):

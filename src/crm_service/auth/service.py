@@ -92,7 +92,9 @@ async def login(
     usable = user is not None and user.is_active and verdict.allowed
     # Unknown email, disabled or locked account and wrong password all cost one Argon2
     # verification and answer alike.
-    ok = await verify_password(user.password_hash if usable else None, payload.password)
+    ok = await verify_password(
+        user.password_hash if user is not None and usable else None, payload.password
+    )
     if not ok or user is None:
         # The email is personal data: the log names the account only when it exists.
         logger.warning("login_failed", user_id=str(user.id) if user is not None else None)
@@ -318,7 +320,7 @@ async def list_my_sessions(
     """The caller's open sessions (a signed-in user: its route takes `SignedInUser`), each
     with whether it is the one making this request."""
     sessions = await repository.SessionRepository(session, principal.organization_id).open_for_user(
-        principal.user_id, now
+        principal.signed_in_user_id, now
     )
     return [(item, item.id == principal.session_id) for item in sessions]
 
@@ -365,7 +367,7 @@ async def change_password(
 ) -> None:
     """Needs the current password; ends every other session of the user (the caller is a
     signed-in user: its route takes `SignedInUser`)."""
-    user = await get_user(session=session, principal=principal, user_id=principal.user_id)
+    user = await get_user(session=session, principal=principal, user_id=principal.signed_in_user_id)
     await confirm_password(
         session, user, payload.current_password, client_ip=principal.client_ip, now=now
     )

@@ -21,7 +21,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote_plus, urlencode
 
 import httpx
@@ -30,7 +30,7 @@ from authlib.common.security import generate_token
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
+from joserfc.jwk import KeySet, KeySetSerialization
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -191,7 +191,11 @@ def validate_id_token(
 ) -> dict[str, Any]:
     """The ID token's claims, after checking signature, issuer, audience, expiry and nonce."""
     try:
-        token = jwt.decode(id_token, KeySet.import_key_set(jwks), algorithms=ID_TOKEN_ALGORITHMS)
+        token = jwt.decode(
+            id_token,
+            KeySet.import_key_set(cast(KeySetSerialization, jwks)),
+            algorithms=ID_TOKEN_ALGORITHMS,
+        )
         registry = jwt.JWTClaimsRegistry(
             now=int(now.timestamp()),
             leeway=CLOCK_LEEWAY_SECONDS,

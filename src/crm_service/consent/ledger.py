@@ -40,6 +40,7 @@ from crm_service.consent.schemas import (
     ConsentRecord,
     PurposeCreate,
     PurposeState,
+    person_module,
 )
 from crm_service.consent.sealing import open_json, seal_json
 from crm_service.crypto.codec import FieldContext
@@ -347,7 +348,7 @@ async def read_events(
                 recorded_at=event.recorded_at,
                 recorded_by_id=event.recorded_by_id,
                 recorded_by_client_id=event.recorded_by_client_id,
-                module=event.module,
+                module=person_module(event.module),
                 record_id=event.record_id,
                 request_id=event.request_id,
                 form_id=event.form_id,

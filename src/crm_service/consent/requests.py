@@ -45,6 +45,7 @@ from crm_service.consent.schemas import (
     ConsentRequestRead,
     Language,
     PurposeRead,
+    person_module,
 )
 from crm_service.consent.sealing import new_token, token_hash
 from crm_service.consent.system_repository import (
@@ -164,7 +165,7 @@ async def create_request(
 async def present(session: AsyncSession, request: ConsentRequest) -> ConsentRequestRead:
     return ConsentRequestRead(
         id=request.id,
-        module=request.module,
+        module=person_module(request.module),
         record_id=request.record_id,
         subject_id=request.subject_id,
         purposes=[PurposeRead.model_validate(p) for p in await purposes_of(session, request)],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,6 +32,13 @@ from crm_service.kit.schemas import (
 PurposeKey = single_line(64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
 NoticeVersion = single_line(64)
 PersonModule = Literal["leads", "contacts"]
+
+
+def person_module(stored: str) -> PersonModule:
+    """A stored module name as the schemas name it: only leads and contacts hold people."""
+    if stored not in ("leads", "contacts"):
+        raise ValueError(f"{stored!r} is not a module of people")
+    return cast(PersonModule, stored)
 
 
 class Language(StrEnum):

@@ -52,6 +52,7 @@ from crm_service.consent.schemas import (
     WebformFieldRead,
     WebformRead,
     WebformUpdate,
+    person_module,
 )
 from crm_service.consent.sealing import new_token, open_json, seal_json, token_hash
 from crm_service.consent.system_repository import expired_submissions
@@ -187,7 +188,7 @@ def present(form: Webform, base_url: str) -> WebformRead:
         id=form.id,
         version=form.version,
         name=form.name,
-        module=form.module,
+        module=person_module(form.module),
         fields=[WebformFieldRead(**f) for f in json.loads(form.fields)],
         purposes=json.loads(form.purposes),
         double_opt_in=form.double_opt_in,

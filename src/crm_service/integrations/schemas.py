@@ -55,7 +55,7 @@ class WebhookUpdate(InputModel):
     events: EventList = None  # type: ignore[assignment]
     description: multi_line(500) | None = None
     enabled: Flag = Field(
-        default=None,  # type: ignore[arg-type]
+        default=None,  # type: ignore[arg-type,assignment]
         description="Switch the endpoint on or off; switching on clears `disabled_reason` and "
         "resumes its pending deliveries.",
     )

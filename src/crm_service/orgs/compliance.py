@@ -23,7 +23,9 @@ from crm_service.security.principal import Principal
 def _body(text: str | None) -> ComplianceSettingsBody:
     withhold = parse_withhold(text)
     return ComplianceSettingsBody(
-        withhold=ComplianceWithhold(**{channel.value: names for channel, names in withhold.items()})
+        withhold=ComplianceWithhold.model_validate(
+            {channel.value: names for channel, names in withhold.items()}
+        )
     )
 
 

@@ -80,7 +80,8 @@ def _former_identifiers(
     found: set[Identifier] = set()
     kinds = {"email": IndexKind.EMAIL, "phone": IndexKind.PHONE, "mobile": IndexKind.PHONE}
     for entry in entries:
-        key = keys.get(sealed_key_id(entry.changes_sealed))
+        key_id = sealed_key_id(entry.changes_sealed)
+        key = keys.get(key_id) if key_id is not None else None
         if key is None:
             continue
         context = FieldContext(entry.organization_id, "record_history", "changes", entry.id)
@@ -112,9 +113,8 @@ async def _erase_data(
         ids = [row.id for row in rows if row.module is module]
         receipt.records[module.value] = sorted(str(id_) for id_ in ids)
         entries = await repository.history_of(session, organization_id, module, ids)
-        keys = await keyring.keys_by_id(
-            {sealed_key_id(entry.changes_sealed) for entry in entries} - {None}
-        )
+        key_ids = {sealed_key_id(entry.changes_sealed) for entry in entries if entry.changes_sealed}
+        keys = await keyring.keys_by_id({key_id for key_id in key_ids if key_id is not None})
         identifiers |= _former_identifiers(entries, keys, index_key, region)
     for row in rows:
         identifiers |= row.identifiers

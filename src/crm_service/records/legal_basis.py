@@ -49,7 +49,7 @@ async def set_legal_basis(
         change=Change.LEGAL_BASIS,
         ends_consent_lock=ends_consent_lock,
     )
-    before = record.legal_basis  # type: ignore[attr-defined]
+    before = record.legal_basis
     entry = await LegalBasisRepository(session, principal.organization_id).append(
         record,
         service.module,
@@ -76,7 +76,7 @@ async def set_legal_basis(
     )
     if ends_consent_lock and await ProcessingLockRepository(
         session, principal.organization_id
-    ).lift(record.subject_id, ProcessingLockKind.LOCKED):  # type: ignore[attr-defined]
+    ).lift(record.subject_id, ProcessingLockKind.LOCKED):
         audit(
             session,
             principal,

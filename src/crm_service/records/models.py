@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import CheckConstraint, ForeignKey, Index, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
@@ -81,10 +81,19 @@ class RecordColumns(IdMixin, TimestampMixin, OrganizationScoped):
             ),
             *(
                 [Index(f"ix_{name}_org_subject", "organization_id", "subject_id")]
-                if issubclass(cls, PersonColumns)
+                if isinstance(cls, type) and issubclass(cls, PersonColumns)
                 else []
             ),
         )
+
+
+if TYPE_CHECKING:
+
+    class SealedColumns(SealedRecord):
+        """What a type checker knows of a `sealed_columns` mixin: a sealed record whose field
+        attributes (one per catalogue field) are made at import."""
+
+        def __getattr__(self, name: str) -> Any: ...
 
 
 def sealed_columns(fields: Iterable[tuple[str, IndexKind | None]]) -> type[SealedRecord]:
@@ -106,12 +115,17 @@ def sealed_columns(fields: Iterable[tuple[str, IndexKind | None]]) -> type[Seale
     return type("SealedColumns", (SealedRecord,), namespace)
 
 
-class PersonColumns:
+class PersonColumns(SealedRecord):
     """A data subject (lead or contact): who they are, where they came from, the legal basis.
 
     `subject_id` names the person across records: a lead and the contact it becomes share it,
-    and with it their data key, so erasing the person reaches both.
+    and with it their data key, so erasing the person reaches both. A person's record is
+    always a sealed record of its organization (`RecordColumns`, `sealed_columns`).
     """
+
+    if TYPE_CHECKING:
+        # Mapped by `RecordColumns`, beside which this mixin is always used.
+        organization_id: Mapped[uuid.UUID]
 
     subject_id: Mapped[uuid.UUID]
 

@@ -79,7 +79,7 @@ def with_restriction(statement: Select[Any], model: Any) -> Select[Any]:
 
 def with_keys_and_classification(
     statement: Select[Any], model: Any, module: Module, organization_id: Any
-) -> Select[Any]:
+) -> Select[Any, Any, Any]:
     """A read of records that also brings, in the same round trip, each record's data key row
     (joined by its organization too) and the organization's field classification."""
     return statement.add_columns(
@@ -112,7 +112,7 @@ class RecordRepository(OrganizationRepository[ModelT]):
         self.storage = RecordStorage(session, organization_id, self.module)
         self.visibility = visibility
 
-    def scoped(self, *, binned: bool = False) -> Select[tuple[ModelT]]:
+    def scoped(self, *, binned: bool = False) -> Select[ModelT]:
         """The caller's visible records: live ones, or those in the recycle bin."""
         statement = (
             super()
@@ -127,7 +127,7 @@ class RecordRepository(OrganizationRepository[ModelT]):
                 statement = statement.where(clause)
         return statement
 
-    def listable(self, *, binned: bool = False) -> Select[tuple[ModelT]]:
+    def listable(self, *, binned: bool = False) -> Select[ModelT]:
         """What lists, searches, exports and the recycle bin show: the caller's visible records
         without those of a restricted data subject (GDPR Art. 18: stored, not processed; a
         direct read by id is the one, audited, way in). One NOT EXISTS in the same statement,

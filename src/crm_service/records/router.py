@@ -86,16 +86,19 @@ def build_record_router(spec: RecordModuleSpec) -> CRMRouter:
     # partner client's export scope is checked: partner tokens carry scopes, users have all.
     Exporter = Annotated[Principal, Depends(require(Scope.EXPORT, spec.read_scope))]
     # The list's exact-match filters, without paging: an export holds every match.
-    ExportQuery = create_model(
-        f"{spec.singular}ExportQuery",
-        __base__=InputModel,
-        __doc__=f"The filters of `GET /v1/{module}` and the export's format.",
-        format=(ExportFormat, ExportFormat.CSV),
+    export_fields: dict[str, Any] = {
+        "format": (ExportFormat, ExportFormat.CSV),
         **{
             name: (field.annotation, field)
             for name, field in SearchSchema.model_fields.items()
             if name not in PAGING_KEYS
         },
+    }
+    ExportQuery = create_model(
+        f"{spec.singular}ExportQuery",
+        __base__=InputModel,
+        __doc__=f"The filters of `GET /v1/{module}` and the export's format.",
+        **export_fields,
     )
 
     def present(record: Any, response: Response | None = None) -> BaseModel:

@@ -207,7 +207,7 @@ class RecordService(Generic[ModelT]):
             actor or principal,
             AuditAction.RECORD_CREATED,
             target_type=self.noun,
-            target_id=created.id,
+            target_id=created.id,  # type: ignore[attr-defined]  # every record model has an id
             fields=list(provided),
         )
         await self.note(
@@ -313,7 +313,8 @@ class RecordService(Generic[ModelT]):
         changed = [name for name, value in changes.items() if before[name] != value]
         for name in changed:
             setattr(record, name, changes[name])
-        with audited_refusal(principal, target_type=self.noun, target_id=record.id):
+        record_id = record.id  # type: ignore[attr-defined]  # every record model has an id
+        with audited_refusal(principal, target_type=self.noun, target_id=record_id):
             saved = await repository.save(record)
         if changed:
             await self.note(
@@ -331,7 +332,7 @@ class RecordService(Generic[ModelT]):
                 principal,
                 AuditAction.RECORD_UPDATED,
                 target_type=self.noun,
-                target_id=record.id,
+                target_id=record.id,  # type: ignore[attr-defined]  # every record model has an id
                 fields=changed,
             )
         await policy.show(View.RECORD, Shown(repository, [saved], sent=frozenset(changes)))

@@ -87,6 +87,14 @@ class Principal:
         """A partner client's token: scopes alone limit it, and no human right is its."""
         return self.client_id is not None and self.user_id is None
 
+    @property
+    def signed_in_user_id(self) -> uuid.UUID:
+        """The signed-in user's id, for what only a person has (routes taking `SignedInUser`);
+        a partner token asking is refused as `require_user` refuses it."""
+        if self.user_id is None:
+            raise SignedInUserOnly()
+        return self.user_id
+
     def has(self, scope: Scope) -> bool:
         return scope in self.scopes
 
