@@ -12,8 +12,9 @@ import pytest
 from crm_service.audit.service import Actor
 from crm_service.db.session import commit
 from crm_service.privacy.requests import add_months, file_request, list_for_email
-from tests.conftest import Org, assert_problem, unique_email
+from tests.conftest import Org, assert_problem, database_bytes, unique_email
 from tests.privacy.conftest import file, make_contact
+from tests.privacy.probe import hits
 
 
 @pytest.mark.parametrize(
@@ -67,7 +68,6 @@ async def test_filed_by_email_is_due_a_month_later_and_awaits_verification(org: 
 
 
 async def test_unknown_subjects_and_bad_input_are_refused(org: Org) -> None:
-    assert_problem(await file(org, {"type": "access", "email": unique_email()}), 404)
     assert_problem(
         await file(org, {"type": "access", "module": "leads",
                          "record_id": "00000000-0000-4000-8000-000000000000"}), 404,
@@ -148,8 +148,10 @@ async def test_other_organizations_requests_do_not_exist(org: Org, other_org: Or
             ),
             404,
         )
-    # Nor can another organization file one for this organization's subject.
-    assert_problem(await file(other_org, {"type": "erasure", "email": email}), 404)
+    # Another organization filing for this email holds nothing on it: its own request.
+    theirs = await file(other_org, {"type": "erasure", "email": email})
+    assert theirs.status_code == 201, theirs.text
+    assert theirs.json()["subject_ids"] != created["subject_ids"]
 
 
 async def test_a_standard_user_without_manage_privacy_is_refused(org: Org) -> None:
@@ -158,3 +160,51 @@ async def test_a_standard_user_without_manage_privacy_is_refused(org: Org) -> No
     await make_contact(org, email)
     assert_problem(await file(org, {"type": "access", "email": email}, standard), 403)
     assert_problem(await org.client.get("/v1/privacy/requests", headers=standard), 403)
+
+
+async def test_a_request_on_an_email_nothing_is_held_on_is_recorded_and_answered(
+    org: Org, database_url: str
+) -> None:
+    email = unique_email("nobodyheld")
+    details = "Do you hold anything on me, Brackenridge" + email.split("@")[0]
+    ids = []
+    for kind in ("access", "erasure"):
+        filed = await file(
+            org,
+            {
+                "type": kind,
+                "email": email,
+                "details": details,
+                "received_at": "2026-10-31T09:00:00Z",
+            },
+        )
+        assert filed.status_code == 201, filed.text
+        body = filed.json()
+        ids.append(body["id"])
+        # Recorded like any other request: its clock runs from receipt.
+        assert body["email"] == email and body["details"] == details
+        assert body["due_at"].startswith("2026-11-30")
+        assert body["status"] == "awaiting_verification"
+        verified = await org.client.post(
+            f"/v1/privacy/requests/{body['id']}/verify", json={}, headers=org.headers
+        )
+        assert verified.status_code == 200, verified.text
+        done = await org.client.post(
+            f"/v1/privacy/requests/{body['id']}/complete", headers=org.headers
+        )
+        assert done.status_code == 200, done.text
+        assert done.json()["status"] == "completed"
+        # Answered: nothing is held.
+        assert done.json()["outcome"]["records_held"] == 0
+        # Completed: what the request said is sealed under its own, now destroyed, key.
+        again = await org.client.get(f"/v1/privacy/requests/{body['id']}", headers=org.headers)
+        assert again.json()["email"] is None and again.json()["details"] is None
+    listed = await org.client.get("/v1/privacy/requests", headers=org.headers)
+    assert set(ids) <= {item["id"] for item in listed.json()["data"]}
+    # The erasure blocklisted the email (its blind index only).
+    refused = await org.client.post(
+        "/v1/contacts", json={"last_name": "Back", "email": email}, headers=org.headers
+    )
+    assert_problem(refused, 409)
+    # No byte of the database holds the email or what the request said.
+    assert hits(await database_bytes(database_url), [email, details]) == []

@@ -54,6 +54,7 @@ from crm_service.integrations.webhooks import queue_privacy_event
 from crm_service.kit.modules import Module
 from crm_service.mail.outbox import enqueue
 from crm_service.privacy import erasers, repository, restriction  # noqa: F401 - erasers register
+from crm_service.privacy.blocklist import add_entries
 from crm_service.privacy.erasure import erase_subject
 from crm_service.privacy.models import (
     PrivacyRequest,
@@ -301,7 +302,9 @@ async def file_request(
     now: datetime | None = None,
 ) -> PrivacyRequest:
     """File a request for the data subjects with `email` (every lead and contact with it),
-    those of `subject_ids`, or the one of `module` + `record_id`; 404 when that names none.
+    those of `subject_ids`, or the one of `module` + `record_id`; 404 for a record or subject
+    that does not exist. An email nothing is held on is a request all the same ("nothing
+    held"), sealed under a key of its own that completing it destroys.
 
     `verified_by="portal"`: the subject proved control of the email, so the request is in
     progress at once; `"staff"`: whoever files it confirmed the identity; None: it awaits
@@ -331,6 +334,7 @@ async def file_request(
         )
 
     found: set[uuid.UUID] = set(subject_ids or ())
+    nothing_held: uuid.UUID | None = None
     email_bidx = None
     record_module = None if module is None else Module(module)
     if email is not None:
@@ -339,7 +343,11 @@ async def file_request(
             session, organization_id, IndexKind.EMAIL, email_bidx
         )
         if not found:
-            raise NotFound("No lead or contact of this organization has this email.")
+            # Nothing held on this email: the request is recorded all the same, what it says
+            # sealed under a key of its own (a fresh subject id no record carries), destroyed
+            # when the request is completed.
+            nothing_held = uuid.uuid4()
+            found.add(nothing_held)
     elif record_module is not None and record_id is not None:
         if record_module not in _SERVICES:
             raise NotFound("Privacy requests concern leads and contacts.")
@@ -355,7 +363,9 @@ async def file_request(
         # The address the requester is answered at: the record's own.
         email = None if record is None or record.erased else getattr(record, "email", None)
     records = await _subject_records(session, organization_id, sorted(found))
-    if not found or any(not rows for rows in records.values()):
+    if not found or any(
+        not rows for subject_id, rows in records.items() if subject_id != nothing_held
+    ):
         raise NotFound("No such data subject.")
     checked = _checked_corrections(corrections or [], records)
 
@@ -1016,6 +1026,29 @@ async def _tell_recipients(
     return told
 
 
+async def _forget_nothing_held(
+    session: AsyncSession,
+    request: PrivacyRequest,
+    rows: list[PrivacyRequestSubject],
+    now: datetime,
+) -> None:
+    """A request on an email nothing is held on: an erasure blocklists the email's blind
+    index (no value); then the request's own keys are destroyed, so what it said (the email,
+    the details) is unreadable from now on."""
+    if request.type == PrivacyRequestType.ERASURE.value and request.email_bidx is not None:
+        await add_entries(
+            session,
+            request.organization_id,
+            [(IndexKind.EMAIL.value, request.email_bidx)],
+            now=now,
+            receipt_id=None,
+        )
+    keyring = keyring_for(session, request.organization_id)
+    for row in rows:
+        if not await repository.subject_rows(session, request.organization_id, row.subject_id):
+            await keyring.destroy_subject_keys(row.subject_id)
+
+
 async def complete(
     *,
     session: AsyncSession,
@@ -1055,9 +1088,11 @@ async def complete(
         request.recipients = json.dumps(
             await _tell_recipients(session, principal, request, records, now)
         )
-    request.outcome = json.dumps(
-        {**carried.counts, **carried.times, "receipt_ids": carried.receipt_ids}
-    )
+    outcome = {**carried.counts, **carried.times, "receipt_ids": carried.receipt_ids}
+    if not records:
+        outcome["records_held"] = 0
+        await _forget_nothing_held(session, request, found.subjects, now)
+    request.outcome = json.dumps(outcome)
     _close(request, principal, PrivacyRequestStatus.COMPLETED, now)
     await session.flush()
     audit(

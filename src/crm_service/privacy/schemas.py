@@ -323,7 +323,8 @@ class PrivacyRequestRead(BaseModel):
     )
     outcome: Annotated[dict[text(64), whole_number()], Field(max_length=20)] = Field(
         description="What completing did, counted: corrections applied, consents withdrawn, "
-        "subjects restricted or erased, subjects packaged."
+        "subjects restricted or erased, subjects packaged. `records_held: 0` answers a "
+        "request on an email the organization holds nothing on."
     )
     recipients: Annotated[list[Recipient], Field(max_length=1000)]
     notices: Annotated[list[SubjectNotice], Field(max_length=100)]
