@@ -20,7 +20,6 @@ from __future__ import annotations
 import secrets
 import uuid
 from datetime import datetime, timedelta
-from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -32,7 +31,7 @@ from crm_service.audit.actions import AuditAction
 from crm_service.audit.service import Actor
 from crm_service.audit.service import record as audit
 from crm_service.auth.models import User, UserInvitation
-from crm_service.auth.schemas import InvitationAccept, UserCreate, UserInvite
+from crm_service.auth.schemas import InvitationAccept, InvitationStatus, UserCreate, UserInvite
 from crm_service.auth.tokens import token_digest
 from crm_service.config import Settings
 from crm_service.db.tenancy import Organization
@@ -54,9 +53,6 @@ class AddressRegistered(CRMError):
     """Told only to the holder of the mailed token: the address has an account already."""
 
     status, slug, title = 409, "address-registered", "This address already has an account"
-
-
-InvitationStatus = Literal["pending", "accepted", "expired"]
 
 
 def status_of(invitation: UserInvitation, now: datetime) -> InvitationStatus:

@@ -18,6 +18,7 @@ Password = single_line(MAX_PASSWORD_LENGTH, min_length=MIN_PASSWORD_LENGTH, stri
 GivenPassword = single_line(MAX_PASSWORD_LENGTH, strip=False)
 Token = single_line(128)
 RecoveryCode = text(16)
+InvitationStatus = Literal["pending", "accepted", "expired"]
 RecoveryCodeList = Annotated[list[RecoveryCode], Field(max_length=RECOVERY_CODES)]
 
 
@@ -125,7 +126,7 @@ class InvitationRead(BaseModel):
     full_name: text(200) | None
     profile_id: uuid.UUID
     role_id: uuid.UUID | None
-    status: Literal["pending", "accepted", "expired"]
+    status: InvitationStatus
     created_at: datetime
     expires_at: datetime
 

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import CheckConstraint, ForeignKey, Index, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
@@ -81,7 +81,7 @@ class RecordColumns(IdMixin, TimestampMixin, OrganizationScoped):
             ),
             *(
                 [Index(f"ix_{name}_org_subject", "organization_id", "subject_id")]
-                if isinstance(cls, type) and issubclass(cls, PersonColumns)
+                if issubclass(cast(type, cls), PersonColumns)
                 else []
             ),
         )
