@@ -208,3 +208,52 @@ async def test_a_request_on_an_email_nothing_is_held_on_is_recorded_and_answered
     assert_problem(refused, 409)
     # No byte of the database holds the email or what the request said.
     assert hits(await database_bytes(database_url), [email, details]) == []
+
+
+async def test_a_record_created_after_a_nothing_held_request_is_covered_when_it_is_completed(
+    org: Org, database_url: str
+) -> None:
+    """Filed when nothing was held, completed after a contact with that email was created:
+    the request is carried out on that contact, not answered "nothing held"."""
+    email = unique_email("heldsince")
+    details = "Anything on me now, Oldcastle" + email.split("@")[0]
+    filed = {}
+    for kind in ("access", "erasure"):
+        response = await file(org, {"type": kind, "email": email, "details": details})
+        assert response.status_code == 201, response.text
+        filed[kind] = response.json()
+        verified = await org.client.post(
+            f"/v1/privacy/requests/{filed[kind]['id']}/verify", json={}, headers=org.headers
+        )
+        assert verified.status_code == 200, verified.text
+    contact = await make_contact(org, email, first_name="Ferdinand")
+
+    access = await org.client.post(
+        f"/v1/privacy/requests/{filed['access']['id']}/complete", headers=org.headers
+    )
+    assert access.status_code == 200, access.text
+    assert access.json()["outcome"] == {"package_subjects": 1}
+    # The request's own key and the contact's subject.
+    assert len(access.json()["subject_ids"]) == 2
+    # What the request said is still readable, now under the contact's key.
+    assert access.json()["email"] == email and access.json()["details"] == details
+    package = await org.client.get(
+        f"/v1/privacy/requests/{filed['access']['id']}/package", headers=org.headers
+    )
+    assert package.status_code == 200, package.text
+    assert contact["id"] in package.text and "Ferdinand" in package.text
+
+    erasure = await org.client.post(
+        f"/v1/privacy/requests/{filed['erasure']['id']}/complete", headers=org.headers
+    )
+    assert erasure.status_code == 200, erasure.text
+    assert "records_held" not in erasure.json()["outcome"]
+    assert len(erasure.json()["receipt_ids"]) == 1
+    gone = await org.client.get(f"/v1/contacts/{contact['id']}", headers=org.headers)
+    assert gone.status_code == 410  # erased
+    refused = await org.client.post(
+        "/v1/contacts", json={"last_name": "Back", "email": email}, headers=org.headers
+    )
+    assert_problem(refused, 409)
+    # The contact, both requests' words and the package are unreadable: no byte holds them.
+    assert hits(await database_bytes(database_url), [email, details, "Ferdinand"]) == []

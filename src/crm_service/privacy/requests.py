@@ -1026,16 +1026,57 @@ async def _tell_recipients(
     return told
 
 
+async def _held_since_filing(
+    session: AsyncSession, found: Opened
+) -> dict[uuid.UUID, list[repository.SubjectRow]]:
+    """A request filed by email covers every lead and contact with that email when it is
+    carried out, not only those there when it was filed: one created since (found by the same
+    blind index) becomes a subject of the request, what the request says sealed again under
+    its key. Returns the new subjects' records."""
+    request = found.request
+    if request.email_bidx is None:
+        return {}
+    known = {row.subject_id for row in found.subjects}
+    subjects = await repository.subjects_with(
+        session, request.organization_id, IndexKind.EMAIL, request.email_bidx
+    )
+    records = await _subject_records(session, request.organization_id, sorted(subjects - known))
+    records = {subject_id: rows for subject_id, rows in records.items() if rows}
+    if not records:
+        return {}
+    requests = PrivacyRequestRepository(session, request.organization_id)
+    said = found.said if found.said is not None else {"email": None, "details": None}
+    for subject_id in sorted(records):
+        row = PrivacyRequestSubject(
+            request_id=request.id,
+            subject_id=subject_id,
+            organization_id=request.organization_id,
+            sealed=await _seal(session, request, subject_id, said),
+        )
+        requests.add_subject(row)
+        found.subjects.append(row)
+    await session.flush()
+    return records
+
+
 async def _forget_nothing_held(
     session: AsyncSession,
     request: PrivacyRequest,
     rows: list[PrivacyRequestSubject],
     now: datetime,
+    *,
+    blocklist: bool,
 ) -> None:
-    """A request on an email nothing is held on: an erasure blocklists the email's blind
-    index (no value); then the request's own keys are destroyed, so what it said (the email,
-    the details) is unreadable from now on."""
-    if request.type == PrivacyRequestType.ERASURE.value and request.email_bidx is not None:
+    """A request filed on an email nothing was held on: the keys of its subjects that hold no
+    record are destroyed, so what it said (the email, the details) under a key of its own is
+    unreadable from now on. With `blocklist` (nothing is held now either), an erasure
+    blocklists the email's blind index (no value); otherwise the erasure of what was found
+    since did."""
+    if (
+        blocklist
+        and request.type == PrivacyRequestType.ERASURE.value
+        and request.email_bidx is not None
+    ):
         await add_entries(
             session,
             request.organization_id,
@@ -1074,6 +1115,8 @@ async def complete(
     )
     # Erased meanwhile: nothing of theirs is left to carry a request out on.
     records = {subject_id: rows for subject_id, rows in records.items() if rows}
+    nothing_held_at_filing = not records
+    records |= await _held_since_filing(session, found)
     if request_type is PrivacyRequestType.RECTIFICATION:
         carried = await _rectify(session, principal, found, records)
     elif request_type is PrivacyRequestType.RESTRICTION:
@@ -1091,7 +1134,8 @@ async def complete(
     outcome = {**carried.counts, **carried.times, "receipt_ids": carried.receipt_ids}
     if not records:
         outcome["records_held"] = 0
-        await _forget_nothing_held(session, request, found.subjects, now)
+    if nothing_held_at_filing:
+        await _forget_nothing_held(session, request, found.subjects, now, blocklist=not records)
     request.outcome = json.dumps(outcome)
     _close(request, principal, PrivacyRequestStatus.COMPLETED, now)
     await session.flush()
