@@ -45,7 +45,8 @@ async def test_an_erasure_is_told_to_subscribed_endpoints_and_listed_partners(
     recipients = {(item["kind"], item["id"]): item for item in done["recipients"]}
     assert set(recipients) == {("webhook_endpoint", told["id"]), ("oauth_client", client_id)}
     assert recipients[("webhook_endpoint", told["id"])]["how"] == "webhook_queued"
-    assert recipients[("oauth_client", client_id)]["how"] == "found_in_audit_log"
+    # Its POST was answered with the record: it received the data.
+    assert recipients[("oauth_client", client_id)]["how"] == "received_data"
     assert all(item["at"] == done["completed_at"] for item in done["recipients"])
     assert ("oauth_client", other_client) not in recipients
 

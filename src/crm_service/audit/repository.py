@@ -20,18 +20,13 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.audit.chain import GENESIS, head_mac
 from crm_service.audit.models import AuditChain, AuditEvent, RecordHistoryEntry
+from crm_service.db.repository import insert_ignoring_conflicts
 from crm_service.db.tenancy import Organization
 from crm_service.records.paging import newest_first_after
-
-
-def _insert_ignoring_conflict(session: AsyncSession, rows: list[dict[str, Any]]):  # noqa: ANN202
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    return dialect.insert(AuditChain).values(rows).on_conflict_do_nothing()
 
 
 @dataclass
@@ -78,8 +73,9 @@ async def reserve(
         if row is not None:
             return ChainHead(**row)
         await session.execute(
-            _insert_ignoring_conflict(
+            insert_ignoring_conflicts(
                 session,
+                AuditChain,
                 [_fresh_head(organization_id, number, key) for number in range(chains)],
             )
         )

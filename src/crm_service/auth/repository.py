@@ -19,8 +19,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.access.models import Profile, Role
@@ -36,7 +34,7 @@ from crm_service.auth.models import (
     UserIdentity,
 )
 from crm_service.db.base import UTCDateTime
-from crm_service.db.repository import OrganizationRepository
+from crm_service.db.repository import OrganizationRepository, insert_ignoring_conflicts
 from crm_service.orgs.models import IpAllowlist
 
 
@@ -368,9 +366,7 @@ def _insert_missing(session: AsyncSession, keys: list[str], now: datetime):  # n
     rows = [
         {"key": key, "failures": 0, "window_started_at": now, "updated_at": now} for key in keys
     ]
-    if session.get_bind().dialect.name == "postgresql":
-        return pg_insert(SignInAttempt).values(rows).on_conflict_do_nothing(index_elements=["key"])
-    return sqlite_insert(SignInAttempt).values(rows).on_conflict_do_nothing(index_elements=["key"])
+    return insert_ignoring_conflicts(session, SignInAttempt, rows, index_elements=["key"])
 
 
 async def ensure_attempt_rows(session: AsyncSession, keys: list[str], now: datetime) -> None:

@@ -10,11 +10,11 @@ import math
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.consent.models import PublicFormCounter
 from crm_service.crypto.service import keyring_for
+from crm_service.db.repository import insert_ignoring_conflicts
 from crm_service.errors import TooManyRequests
 
 
@@ -30,11 +30,10 @@ async def counter_key(session: AsyncSession, organization_id: uuid.UUID, *parts:
 
 async def hit(session: AsyncSession, key: str, window: timedelta, now: datetime) -> tuple[int, int]:
     """Count one hit; returns the hits in the current window and seconds until it ends."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     await session.execute(
-        dialect.insert(PublicFormCounter)
-        .values(key=key, window_start=now, hits=0)
-        .on_conflict_do_nothing()
+        insert_ignoring_conflicts(
+            session, PublicFormCounter, {"key": key, "window_start": now, "hits": 0}
+        )
     )
     row = await session.get(PublicFormCounter, key, with_for_update=True, populate_existing=True)
     assert row is not None

@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
 from sqlalchemy import Select, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import Insert
 
 from crm_service.db.base import Base
 
 ModelT = TypeVar("ModelT", bound=Base)
+
+
+def insert_ignoring_conflicts(
+    session: AsyncSession,
+    model: Any,
+    rows: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    *,
+    index_elements: Sequence[str] | None = None,
+) -> Insert:
+    """`INSERT ... ON CONFLICT DO NOTHING` in the session's dialect (PostgreSQL or SQLite):
+    a row whose key is already there is left as it is, on any instance."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(model).values(rows).on_conflict_do_nothing(index_elements=index_elements)
 
 
 class OrganizationRepository(Generic[ModelT]):

@@ -21,12 +21,12 @@ from typing import Any
 
 import structlog
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_service.auth.throttle import forget_old_attempts
 from crm_service.config import Settings
+from crm_service.db.repository import insert_ignoring_conflicts
 from crm_service.db.session import commit
 from crm_service.jobs.models import WorkerJob
 from crm_service.metrics import declare_jobs, observe_job
@@ -178,11 +178,8 @@ JOBS: tuple[Job, ...] = (
 
 
 async def _ensure_rows(session: AsyncSession) -> None:
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     await session.execute(
-        dialect.insert(WorkerJob)
-        .values([{"name": job.name} for job in JOBS])
-        .on_conflict_do_nothing()
+        insert_ignoring_conflicts(session, WorkerJob, [{"name": job.name} for job in JOBS])
     )
     await commit(session)
 

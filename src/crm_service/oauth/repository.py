@@ -9,11 +9,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import case, delete, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_service.db.repository import OrganizationRepository
+from crm_service.db.repository import OrganizationRepository, insert_ignoring_conflicts
 from crm_service.oauth.models import OAuthClient, OAuthToken, UsedClientAssertion
 from crm_service.orgs.models import IpAllowlist
 
@@ -76,8 +74,7 @@ async def claim_assertion(
     """Record an assertion id as used; False when it was used before (on any instance: the
     primary key decides)."""
     values = {"client_id": client_id, "jti_hash": jti_hash, "expires_at": expires_at}
-    dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = dialect_insert(UsedClientAssertion).values(values).on_conflict_do_nothing()
+    statement = insert_ignoring_conflicts(session, UsedClientAssertion, values)
     result = await session.execute(statement)
     return result.rowcount == 1  # type: ignore[attr-defined]  # DML: a CursorResult
 

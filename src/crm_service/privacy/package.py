@@ -526,6 +526,7 @@ async def disclose_package(
     if package.channel is not None:
         raise ValueError("the package was already disclosed to someone; disclose a complete one")
     policy = DisclosurePolicy(session, principal)
+    policy.disclosed(*(part.subject_id for part in package.parts if not part.erased))
     decided: dict[str, tuple[FieldDisclosure, frozenset[str]]] = {}
     for module, repository_class in PERSON_REPOSITORIES.items():
         storage = repository_class(session, package.organization_id).storage

@@ -91,6 +91,7 @@ from crm_service.records.contacts.service import contacts
 from crm_service.records.leads.schemas import LeadUpdate
 from crm_service.records.leads.service import leads
 from crm_service.records.paging import Cursor, RecordSort
+from crm_service.records.repository import partner_clients_shown
 from crm_service.security.principal import Principal
 
 TARGET_TYPE = "privacy_request"
@@ -975,11 +976,14 @@ async def _tell_recipients(
     principal: Principal,
     request: PrivacyRequest,
     records: dict[uuid.UUID, list[repository.SubjectRow]],
+    shown_to: list[uuid.UUID],
     now: datetime,
 ) -> list[dict[str, str]]:
     """GDPR Art. 19: a `privacy.*` webhook event per subject (ids only) to every endpoint
-    subscribed to it, and the partner clients the audit log shows acting on the subject's
-    records, listed for staff to tell. Who was told is kept on the request and audited."""
+    subscribed to it, and the partner clients that received the subjects' data (`shown_to`,
+    from the disclosure policy's record: reads, lists, exports, packages) or that the audit
+    log shows writing their records, listed for staff to tell. Who was told is kept on the
+    request and audited."""
     event_type = ART_19_EVENTS[PrivacyRequestType(request.type)]
     told: list[dict[str, str]] = []
     endpoints: set[uuid.UUID] = set()
@@ -1010,8 +1014,13 @@ async def _tell_recipients(
         record_ids
     )
     told += [
+        {"kind": "oauth_client", "id": str(id_), "at": at, "how": "received_data"}
+        for id_ in shown_to
+    ]
+    told += [
         {"kind": "oauth_client", "id": str(id_), "at": at, "how": "found_in_audit_log"}
         for id_ in clients
+        if id_ not in shown_to
     ]
     if told:
         audit(
@@ -1117,6 +1126,12 @@ async def complete(
     records = {subject_id: rows for subject_id, rows in records.items() if rows}
     nothing_held_at_filing = not records
     records |= await _held_since_filing(session, found)
+    # Read before an erasure deletes them: the partners shown these subjects' data.
+    shown_to = (
+        await partner_clients_shown(session, request.organization_id, sorted(records))
+        if request_type in ART_19_EVENTS
+        else []
+    )
     if request_type is PrivacyRequestType.RECTIFICATION:
         carried = await _rectify(session, principal, found, records)
     elif request_type is PrivacyRequestType.RESTRICTION:
@@ -1129,7 +1144,7 @@ async def complete(
         carried = await _package(session, request, records, now, package_ttl)
     if request_type in ART_19_EVENTS:
         request.recipients = json.dumps(
-            await _tell_recipients(session, principal, request, records, now)
+            await _tell_recipients(session, principal, request, records, shown_to, now)
         )
     outcome = {**carried.counts, **carried.times, "receipt_ids": carried.receipt_ids}
     if not records:

@@ -256,12 +256,16 @@ class Recipient(BaseModel):
 
     kind: Annotated[str, Field(max_length=32)] = Field(
         description="`webhook_endpoint` (a `privacy.*` event was queued to it) or "
-        "`oauth_client` (a partner client the audit log shows reading or writing the "
-        "subject's records; tell it through your agreement with that partner)."
+        "`oauth_client` (a partner client that received the subject's data or wrote their "
+        "records; tell it through your agreement with that partner)."
     )
     id: text(64)
     at: datetime
-    how: text(32) = Field(description="`webhook_queued` or `found_in_audit_log`.")
+    how: text(32) = Field(
+        description="`webhook_queued`; `received_data` (a response, export or package to the "
+        "client carried the subject's data); `found_in_audit_log` (the client wrote the "
+        "subject's records and received none of their data)."
+    )
 
 
 class SubjectNotice(BaseModel):

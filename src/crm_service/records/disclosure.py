@@ -20,6 +20,12 @@ are no reveal.
 Every response that carries a record's values goes through :class:`DisclosurePolicy`; the
 read schemas refuse a record it has not decided (:func:`disclosure_of`), so a path that
 forgets it fails loudly instead of showing everything.
+
+A response to a partner client that carries a lead's or contact's data is a disclosure to a
+recipient (GDPR Art. 19: rectification, erasure and restriction are told to every recipient):
+the policy notes the data subjects it showed, and the commit writes one `partner_disclosures`
+row per client and subject, the first time (insert-or-ignore; a process remembers what it has
+written, so a partner reading the same subjects again costs no statement).
 """
 
 from __future__ import annotations
@@ -31,16 +37,20 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from crm_service.audit.actions import AuditAction
 from crm_service.audit.history import HistoryItem
 from crm_service.audit.service import record as audit
+from crm_service.db.base import utcnow
+from crm_service.db.session import on_transaction_end
 from crm_service.errors import Forbidden
 from crm_service.kit.modules import Module
 from crm_service.orgs.repository import compliance_settings
 from crm_service.records.fields import Classification
-from crm_service.records.repository import RecordRepository
+from crm_service.records.repository import RecordRepository, add_partner_disclosures
 from crm_service.records.storage import RecordStorage
 from crm_service.security.principal import Principal
 
@@ -67,12 +77,78 @@ class View(StrEnum):
     PACKAGE = "package"  # a data subject's access or portability package
 
 
+def partner_of(principal: Principal) -> uuid.UUID | None:
+    """The partner client `principal` is (a client's token without a profile), or None."""
+    if principal.client_id is not None and principal.permissions is None:
+        return uuid.UUID(principal.client_id)
+    return None
+
+
 def channel_of(principal: Principal) -> Channel:
     """The channel a response to `principal` leaves by: a partner client's token (a client
     without a profile) reads through the api, a signed-in user on the screen."""
-    if principal.client_id is not None and principal.permissions is None:
-        return Channel.API
-    return Channel.SCREEN
+    return Channel.API if partner_of(principal) is not None else Channel.SCREEN
+
+
+# -- to whom: partner clients shown a data subject's data -----------------------------------
+
+Disclosure = tuple[uuid.UUID, uuid.UUID, uuid.UUID]  # organization, client, subject
+_PARTNER_PENDING = "partner_disclosures_pending"
+_PARTNER_WRITTEN = "partner_disclosures_written"
+# What this process has seen committed; cleared when full (the table is the truth: a row
+# written again is ignored).
+_COMMITTED: set[Disclosure] = set()
+_COMMITTED_MAX = 200_000
+
+
+def note_partner_disclosure(
+    session: AsyncSession, principal: Principal, subject_ids: Iterable[uuid.UUID | None]
+) -> None:
+    """Note that the response to `principal`, if a partner client, carries these data
+    subjects' data; the commit records it (see the module's docstring)."""
+    client_id = partner_of(principal)
+    if client_id is None:
+        return
+    organization_id = principal.organization_id
+    fresh = {
+        (organization_id, client_id, subject_id)
+        for subject_id in subject_ids
+        if subject_id is not None
+    } - _COMMITTED
+    if fresh:
+        session.info.setdefault(_PARTNER_PENDING, set()).update(fresh)
+
+
+async def _write_partner_disclosures(session: AsyncSession) -> None:
+    pending: set[Disclosure] | None = session.info.pop(_PARTNER_PENDING, None)
+    if not pending:
+        return
+    await add_partner_disclosures(session, sorted(pending), utcnow())
+    session.info[_PARTNER_WRITTEN] = pending
+
+
+def _forget_partner_disclosures(session: AsyncSession) -> None:
+    session.info.pop(_PARTNER_PENDING, None)
+    session.info.pop(_PARTNER_WRITTEN, None)
+
+
+on_transaction_end(
+    before_commit=_write_partner_disclosures, on_rollback=_forget_partner_disclosures
+)
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _remember_committed(session: Session) -> None:
+    written: set[Disclosure] | None = session.info.pop(_PARTNER_WRITTEN, None)
+    if written:
+        if len(_COMMITTED) + len(written) > _COMMITTED_MAX:
+            _COMMITTED.clear()
+        _COMMITTED.update(written)
+
+
+@sa_event.listens_for(Session, "after_rollback")
+def _not_committed(session: Session) -> None:
+    session.info.pop(_PARTNER_WRITTEN, None)
 
 
 async def withheld_classifications(
@@ -225,6 +301,7 @@ class DisclosurePolicy:
                 record.__dict__[_DISCLOSED] = disclosure
                 if record.erased:
                     continue
+                self.disclosed(getattr(record, "subject_id", None))
                 names = [
                     name
                     for name in sensitive
@@ -236,14 +313,24 @@ class DisclosurePolicy:
         if revealed_ids:
             self._audit_reveal(view, shown[0].repository.module, revealed_ids, revealed_fields)
 
+    def disclosed(self, *subject_ids: uuid.UUID | None) -> None:
+        """The response carries these data subjects' data (a recipient to tell, when the
+        caller is a partner client)."""
+        note_partner_disclosure(self.session, self.principal, subject_ids)
+
     async def show_history(
         self,
         repository: RecordRepository[Any],
         record_id: uuid.UUID,
         items: Sequence[HistoryItem],
+        *,
+        subject_id: uuid.UUID | None = None,
     ) -> FieldDisclosure:
-        """Mask and withhold the old and new values of a page of a record's history; audit
-        the stored sensitive values it reveals. Field names stay: they are no values."""
+        """Mask and withhold the old and new values of a page of a record's history (of the
+        data subject `subject_id`, for a lead or contact); audit the stored sensitive values
+        it reveals. Field names stay: they are no values."""
+        if items:
+            self.disclosed(subject_id)
         disclosure, sensitive = await self._revealable(repository.storage)
         revealed: set[str] = set()
         for item in items:

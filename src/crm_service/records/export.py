@@ -38,7 +38,13 @@ from crm_service.audit.service import Actor
 from crm_service.audit.service import record as audit
 from crm_service.db.session import commit
 from crm_service.metrics import observe_exported
-from crm_service.records.disclosure import Channel, DisclosurePolicy, FieldDisclosure
+from crm_service.records.disclosure import (
+    Channel,
+    DisclosurePolicy,
+    FieldDisclosure,
+    note_partner_disclosure,
+    partner_of,
+)
 from crm_service.records.models import PersonColumns
 from crm_service.records.service import PAGING_KEYS, RecordService, require_operation
 from crm_service.security.permissions import Operation
@@ -216,10 +222,15 @@ async def _stream(
     complete = False
     model = service.model
     hidden = disclosure.hidden
+    person = issubclass(model, PersonColumns)
+    # A partner's export is a disclosure of each subject in it (Art. 19): their ids are read.
+    to_partner = person and partner_of(principal) is not None
+    extra = ["subject_id"] if to_partner else []
     if export_format is ExportFormat.CSV:
-        reading = _reading(model, [name for name in columns if name not in hidden])
+        reading = _reading(model, [*(name for name in columns if name not in hidden), *extra])
     else:
-        reading = _reading(model, _ndjson_names(model, read_schema, hidden))
+        reading = _reading(model, [*_ndjson_names(model, read_schema, hidden), *extra])
+    subject_at = reading.plain.get("subject_id", -1) if to_partner else -1
     # Where each CSV cell comes from in a row followed by its opened values; -1: empty.
     width = len(reading.columns)
     sealed_at = {name: width + n for n, name in enumerate(reading.sealed_names)}
@@ -227,7 +238,6 @@ async def _stream(
         -1 if name in hidden else reading.plain.get(name, sealed_at.get(name, -1))
         for name in columns
     ]
-    person = issubclass(model, PersonColumns)
     table = model.__tablename__
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
@@ -275,6 +285,16 @@ async def _stream(
                     ]
                     chunk = b"".join(lines)
                 sent += len(lines)
+                if subject_at >= 0 and lines:
+                    await _note_disclosed(
+                        sessionmaker,
+                        principal,
+                        [
+                            row[subject_at]
+                            for row, values in zip(batch, opened, strict=True)
+                            if values is not None
+                        ],
+                    )
                 if lines:
                     yield chunk
                 if len(batch) < BATCH_SIZE:
@@ -292,6 +312,16 @@ async def _stream(
                 sent=sent,
                 complete=complete,
             )
+
+
+async def _note_disclosed(
+    sessionmaker: async_sessionmaker[AsyncSession], principal: Principal, subject_ids: list[Any]
+) -> None:
+    """Record, before a batch goes out, that the partner receives these subjects' data (in a
+    short transaction of its own: the stream's session only reads)."""
+    async with sessionmaker() as session:
+        note_partner_disclosure(session, principal, subject_ids)
+        await commit(session)
 
 
 def _drain(buffer: io.StringIO) -> bytes:

@@ -199,3 +199,21 @@ class SubjectProcessingLock(Base):
     since: Mapped[datetime]
     # The consent request or privacy request that set it, when one did.
     request_id: Mapped[uuid.UUID | None]
+
+
+class PartnerDisclosure(Base):
+    """A partner client (an OAuth client) was shown a data subject's data: one row per client
+    and subject, from the first time. GDPR Art. 19 asks that a rectification, erasure or
+    restriction be told to every recipient; the disclosure policy writes these as it decides
+    a partner's response, and privacy requests list them. Ids only, no value; erasing the
+    subject deletes its rows once the request has listed them."""
+
+    __tablename__ = "partner_disclosures"
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    subject_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    # No foreign key: a client deleted since still received the data and is still to be told.
+    client_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    first_disclosed_at: Mapped[datetime]

@@ -15,10 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm_service.access.visibility import Visibility
 from crm_service.crypto.models import DataKeyRecord
 from crm_service.db.base import Base, utcnow
-from crm_service.db.repository import OrganizationRepository
+from crm_service.db.repository import OrganizationRepository, insert_ignoring_conflicts
 from crm_service.kit.modules import Module
 from crm_service.records.models import (
     LegalBasisEntry,
+    PartnerDisclosure,
     PersonColumns,
     ProcessingLockKind,
     SubjectProcessingLock,
@@ -420,3 +421,59 @@ async def expired_in_bin(session: AsyncSession, model: Any, before: Any, limit: 
         )
     statement = statement.order_by(model.deleted_at, model.id).limit(limit)
     return list((await session.execute(statement)).scalars())
+
+
+# -- partner disclosures (GDPR Art. 19) ---------------------------------------------------------
+
+_DISCLOSURES_PER_STATEMENT = 1000
+
+
+async def add_partner_disclosures(
+    session: AsyncSession, rows: Sequence[tuple[uuid.UUID, uuid.UUID, uuid.UUID]], at: datetime
+) -> None:
+    """Record (organization, client, subject) disclosures; one already there keeps its time."""
+    for start in range(0, len(rows), _DISCLOSURES_PER_STATEMENT):
+        values = [
+            {
+                "organization_id": organization_id,
+                "client_id": client_id,
+                "subject_id": subject_id,
+                "first_disclosed_at": at,
+            }
+            for organization_id, client_id, subject_id in rows[
+                start : start + _DISCLOSURES_PER_STATEMENT
+            ]
+        ]
+        await session.execute(insert_ignoring_conflicts(session, PartnerDisclosure, values))
+
+
+async def partner_clients_shown(
+    session: AsyncSession, organization_id: uuid.UUID, subject_ids: Sequence[uuid.UUID]
+) -> list[uuid.UUID]:
+    """The partner clients shown any of these subjects' data, first shown first."""
+    if not subject_ids:
+        return []
+    result = await session.execute(
+        select(PartnerDisclosure.client_id, PartnerDisclosure.first_disclosed_at)
+        .where(
+            PartnerDisclosure.organization_id == organization_id,
+            PartnerDisclosure.subject_id.in_(list(subject_ids)),
+        )
+        .order_by(PartnerDisclosure.first_disclosed_at, PartnerDisclosure.client_id)
+    )
+    return list(dict.fromkeys(client_id for client_id, _ in result.all()))
+
+
+async def purge_partner_disclosures(
+    session: AsyncSession, organization_id: uuid.UUID, subject_id: uuid.UUID
+) -> int:
+    """Delete an erased subject's disclosure rows; returns how many."""
+    result = await session.execute(
+        delete(PartnerDisclosure)
+        .where(
+            PartnerDisclosure.organization_id == organization_id,
+            PartnerDisclosure.subject_id == subject_id,
+        )
+        .returning(PartnerDisclosure.client_id)
+    )
+    return len(result.scalars().all())

@@ -400,7 +400,7 @@ class RecordService(Generic[ModelT]):
             last = items[-1].entry
             next_cursor = Cursor(RecordSort.CREATED_DESC, last.occurred_at, last.id).encode()
         disclosure = await DisclosurePolicy(session, principal).show_history(
-            repository, record_id, items
+            repository, record_id, items, subject_id=getattr(record, "subject_id", None)
         )
         return items, disclosure, next_cursor
 
