@@ -23,11 +23,14 @@ from typing import Any
 
 import httpx
 import pytest
+from argon2 import PasswordHasher
+from argon2.exceptions import VerifyMismatchError
 from asgi_lifespan import LifespanManager
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from crm_service.auth import passwords
 from crm_service.auth.service import open_session
 from crm_service.config import Settings
 from crm_service.db.diagnosis import unreachable_reason
@@ -46,6 +49,55 @@ PASSWORD = "correct horse battery staple"
 CLIENT_IP = "203.0.113.7"  # where the test client's requests come from
 # One master key for the whole run, as an operator would set CRM_MASTER_KEY.
 MASTER_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+class RememberingHasher(PasswordHasher):
+    """Argon2id with the shipped parameters, but each distinct password hashed once per test
+    process and each (hash, password) pair verified once: almost every test bootstraps an
+    organization and signs in with the same password, and two Argon2 runs each (about 25 ms
+    apiece) were a large share of the suite's time. Answers are the real ones (a wrong
+    password is still refused by Argon2); only repeats are remembered. Tests that measure
+    what a verification costs opt out with `@pytest.mark.real_password_hashing`."""
+
+    def __init__(self) -> None:
+        shipped = passwords._hasher
+        super().__init__(
+            time_cost=shipped.time_cost,
+            memory_cost=shipped.memory_cost,
+            parallelism=shipped.parallelism,
+        )
+        self._hashes: dict[str, str] = {}
+        self._verified: dict[tuple[str | bytes, str | bytes], bool] = {}
+
+    def hash(self, password: str | bytes, *, salt: bytes | None = None) -> str:
+        key = password if isinstance(password, str) else password.decode()
+        if salt is not None:
+            return super().hash(password, salt=salt)
+        if key not in self._hashes:
+            self._hashes[key] = super().hash(password)
+        return self._hashes[key]
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> bool:  # noqa: A002
+        key = (hash, password)
+        if key not in self._verified:
+            try:
+                self._verified[key] = super().verify(hash, password)
+            except VerifyMismatchError:
+                self._verified[key] = False
+        if not self._verified[key]:
+            raise VerifyMismatchError("the password does not match")
+        return True
+
+
+_REMEMBERING_HASHER = RememberingHasher()
+
+
+@pytest.fixture(autouse=True)
+def _remembered_password_hashes(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if request.node.get_closest_marker("real_password_hashing") is None:
+        monkeypatch.setattr(passwords, "_hasher", _REMEMBERING_HASHER)
 
 
 def service_missing(what: str, reason: str, hint: str | None = None) -> None:

@@ -220,6 +220,7 @@ async def test_two_instances_count_as_one(database_url: str) -> None:
                 ).status_code == 200
 
 
+@pytest.mark.real_password_hashing
 @pytest.mark.parametrize("samples", [25])
 async def test_an_unknown_email_and_a_wrong_password_take_the_same_time(
     database_url: str, samples: int
