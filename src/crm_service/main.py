@@ -31,6 +31,7 @@ from crm_service.health.router import router as health_router
 from crm_service.http_methods import AllowedMethodsMiddleware
 from crm_service.integrations.router import router as webhooks_router
 from crm_service.log import RequestContextMiddleware, configure_logging_for
+from crm_service.mail.router import router as mail_templates_router
 from crm_service.metrics import forget_this_process, watch_pool
 from crm_service.oauth.errors import install_oauth_errors
 from crm_service.oauth.router import router as oauth_router
@@ -125,6 +126,7 @@ ROUTERS = (
     accounts_router,
     recycle_bin_router,
     settings_router,
+    mail_templates_router,
     access_router,
     audit_router,
     privacy_router,

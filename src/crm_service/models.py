@@ -36,7 +36,7 @@ from crm_service.integrations.models import (
     WebhookEvent,
 )
 from crm_service.jobs.models import WorkerJob
-from crm_service.mail.models import OutboxMessage
+from crm_service.mail.models import MailTemplate, OutboxMessage
 from crm_service.oauth.models import OAuthClient, OAuthToken, UsedClientAssertion
 from crm_service.orgs.models import ComplianceSettings, FieldClassification, IpAllowlist
 from crm_service.portal.models import PortalSession, PortalSignIn
@@ -85,6 +85,7 @@ __all__ = [
     "IpAllowlist",
     "Lead",
     "LegalBasisEntry",
+    "MailTemplate",
     "MfaChallenge",
     "OAuthClient",
     "OAuthToken",

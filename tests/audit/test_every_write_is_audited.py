@@ -288,6 +288,24 @@ async def _ip_allowlist(w: World) -> tuple[Call, list[str]]:
     ]
 
 
+MAIL_TEMPLATE = "/v1/settings/mail-templates/portal_code/en"
+MAIL_TEMPLATE_BODY = {"subject": "Your code", "text": "{{ code }}", "html": "<p>{{ code }}</p>"}
+
+
+async def _mail_template_set(w: World) -> tuple[Call, list[str]]:
+    return ("PUT", MAIL_TEMPLATE, MAIL_TEMPLATE_BODY, w.org.headers), ["settings.mail_template_set"]
+
+
+async def _mail_template_removed(w: World) -> tuple[Call, list[str]]:
+    stored = await w.org.client.put(MAIL_TEMPLATE, json=MAIL_TEMPLATE_BODY, headers=w.org.headers)
+    assert stored.status_code == 200, stored.text
+    return ("DELETE", MAIL_TEMPLATE, None, w.org.headers), ["settings.mail_template_removed"]
+
+
+async def _mail_template_preview(w: World) -> tuple[Call, list[str]]:
+    return ("POST", f"{MAIL_TEMPLATE}/preview", MAIL_TEMPLATE_BODY, w.org.headers), []
+
+
 async def _security(w: World) -> tuple[Call, list[str]]:
     return ("PUT", "/v1/settings/security", {"mfa_required": False}, w.org.headers), [
         "settings.security_changed"
@@ -551,6 +569,9 @@ CASES: dict[tuple[str, str], Case] = {
     ("PUT", "/v1/settings/fields/{module}"): _classify,
     ("PUT", "/v1/settings/ip-allowlist"): _ip_allowlist,
     ("PUT", "/v1/settings/security"): _security,
+    ("PUT", "/v1/settings/mail-templates/{kind}/{language}"): _mail_template_set,
+    ("DELETE", "/v1/settings/mail-templates/{kind}/{language}"): _mail_template_removed,
+    ("POST", "/v1/settings/mail-templates/{kind}/{language}/preview"): _mail_template_preview,
     ("PUT", "/v1/settings/sharing"): _sharing,
     **_crud("profile", "/v1/profiles", _named("Profile"), {"view_sensitive": True}),
     **_crud("role", "/v1/roles", _named("Role"), {"name": "Renamed role"}),

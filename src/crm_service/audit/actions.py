@@ -60,6 +60,10 @@ class AuditAction(StrEnum):
     SSO_CONFIGURED = "settings.sso_configured"
     SSO_REMOVED = "settings.sso_removed"
     SHARING_CHANGED = "settings.sharing_changed"
+    # An organization's own mail template (target_type mail_template, target_id `kind.language`;
+    # `fields` the parts stored or removed, never their text)
+    MAIL_TEMPLATE_SET = "settings.mail_template_set"
+    MAIL_TEMPLATE_REMOVED = "settings.mail_template_removed"
     # Data-subject rights (target_type erasure: the receipt; blocklist: the entry)
     SUBJECT_ERASED = "privacy.subject_erased"
     BLOCKLIST_ENTRY_REMOVED = "privacy.blocklist_entry_removed"

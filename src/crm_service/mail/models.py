@@ -1,4 +1,5 @@
-"""The mail outbox: one row per message, its content sealed, its delivery state in the open.
+"""The mail outbox (one row per message, its content sealed, its delivery state in the open)
+and organizations' own mail templates.
 
 What an operator may see without opening anything: the template, language, status,
 attempts and times. Who the message is for and what it says are sealed together in
@@ -12,7 +13,16 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, Index, Integer, LargeBinary, String
+from sqlalchemy import (
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crm_service.db.base import Base, IdMixin, OrganizationScoped
@@ -51,3 +61,22 @@ class OutboxMessage(IdMixin, OrganizationScoped, Base):
     sent_at: Mapped[datetime | None]
     # What went wrong last: an error class or an SMTP reply code, never an address.
     last_error: Mapped[str | None] = mapped_column(String(200))
+
+
+class MailTemplate(IdMixin, OrganizationScoped, Base):
+    """An organization's own version of one kind of mail in one language (mail/kinds.py);
+    without a row the bundled files are used. The parts are jinja2 source an administrator
+    wrote, checked when stored and rendered in the sandbox (mail/sandbox.py)."""
+
+    __tablename__ = "mail_templates"
+    __table_args__ = (UniqueConstraint("organization_id", "kind", "language"),)
+
+    kind: Mapped[str] = mapped_column(String(64))
+    language: Mapped[str] = mapped_column(String(8))
+    subject: Mapped[str] = mapped_column(Text)
+    text_body: Mapped[str] = mapped_column(Text)
+    html_body: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime]
+    updated_by_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )

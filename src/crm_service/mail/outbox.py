@@ -24,7 +24,9 @@ from crm_service.crypto.codec import FieldContext, open_value, seal, sealed_key_
 from crm_service.crypto.service import key_generation, keyring_for
 from crm_service.db.base import utcnow
 from crm_service.mail.models import MailStatus, OutboxMessage
-from crm_service.mail.templates import render
+from crm_service.mail.repository import MailTemplateRepository
+from crm_service.mail.sandbox import TemplateSource
+from crm_service.mail.templates import candidate_languages, render
 
 TABLE = OutboxMessage.__tablename__
 
@@ -80,12 +82,21 @@ async def enqueue(
 ) -> uuid.UUID:
     """Queue one message in the session's transaction; returns its outbox id.
 
-    `template` names files under mail/templates/<language>/ (see templates.py), rendered
-    now with `context`; `language` is "en" or "ja" (English when missing). `subject_id` is
+    `template` names a kind of mail (kinds.py), rendered now with `context` from the
+    organization's own template or the bundled files (templates.py says which first);
+    `language` is "en" or "ja" (English when missing), and the row records the language
+    used. The recipient and List-Unsubscribe are the caller's, whatever a template says.
+    `subject_id` is
     the data subject whose key seals the message; `list_unsubscribe` a URL for the
     List-Unsubscribe (and one-click List-Unsubscribe-Post) headers.
     """
-    rendered = render(template, context, language)
+    overrides = {
+        row.language: TemplateSource(subject=row.subject, text=row.text_body, html=row.html_body)
+        for row in await MailTemplateRepository(session, organization_id).of_kind(
+            template, candidate_languages(language)
+        )
+    }
+    rendered = render(template, context, language, overrides)
     try:
         recipient = validate_email(to.strip(), check_deliverability=False).normalized
     except EmailNotValidError:
