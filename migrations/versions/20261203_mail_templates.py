@@ -5,7 +5,7 @@ checked when stored, rendered in a sandbox); one row per organization, kind and 
 Without a row the bundled templates are used.
 
 Revision ID: 20261203_mail_templates
-Revises: 20261202_portal
+Revises: 20261203_partner_disclosures
 Create Date: 2026-12-03
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "20261203_mail_templates"
-down_revision = "20261202_portal"
+down_revision = "20261203_partner_disclosures"
 branch_labels = None
 depends_on = None
 
