@@ -77,10 +77,11 @@ class View(StrEnum):
     PACKAGE = "package"  # a data subject's access or portability package
 
 
-def partner_of(principal: Principal) -> uuid.UUID | None:
-    """The partner client `principal` is (a client's token without a profile), or None."""
+def partner_of(principal: Principal) -> str | None:
+    """The id of the partner client `principal` is (a client's token without a profile), or
+    None."""
     if principal.client_id is not None and principal.permissions is None:
-        return uuid.UUID(principal.client_id)
+        return principal.client_id
     return None
 
 
@@ -106,9 +107,10 @@ def note_partner_disclosure(
 ) -> None:
     """Note that the response to `principal`, if a partner client, carries these data
     subjects' data; the commit records it (see the module's docstring)."""
-    client_id = partner_of(principal)
-    if client_id is None:
+    partner = partner_of(principal)
+    if partner is None:
         return
+    client_id = uuid.UUID(partner)
     organization_id = principal.organization_id
     fresh = {
         (organization_id, client_id, subject_id)
