@@ -32,6 +32,7 @@ KINDS = {
     "consent_reminder",
     "optin_confirm",
     "portal_code",
+    "privacy_request_completed",
     "privacy_request_extended",
     "privacy_request_rejected",
     "restriction_lifted",

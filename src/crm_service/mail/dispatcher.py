@@ -28,9 +28,10 @@ from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_service.config import Settings
+from crm_service.crypto.service import keyring_for
 from crm_service.db.session import commit
 from crm_service.mail.models import MailStatus, OutboxMessage
-from crm_service.mail.outbox import MailContent, open_content
+from crm_service.mail.outbox import MailContent, open_content, owns_its_key
 from crm_service.metrics import observe_mail
 
 logger = structlog.get_logger("crm_service.mail")
@@ -77,6 +78,11 @@ class Claimed:
     id: uuid.UUID
     attempts: int
     content: MailContent | None
+    organization_id: uuid.UUID | None = None
+    own_key: bool = False  # sealed under a key of its own, destroyed once it settles
+
+
+_SETTLED = frozenset({MailStatus.SENT.value, MailStatus.FAILED.value, MailStatus.CANCELLED.value})
 
 
 def _due(now: datetime):  # noqa: ANN202 - a SQL condition
@@ -123,7 +129,13 @@ async def _claim(session: AsyncSession, now: datetime, limit: int) -> list[Claim
         )
     ).scalars()
     claimed = [
-        Claimed(id=row.id, attempts=row.attempts, content=await open_content(session, row))
+        Claimed(
+            id=row.id,
+            attempts=row.attempts,
+            content=await open_content(session, row),
+            organization_id=row.organization_id,
+            own_key=owns_its_key(row),
+        )
         for row in rows
     ]
     return sorted(claimed, key=lambda item: ids.index(item.id))
@@ -132,9 +144,10 @@ async def _claim(session: AsyncSession, now: datetime, limit: int) -> list[Claim
 async def _settle(
     sessionmaker: async_sessionmaker[AsyncSession], claimed: Claimed, **values: object
 ) -> None:
-    """Write one message's outcome, unless another worker took it over meanwhile."""
+    """Write one message's outcome, unless another worker took it over meanwhile. A message
+    sealed under a key of its own loses the key with the same commit once it is settled."""
     async with sessionmaker() as session:
-        await session.execute(
+        result = await session.execute(
             update(OutboxMessage)
             .where(
                 OutboxMessage.id == claimed.id,
@@ -142,8 +155,12 @@ async def _settle(
                 OutboxMessage.attempts == claimed.attempts,
             )
             .values(lease_until=None, **values)
+            .returning(OutboxMessage.id)
             .execution_options(synchronize_session=False)
         )
+        settled = result.scalar_one_or_none() is not None and values.get("status") in _SETTLED
+        if settled and claimed.own_key and claimed.organization_id is not None:
+            await keyring_for(session, claimed.organization_id).destroy_subject_keys(claimed.id)
         await commit(session)
 
 

@@ -104,6 +104,17 @@ MAIL_KINDS: dict[str, MailKind] = {
             "privacy_request_rejected",
             {**_PRIVACY_REQUEST, "reason": "We could not confirm that the request is yours."},
         ),
+        MailKind(
+            "privacy_request_completed",
+            {
+                **_ORGANIZATION,
+                "request_type": "access to your data",
+                "received_on": "2026-12-01",
+                "completed_on": "2026-12-10",
+                "outcome": "Your data is ready to download in our privacy portal until 2026-12-17.",
+                "portal_link": "https://crm.example.com/portal/SAMPLE-ORGANIZATION",
+            },
+        ),
         MailKind("restriction_lifted", {**_ORGANIZATION, "since": "2026-11-02"}),
         MailKind(
             "user_invitation",

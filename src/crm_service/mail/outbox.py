@@ -79,6 +79,7 @@ async def enqueue(
     language: str = "en",
     subject_id: uuid.UUID | None = None,
     list_unsubscribe: str | None = None,
+    own_key: bool = False,
 ) -> uuid.UUID:
     """Queue one message in the session's transaction; returns its outbox id.
 
@@ -88,8 +89,13 @@ async def enqueue(
     used. The recipient and List-Unsubscribe are the caller's, whatever a template says.
     `subject_id` is
     the data subject whose key seals the message; `list_unsubscribe` a URL for the
-    List-Unsubscribe (and one-click List-Unsubscribe-Post) headers.
+    List-Unsubscribe (and one-click List-Unsubscribe-Post) headers. `own_key` (instead of a
+    `subject_id`) seals it under a key of its own, destroyed as soon as the message is
+    settled (sent, failed or cancelled): for mail that must outlive its data subject's
+    erasure, such as the confirmation of that erasure.
     """
+    if own_key and subject_id is not None:
+        raise ValueError("a message is sealed under its subject's key or its own, not both")
     overrides = {
         row.language: TemplateSource(subject=row.subject, text=row.text_body, html=row.html_body)
         for row in await MailTemplateRepository(session, organization_id).of_kind(
@@ -111,6 +117,9 @@ async def enqueue(
         html=rendered.html,
         list_unsubscribe=list_unsubscribe,
     )
+    message_id = uuid.uuid4()
+    if own_key:
+        subject_id = message_id  # a key no one else has: see owns_its_key()
     keyring = keyring_for(session, organization_id)
     generation = await key_generation(session, organization_id, for_write=True)
     if subject_id is not None:
@@ -119,7 +128,7 @@ async def enqueue(
         key = await keyring.organization_key(generation)
     now = utcnow()
     message = OutboxMessage(
-        id=uuid.uuid4(),
+        id=message_id,
         organization_id=organization_id,
         subject_id=subject_id,
         template=template,
@@ -132,6 +141,11 @@ async def enqueue(
     message.content_sealed = seal(key, content.to_json(), _context(message))
     session.add(message)
     return message.id
+
+
+def owns_its_key(message: OutboxMessage) -> bool:
+    """Sealed under a key of its own (`enqueue(own_key=True)`), destroyed once it settles."""
+    return message.subject_id == message.id
 
 
 async def open_content(session: AsyncSession, message: OutboxMessage) -> MailContent | None:
@@ -176,7 +190,7 @@ class OutboxEntry:
     next_attempt_at: datetime | None
     sent_at: datetime | None
     last_error: str | None
-    sealed_under: str  # "subject" or "organization"
+    sealed_under: str  # "subject", "organization" or "own" (its own key, gone once settled)
 
 
 async def list_outbox(
@@ -206,7 +220,11 @@ async def list_outbox(
             else None,
             sent_at=row.sent_at,
             last_error=row.last_error,
-            sealed_under="subject" if row.subject_id is not None else "organization",
+            sealed_under="own"
+            if owns_its_key(row)
+            else "subject"
+            if row.subject_id is not None
+            else "organization",
         )
         for row in rows
     ]

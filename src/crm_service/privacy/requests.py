@@ -705,6 +705,94 @@ async def _tell_requester(
     return True
 
 
+# What completing did, told to the requester in their language.
+_OUTCOMES: dict[str, dict[str, str]] = {
+    "en": {
+        "access": "Your data is ready to download in our privacy portal until {until}.",
+        "portability": "Your data is ready to download in our privacy portal until {until}.",
+        "rectification": "We have corrected your data as you asked.",
+        "restriction": "We have restricted the processing of your data: we keep it, but use it "
+        "for nothing else until the restriction is lifted, and we will tell you before it is.",
+        "objection": "We no longer use your data for direct marketing: your consent to every "
+        "marketing purpose is withdrawn.",
+        "erasure": "We have erased the data we held about you. We keep only what the law "
+        "requires: a record that the erasure took place, with no personal data, and a "
+        "fingerprint of your email address and phone number so that they are not entered again.",
+        "nothing_held": "We hold no data about you.",
+        "nothing_held_erasure": "We hold no data about you. We keep a fingerprint of your email "
+        "address so that it is not entered again.",
+    },
+    "ja": {
+        "access": "お客様のデータは{until}までプライバシーポータルからダウンロードできます。",
+        "portability": "お客様のデータは{until}までプライバシーポータルからダウンロードできます。",
+        "rectification": "ご依頼のとおり、お客様のデータを訂正しました。",
+        "restriction": "お客様のデータの利用を制限しました。データは保管しますが、制限が解除される"
+        "まで他の目的には利用せず、解除の前にお知らせします。",
+        "objection": "ダイレクトマーケティングへのお客様のデータの利用を停止し、マーケティング目的"
+        "への同意をすべて撤回しました。",
+        "erasure": "当社が保有していたお客様のデータを消去しました。法律上必要なもの（個人データを"
+        "含まない消去の記録と、同じメールアドレスや電話番号が再登録されないための識別値）のみを"
+        "保管します。",
+        "nothing_held": "当社はお客様のデータを保有していません。",
+        "nothing_held_erasure": "当社はお客様のデータを保有していません。同じメールアドレスが"
+        "再登録されないよう、その識別値のみを保管します。",
+    },
+}
+
+
+async def _tell_requester_done(
+    session: AsyncSession,
+    found: Opened,
+    records: dict[uuid.UUID, list[repository.SubjectRow]],
+    carried: Carried,
+    *,
+    portal_url: str,
+    now: datetime,
+) -> bool:
+    """Mail the requester what was done (`privacy_request_completed`, GDPR Art. 12(3)); noted
+    on the request. Sealed under a subject's key, or, for an erasure and for a request on
+    which nothing is held (whose keys are destroyed now), under a key of the message's own
+    that goes when the mail is sent. False when there is no address to write to."""
+    request = found.request
+    email = None if found.said is None else found.said.get("email")
+    if not email:
+        return False
+    erasure = request.type == PrivacyRequestType.ERASURE.value
+    language = request.language if request.language in _OUTCOMES else "en"
+    if not records:
+        outcome_key = "nothing_held_erasure" if erasure else "nothing_held"
+    else:
+        outcome_key = request.type
+    until = carried.times.get("package_expires_at")
+    outcome = _OUTCOMES[language][outcome_key].format(
+        until="" if until is None else f"{datetime.fromisoformat(until):%Y-%m-%d %H:%M} UTC"
+    )
+    organization = await session.get(Organization, request.organization_id)
+    assert organization is not None
+    own_key = erasure or not records
+    outbox_id = await enqueue(
+        session,
+        organization_id=request.organization_id,
+        to=email,
+        template="privacy_request_completed",
+        context={
+            "organization_name": organization.name,
+            "request_type": REQUEST_NAMES.get(language, REQUEST_NAMES["en"])[request.type],
+            "received_on": request.received_at.strftime("%Y-%m-%d"),
+            "completed_on": now.strftime("%Y-%m-%d"),
+            "outcome": outcome,
+            "portal_link": portal_url,
+        },
+        language=language,
+        subject_id=None if own_key else sorted(records)[0],
+        own_key=own_key,
+    )
+    notices = _json_list(request.notices)
+    notices.append({"kind": "completed", "at": now.isoformat(), "outbox_id": str(outbox_id)})
+    request.notices = json.dumps(notices)
+    return True
+
+
 async def extend(
     *,
     session: AsyncSession,
@@ -1106,10 +1194,12 @@ async def complete(
     request_id: uuid.UUID,
     now: datetime,
     package_ttl: timedelta,
+    portal_url: str,
 ) -> PrivacyRequestRead:
     """Carry the request out and close it, in one transaction: a refusal on the way (a bad
     correction, a restricted record) changes nothing. 409 `request-unverified` until the
-    requester's identity is confirmed. Audited."""
+    requester's identity is confirmed. The requester is mailed what was done, with a link to
+    the portal (`portal_url`). Audited."""
     found = await opened(session, principal.organization_id, request_id)
     request = found.request
     require_open(request)
@@ -1149,6 +1239,9 @@ async def complete(
     outcome = {**carried.counts, **carried.times, "receipt_ids": carried.receipt_ids}
     if not records:
         outcome["records_held"] = 0
+    mailed = await _tell_requester_done(
+        session, found, records, carried, portal_url=portal_url, now=now
+    )
     if nothing_held_at_filing:
         await _forget_nothing_held(session, request, found.subjects, now, blocklist=not records)
     request.outcome = json.dumps(outcome)
@@ -1160,7 +1253,7 @@ async def complete(
         AuditAction.PRIVACY_REQUEST_COMPLETED,
         target_type=TARGET_TYPE,
         target_id=request.id,
-        reason=f"type={request_type.value}",
+        reason=f"type={request_type.value};mailed={str(mailed).lower()}",
     )
     return await read(session, request, now=now)
 

@@ -265,15 +265,17 @@ async def complete_privacy_request(
     objection withdraws consent to every marketing purpose; erasure erases every subject (one
     receipt each, `GET /{id}/receipt`); access and portability close the request. A
     rectification, erasure or restriction is told to subscribed webhook endpoints
-    (`privacy.*`, ids only) and the partner clients the audit log shows acting on the
-    subject's records (`recipients`). 409 `request-unverified` until the requester's identity
-    is verified. Audited."""
+    (`privacy.*`, ids only) and listed with the partner clients that received the subject's
+    data (`recipients`). The requester is mailed what was done (`notices`). 409
+    `request-unverified` until the requester's identity is verified. Audited."""
     completed = await requests.complete(
         session=session,
         principal=principal,
         request_id=request_id,
         now=_now(request),
         package_ttl=package_ttl(request.app.state.settings),
+        portal_url=f"{request.app.state.settings.public_base_url.rstrip('/')}/portal/"
+        f"{principal.organization_id}",
     )
     # After the commit: no page image of an erased value stays in SQLite's WAL.
     background.add_task(checkpoint_sqlite, request.app.state.engine)

@@ -269,7 +269,8 @@ class Recipient(BaseModel):
 
 
 class SubjectNotice(BaseModel):
-    """A mail to the requester: why the request was extended or rejected."""
+    """A mail to the requester: why the request was extended or rejected (`extended`,
+    `rejected`), or what completing it did (`completed`)."""
 
     kind: text(16)
     at: datetime
