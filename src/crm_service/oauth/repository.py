@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.db.repository import OrganizationRepository, insert_ignoring_conflicts
 from crm_service.oauth.models import OAuthClient, OAuthToken, UsedClientAssertion
-from crm_service.orgs.models import IpAllowlist
+from crm_service.orgs.models import ComplianceSettings, IpAllowlist
 
 
 class ClientRepository(OrganizationRepository[OAuthClient]):
@@ -45,16 +45,19 @@ class TokenContext:
     token: OAuthToken
     client: OAuthClient
     organization_allowlist: str | None  # None when the organization's list is off
+    compliance_withhold: str | None  # the organization's compliance settings (None: none)
 
 
 async def token_context(session: AsyncSession, token_hash: str) -> TokenContext | None:
-    """The token with this hash, its client and the organization's address list: one statement
-    on the hot path of every partner request."""
+    """The token with this hash, its client, the organization's address list and its
+    compliance settings (what the api channel withholds): one statement on the hot path of
+    every partner request."""
     statement = (
         select(
             OAuthToken,
             OAuthClient,
             case((IpAllowlist.enabled.is_(True), IpAllowlist.cidrs), else_=None),
+            ComplianceSettings.withhold,
         )
         .join(
             OAuthClient,
@@ -62,6 +65,9 @@ async def token_context(session: AsyncSession, token_hash: str) -> TokenContext 
             & (OAuthClient.organization_id == OAuthToken.organization_id),
         )
         .outerjoin(IpAllowlist, IpAllowlist.organization_id == OAuthToken.organization_id)
+        .outerjoin(
+            ComplianceSettings, ComplianceSettings.organization_id == OAuthToken.organization_id
+        )
         .where(OAuthToken.token_hash == token_hash)
     )
     row = (await session.execute(statement)).first()

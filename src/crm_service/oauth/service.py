@@ -682,6 +682,8 @@ async def principal_from_token(
         client_ip=client_ip,
         permissions=None,
         rate_limits=policies_of(client, settings),
+        compliance_withhold=context.compliance_withhold,
+        compliance_read=True,
     )
 
 

@@ -160,16 +160,21 @@ async def withheld_classifications(
 
     The compliance settings (`/v1/settings/compliance`: per channel, the classifications
     withheld; none by default). Read from the database for every policy (one primary-key
-    lookup per request or export or delivery), never cached in the process, so a change holds
-    on every instance's next request. The screen is never withheld from: the settings name
+    lookup per request or export or delivery; for a partner's request, in the token's own
+    statement), never cached in the process, so a change holds on every instance's next
+    request. The screen is never withheld from: the settings name
     only export, api and integrations.
     """
     if channel is Channel.SCREEN:
         return frozenset()
     found = await compliance_settings(session, organization_id)
-    if found is None:
+    return _withheld_in(None if found is None else found.withhold, channel)
+
+
+def _withheld_in(withhold: str | None, channel: Channel) -> frozenset[Classification]:
+    if withhold is None or channel is Channel.SCREEN:
         return frozenset()
-    return frozenset(Classification(name) for name in parse_withhold(found.withhold)[channel])
+    return frozenset(Classification(name) for name in parse_withhold(withhold)[channel])
 
 
 def parse_withhold(text: str | None) -> dict[Channel, list[str]]:
@@ -232,9 +237,13 @@ class DisclosurePolicy:
 
     async def _classes(self) -> frozenset[Classification]:
         if self._withheld is None:
-            self._withheld = await withheld_classifications(
-                self.session, self.principal.organization_id, self.channel
-            )
+            if self.channel is not Channel.SCREEN and self.principal.compliance_read:
+                # Read with the partner's token, in this request: as fresh as a read now.
+                self._withheld = _withheld_in(self.principal.compliance_withhold, self.channel)
+            else:
+                self._withheld = await withheld_classifications(
+                    self.session, self.principal.organization_id, self.channel
+                )
         return self._withheld
 
     async def fields(self, storage: RecordStorage) -> FieldDisclosure:

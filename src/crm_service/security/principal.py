@@ -81,6 +81,11 @@ class Principal:
     # A partner client's rate-limit policies (its own, or the defaults); a signed-in session
     # is counted under CRM_SESSION_RATE_LIMIT_* instead.
     rate_limits: tuple[Policy, ...] = field(default=(), compare=False)
+    # The organization's compliance settings (their stored JSON, None for none), when the
+    # token resolver read them in the same statement as the token: the disclosure policy
+    # then needs no statement of its own. Not read: `compliance_read` is False.
+    compliance_withhold: str | None = field(default=None, compare=False)
+    compliance_read: bool = field(default=False, compare=False)
 
     @property
     def is_partner(self) -> bool:
