@@ -1,6 +1,7 @@
 """GDPR Art. 19 for partner clients that only read: every path by which a partner client
 receives a lead's or contact's data (a record, a list, a search, a history page, an export in
-either format, an access package, a lead before its conversion) makes that client a recipient
+either format, an access package, the consent ledger, a privacy request, a lead before its
+conversion) makes that client a recipient
 of the subject, listed when a rectification, erasure or restriction is carried out. Staff
 reads and other subjects' data make no one a recipient; erasure deletes the rows."""
 
@@ -15,7 +16,7 @@ from tests.conftest import Org, count_rows, unique_email
 from tests.oauth.conftest import EVERY_RECORD_SCOPE, register, token
 from tests.privacy.conftest import completed, make_contact, verified
 
-READER_SCOPES = [*EVERY_RECORD_SCOPE, "crm.export", "crm.privacy.read"]
+READER_SCOPES = [*EVERY_RECORD_SCOPE, "crm.export", "crm.privacy.read", "crm.consent.read"]
 
 Read = Callable[[Org, dict[str, str], dict[str, Any]], Awaitable[None]]
 
@@ -72,9 +73,30 @@ async def by_package(org: Org, headers: dict[str, str], contact: dict[str, Any])
     assert contact["email"] in await _ok(response)
 
 
+async def by_consent_ledger(org: Org, headers: dict[str, str], contact: dict[str, Any]) -> None:
+    response = await org.client.get(f"/v1/contacts/{contact['id']}/consents", headers=headers)
+    await _ok(response)
+
+
+async def by_privacy_request(org: Org, headers: dict[str, str], contact: dict[str, Any]) -> None:
+    access = await verified(org, {"type": "access", "email": contact["email"]})
+    response = await org.client.get(f"/v1/privacy/requests/{access['id']}", headers=headers)
+    assert contact["email"] in await _ok(response)
+
+
 @pytest.mark.parametrize(
     "read",
-    [by_get, by_list, by_search, by_history, by_csv_export, by_ndjson_export, by_package],
+    [
+        by_get,
+        by_list,
+        by_search,
+        by_history,
+        by_csv_export,
+        by_ndjson_export,
+        by_package,
+        by_consent_ledger,
+        by_privacy_request,
+    ],
     ids=lambda read: read.__name__,
 )
 async def test_a_partner_that_received_a_subjects_data_is_told_of_their_erasure(

@@ -48,6 +48,7 @@ from crm_service.db.tenancy import Organization
 from crm_service.errors import Conflict, FieldProblem, Forbidden, NotFound, ValidationFailed
 from crm_service.kit.modules import Module
 from crm_service.records.contacts.service import contacts as contact_service
+from crm_service.records.disclosure import note_partner_disclosure
 from crm_service.records.leads.service import leads as lead_service
 from crm_service.records.models import LegalBasis, ProcessingLockKind
 from crm_service.records.processing import Read, check_processable, check_readable
@@ -136,13 +137,16 @@ async def purpose_versions(
 async def person(
     session: AsyncSession, principal: Principal, module: Module, record_id: uuid.UUID, op: Operation
 ) -> tuple[Any, RecordRepository[Any]]:
-    """A lead or contact the caller may see (404) and, to record, change (403)."""
+    """A lead or contact the caller may see (404) and, to record, change (403). What the
+    consent routes then answer is the data subject's (their consent, its evidence), so a
+    partner client is noted as one of the subject's recipients (Art. 19)."""
     service = SERVICES[module]
     require_operation(principal, module, op)
     repository = await service.repository(session, principal)
     record = await service.visible(repository, record_id)
     if op is not Operation.READ and not await repository.writable(record_id):
         raise Forbidden(f"The sharing rules do not let you change this {module.noun}.")
+    note_partner_disclosure(session, principal, [record.subject_id])
     return record, repository
 
 

@@ -88,6 +88,7 @@ from crm_service.privacy.schemas import (
 from crm_service.privacy.service import get_receipt
 from crm_service.records.contacts.schemas import ContactUpdate
 from crm_service.records.contacts.service import contacts
+from crm_service.records.disclosure import note_partner_disclosure
 from crm_service.records.leads.schemas import LeadUpdate
 from crm_service.records.leads.service import leads
 from crm_service.records.paging import Cursor, RecordSort
@@ -550,6 +551,16 @@ def require_open(request: PrivacyRequest) -> None:
 # --- the API's operations ---------------------------------------------------------------------
 
 
+def _shown_to(
+    session: AsyncSession, principal: Principal, shown: PrivacyRequestRead
+) -> PrivacyRequestRead:
+    """A request as a response shows it: what it says (the email, the details) is the data
+    subjects' data, so a partner client shown it is one of their recipients (Art. 19)."""
+    if shown.email is not None or shown.details is not None:
+        note_partner_disclosure(session, principal, shown.subject_ids)
+    return shown
+
+
 async def create(
     *, session: AsyncSession, principal: Principal, payload: PrivacyRequestCreate, now: datetime
 ) -> PrivacyRequestRead:
@@ -569,14 +580,16 @@ async def create(
         language=payload.language,
         now=now,
     )
-    return await read(session, request, now=now)
+    return _shown_to(session, principal, await read(session, request, now=now))
 
 
 async def get(
     *, session: AsyncSession, principal: Principal, request_id: uuid.UUID, now: datetime
 ) -> PrivacyRequestRead:
-    return await _read(
-        session, await opened(session, principal.organization_id, request_id), now=now
+    return _shown_to(
+        session,
+        principal,
+        await _read(session, await opened(session, principal.organization_id, request_id), now=now),
     )
 
 
@@ -601,7 +614,10 @@ async def list_requests(
         rows = rows[: query.limit]
         next_cursor = Cursor(RecordSort.CREATED_DESC, rows[-1].received_at, rows[-1].id).encode()
     return PrivacyRequestPage(
-        data=await read_many(session, principal.organization_id, rows, now=now),
+        data=[
+            _shown_to(session, principal, shown)
+            for shown in await read_many(session, principal.organization_id, rows, now=now)
+        ],
         next_cursor=next_cursor,
     )
 
@@ -638,7 +654,9 @@ async def verify(
         target_id=request.id,
         reason="by=staff",
     )
-    return await _read(session, Opened(request, found.subjects, said), now=now)
+    return _shown_to(
+        session, principal, await _read(session, Opened(request, found.subjects, said), now=now)
+    )
 
 
 def _client_uuid(principal: Principal) -> uuid.UUID | None:
@@ -834,7 +852,11 @@ async def extend(
         target_id=request.id,
         reason=f"months={payload.months};mailed={str(mailed).lower()}",
     )
-    return await _read(session, Opened(request, found.subjects, resealed.said), now=now)
+    return _shown_to(
+        session,
+        principal,
+        await _read(session, Opened(request, found.subjects, resealed.said), now=now),
+    )
 
 
 async def reject(
@@ -865,7 +887,11 @@ async def reject(
         target_id=request.id,
         reason=f"mailed={str(mailed).lower()}",
     )
-    return await _read(session, Opened(request, found.subjects, resealed.said), now=now)
+    return _shown_to(
+        session,
+        principal,
+        await _read(session, Opened(request, found.subjects, resealed.said), now=now),
+    )
 
 
 def _close(
@@ -1255,7 +1281,7 @@ async def complete(
         target_id=request.id,
         reason=f"type={request_type.value};mailed={str(mailed).lower()}",
     )
-    return await read(session, request, now=now)
+    return _shown_to(session, principal, await read(session, request, now=now))
 
 
 async def receipt(
