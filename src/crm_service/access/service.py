@@ -497,18 +497,15 @@ async def visibility_for(
         visibility = Visibility(module, SharingLevel.READ_WRITE, True, frozenset(), frozenset())
         cache[key] = visibility
         return visibility
-    level = SharingLevel(
-        (await repository.sharing_defaults(session, organization_id)).get(
-            module.value, DEFAULT_LEVEL.value
-        )
+    inputs = await repository.visibility_inputs(
+        session, organization_id, principal.user_id, roles=principal.role_id is not None
     )
+    level = SharingLevel(inputs.defaults.get(module.value, DEFAULT_LEVEL.value))
     owner_ids = {principal.user_id}
     if principal.role_id is not None:
-        roles = repository.RoleRepository(session, organization_id)
-        parents = await roles.parents()
-        below = delegation.descendants(parents, principal.role_id)
-        owner_ids |= await roles.users_in(below)
-    groups = await repository.GroupRepository(session, organization_id).groups_of(principal.user_id)
+        below = delegation.descendants(inputs.parents, principal.role_id)
+        owner_ids |= await repository.RoleRepository(session, organization_id).users_in(below)
+    groups = inputs.groups
     visibility = Visibility(
         module=module,
         level=level,
