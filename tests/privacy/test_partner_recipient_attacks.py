@@ -107,3 +107,30 @@ async def test_a_partner_shown_what_a_request_says_is_a_recipient_without_an_ema
     done = await completed(org, erasure["id"])
     clients = {item["id"] for item in done["recipients"] if item["kind"] == "oauth_client"}
     assert clients == {reader.client_id}
+
+
+async def test_a_partner_shown_a_contacts_legal_basis_is_a_recipient(org: Org) -> None:
+    """The legal-basis history (basis, the legitimate-interests assessment, who set it) is
+    the contact's data, like the record that carries it: reading it makes a recipient."""
+    reader = await register(org, name="Compliance tool", scopes=READER_SCOPES)
+    contact = await contact_without_email(org)
+    assessment = "She attends our Leeds seminars every spring; a reminder is expected."
+    response = await org.client.put(
+        f"/v1/contacts/{contact['id']}/legal-basis",
+        json={"basis": "legitimate_interests", "assessment": assessment},
+        headers=org.headers,
+    )
+    assert response.status_code == 200, response.text
+    headers = await token(org.client, reader)
+    shown = await _ok(
+        await org.client.get(f"/v1/contacts/{contact['id']}/legal-basis", headers=headers)
+    )
+    assert shown["current"]["assessment"] == assessment
+
+    erasure = await filed(
+        org, {"type": "erasure", "module": "contacts", "record_id": contact["id"]}
+    )
+    await _ok(await act(org, erasure["id"], "verify", {}))
+    done = await completed(org, erasure["id"])
+    clients = {item["id"] for item in done["recipients"] if item["kind"] == "oauth_client"}
+    assert clients == {reader.client_id}
