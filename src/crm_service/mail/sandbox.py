@@ -9,6 +9,8 @@ and tests that cannot make output grow beyond what the template and its values h
 calls, no arithmetic, no `set`, macros, blocks or `autoescape` switches: nothing that could
 reach the interpreter's internals, bypass escaping, or spend unbounded time or memory. Each
 part is at most `MAX_PART_BYTES` of UTF-8, and rendered output at most `MAX_OUTPUT_CHARS`.
+`join` reads only an item's field (`purposes|join(", ", attribute="name")`): its attribute
+argument reads past the attribute checks otherwise.
 """
 
 from __future__ import annotations
@@ -226,9 +228,23 @@ class _Checker:
     def filter(self, node: nodes.Filter, bound: frozenset[str]) -> None:
         if node.name not in FILTERS:
             raise self.refuse(node, "not_allowed", f"the filter '{node.name}' is not allowed")
+        if node.name == "join":
+            self.join_attribute(node)
         self.arguments(node, bound)
         if node.node is not None:
             self.expression(node.node, bound)
+
+    def join_attribute(self, node: nodes.Filter) -> None:
+        """`join`'s attribute (its second argument) reads what it names of each item (a dotted
+        path, an index, a method) past the attribute checks: only an item field, by name."""
+        named = [keyword.value for keyword in node.kwargs if keyword.key == "attribute"]
+        for attribute in [*node.args[1:2], *named]:
+            name = attribute.value if isinstance(attribute, nodes.Const) else None
+            if not isinstance(name, str) or name not in self.kind.item_fields:
+                fields = ", ".join(sorted(self.kind.item_fields)) or "none in this mail"
+                raise self.refuse(
+                    node, "not_allowed", f"join may only read an item's field ({fields})"
+                )
 
     def arguments(self, node: nodes.Filter | nodes.Test, bound: frozenset[str]) -> None:
         if node.dyn_args is not None or node.dyn_kwargs is not None:
