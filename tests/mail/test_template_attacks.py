@@ -60,6 +60,16 @@ REFUSED = [
     "{{ 1.5 }}",
     "{{ -1 }}",
     "{{ 1" + "0" * 5000 + " }}",
+    # A string's escapes make what a part may not hold: a lone surrogate (no mail could be
+    # encoded: the request queuing it failed with a 500), control characters, C1 controls.
+    '{{ "\\ud800" }}',
+    "{{ link ~ '\\udfff' }}",
+    '{{ "\\x00" }}',
+    '{{ "\\x1b[2J" }}',
+    '{{ "\\N{BEL}" }}',
+    '{{ "\\u0085" }}',
+    "{{ link|default('\\x7f') }}",
+    "{{ organization_name|truncate(5, true, '\\x0c') }}",
     "{{ " + "(" * 3000 + "link" + ")" * 3000 + " }}",
 ]
 
@@ -73,6 +83,13 @@ async def test_more_escapes_from_the_sandbox_are_refused_and_nothing_is_stored(
     assert problem["field"] == "body.html"
     assert "0x" not in problem["message"]
     assert await count_rows(org.app, "mail_templates", org.id) == 0
+
+
+async def test_a_strings_escapes_that_make_printable_text_are_kept(org: Org) -> None:
+    draft = {**OWN, "subject": '{{ "Caf\\u00e9 \\U0001F600\\tok" }}', "text": '{{ "a\\nb" }}'}
+    shown = await org.client.post(f"{path()}/preview", json=draft, headers=org.headers)
+    assert shown.status_code == 200, shown.text
+    assert (shown.json()["subject"], shown.json()["text"]) == ("Caf\u00e9 \U0001f600 ok", "a\nb")
 
 
 async def test_join_reads_an_items_field(org: Org) -> None:

@@ -15,6 +15,7 @@ argument reads past the attribute checks otherwise.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -56,6 +57,9 @@ TESTS = frozenset(
 )
 LOOP_ATTRIBUTES = frozenset({"index", "index0", "revindex", "revindex0", "first", "last", "length"})
 _COMPARISONS = frozenset({"eq", "ne", "lt", "gt", "lteq", "gteq", "in", "notin"})
+# What a part may not hold (kit/schemas.py refuses it in the source); a string literal's
+# escapes could make it, and lone surrogates besides.
+_UNWRITABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 _TEMPLATE_FILE = "<template>"  # the file name jinja2 gives frames of a template from a string
 
 
@@ -165,6 +169,12 @@ class _Checker:
         if isinstance(node, nodes.Const):
             if not isinstance(node.value, str | int | bool | None):
                 raise self.refuse(node, "not_allowed", "only text, whole numbers and booleans")
+            if isinstance(node.value, str) and _UNWRITABLE.search(node.value):
+                # A string's escapes ("\x00", "\ud800") make what the part itself may not hold:
+                # control characters, or a lone surrogate that no mail can be encoded with.
+                raise self.refuse(
+                    node, "not_allowed", "text may not hold control characters or lone surrogates"
+                )
         elif isinstance(node, nodes.Name):
             if node.name not in self.kind.variables and node.name not in bound:
                 known = ", ".join(sorted(self.kind.variables))
