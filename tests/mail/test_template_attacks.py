@@ -130,6 +130,31 @@ async def test_a_template_too_large_only_with_the_real_values_gives_way_to_the_b
     assert "Dear reader" not in mail.text  # the bundled mail, whole
 
 
+async def test_a_subject_line_of_more_than_500_characters_is_refused(org: Org) -> None:
+    long = (
+        "{% for p in purposes %}{% for q in purposes %}"
+        + "{{ link }} " * 3
+        + "{% endfor %}{% endfor %}"
+    )
+    [problem] = assert_problem(await put(org, {**OWN, "subject": long}), 422)["errors"]
+    assert (problem["field"], problem["rule"]) == ("body.subject", "too_large")
+    assert (await put(org, {**OWN, "subject": "{{ link }} " * 11})).status_code == 200
+
+
+async def test_a_subject_too_long_only_with_the_real_values_gives_way_to_the_bundled_one(
+    org: Org,
+) -> None:
+    # 2 x 2 x 100 characters with the sample purposes; 4 x 4 x 100 with four real ones.
+    grows = (
+        "{% for p in purposes %}{% for q in purposes %}" + "y" * 100 + "{% endfor %}{% endfor %}"
+    )
+    assert (await put(org, {**OWN, "subject": grows})).status_code == 200
+    keys = [(await create_purpose(org))["key"] for _ in range(4)]
+    await _consent_request(org, keys)
+    [(_, mail)] = await queued(org)
+    assert "yyy" not in mail.subject and len(mail.subject) < 100
+
+
 @pytest.mark.parametrize("breaks", ["\r\n", "\n", "\r", "\u2028", "\u2029", "\t", "\n\t", "\r\n "])
 async def test_no_value_carries_a_header_into_the_subject(
     org: Org, app: object, breaks: str

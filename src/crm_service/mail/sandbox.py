@@ -8,7 +8,8 @@ comparisons, `~`, the attributes the lists' items have (and `loop.*`), and a few
 and tests that cannot make output grow beyond what the template and its values hold. No
 calls, no arithmetic, no `set`, macros, blocks or `autoescape` switches: nothing that could
 reach the interpreter's internals, bypass escaping, or spend unbounded time or memory. Each
-part is at most `MAX_PART_BYTES` of UTF-8, and rendered output at most `MAX_OUTPUT_CHARS`.
+part is at most `MAX_PART_BYTES` of UTF-8, and rendered output at most `MAX_OUTPUT_CHARS`
+(the subject line, made one line, at most `MAX_SUBJECT_CHARS`).
 `join` reads only an item's field (`purposes|join(", ", attribute="name")`): its attribute
 argument reads past the attribute checks otherwise.
 """
@@ -28,6 +29,9 @@ from crm_service.mail.kinds import MailKind
 
 MAX_PART_BYTES = 64 * 1024
 MAX_OUTPUT_CHARS = 256 * 1024
+# A Subject header folded from a quarter of a million characters costs the worker a second
+# per attempt and is refused or cut by many mail servers; no subject line needs more.
+MAX_SUBJECT_CHARS = 500
 MAX_LOOP_DEPTH = 2
 PARTS = ("subject", "text", "html")
 
@@ -377,6 +381,9 @@ def render_override(
             raise TemplateRefused([TemplateProblem(part, rule, message)]) from None
     # One line, whatever the context held: a header never carries a line break.
     subject = " ".join(rendered["subject"].split())
+    if len(subject) > MAX_SUBJECT_CHARS:
+        message = f"the subject line is longer than {MAX_SUBJECT_CHARS} characters"
+        raise TemplateRefused([TemplateProblem("subject", "too_large", message)])
     return subject, rendered["text"], rendered["html"]
 
 
