@@ -6,14 +6,15 @@ shows no email, yet its corrections or notes are the contact's data all the same
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from tests.conftest import Org
+from tests.conftest import Org, count_rows, unique_email
 from tests.oauth.conftest import register, token
-from tests.privacy.conftest import act, completed, filed
+from tests.privacy.conftest import act, completed, filed, make_contact, verified
 
 READER_SCOPES = ["crm.contacts.read", "crm.privacy.read"]
 
@@ -134,3 +135,48 @@ async def test_a_partner_shown_a_contacts_legal_basis_is_a_recipient(org: Org) -
     done = await completed(org, erasure["id"])
     clients = {item["id"] for item in done["recipients"] if item["kind"] == "oauth_client"}
     assert clients == {reader.client_id}
+
+
+async def test_a_refused_read_records_no_disclosure_and_a_later_read_still_does(
+    org: Org,
+) -> None:
+    """A response that fails after the policy noted the subject (a receipt of an event that
+    is not theirs: 404) rolls the note back, and is not remembered as written: the partner's
+    next, successful read is recorded."""
+    reader = await register(org, scopes=[*READER_SCOPES, "crm.consent.read"])
+    headers = await token(org.client, reader)
+    contact = await contact_without_email(org)
+    missing = f"/v1/contacts/{contact['id']}/consents/{uuid.uuid4()}/receipt"
+    assert (await org.client.get(missing, headers=headers)).status_code == 404
+    assert await count_rows(org.app, "partner_disclosures", org.id) == 0
+    await _ok(await org.client.get(f"/v1/contacts/{contact['id']}", headers=headers))
+    assert await count_rows(org.app, "partner_disclosures", org.id) == 1
+
+
+async def test_another_organizations_partner_is_never_a_recipient(org: Org, other_org: Org) -> None:
+    """The same person in two organizations: a partner of one reading them there is not
+    listed when the other organization erases them."""
+    email = unique_email("twoorgs")
+    theirs = await make_contact(other_org, email)
+    outsider = await register(other_org, scopes=READER_SCOPES)
+    await _ok(
+        await org.client.get(
+            f"/v1/contacts/{theirs['id']}", headers=await token(other_org.client, outsider)
+        )
+    )
+    ours = await make_contact(org, email)
+    reader = await register(org, scopes=READER_SCOPES)
+    await _ok(
+        await org.client.get(f"/v1/contacts/{ours['id']}", headers=await token(org.client, reader))
+    )
+    # The outsider's token reaches nothing of this organization.
+    outsider_headers = await token(other_org.client, outsider)
+    assert (
+        await org.client.get(f"/v1/contacts/{ours['id']}", headers=outsider_headers)
+    ).status_code == 404
+
+    erasure = await verified(org, {"type": "erasure", "email": email})
+    done = await completed(org, erasure["id"])
+    assert {item["id"] for item in done["recipients"]} == {reader.client_id}
+    # The other organization's record and its partner's disclosure stay.
+    assert await count_rows(other_org.app, "partner_disclosures", other_org.id) == 1
