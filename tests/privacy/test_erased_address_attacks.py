@@ -11,13 +11,14 @@ from typing import Any
 from sqlalchemy import select
 
 from crm_service.crypto.codec import FieldContext
+from crm_service.crypto.models import DataKeyRecord
 from crm_service.crypto.service import open_organization_secret
 from crm_service.db.session import commit
 from crm_service.mail.dispatcher import LEASE, _claim, send_due_mail
 from crm_service.mail.models import MailStatus, OutboxMessage
 from crm_service.mail.outbox import open_content
 from crm_service.portal.models import PortalSession
-from tests.conftest import Org, unique_email
+from tests.conftest import Org, database_bytes, unique_email
 from tests.mail.conftest import SmtpServer, free_port, send_all_due_mail
 from tests.portal.conftest import hidden, sign_in, visitor_client
 from tests.privacy.conftest import completed, make_contact, verified
@@ -94,6 +95,36 @@ async def test_an_erasure_filed_from_the_portal_leaves_no_session_that_opens_to_
         assert email.casefold() not in await addresses_the_database_opens_to(org)
         # The erased person's visit is over too.
         assert (await browser.get(f"/portal/{org.id}/data")).status_code == 303
+
+
+def holds(dump: bytes, value: bytes) -> bool:
+    """The database's bytes hold `value` (raw in SQLite's files, hex in a pg_dump)."""
+    return value in dump or value.hex().encode() in dump
+
+
+async def test_once_sent_the_confirmations_key_material_is_nowhere_in_the_database(
+    org: Org, app: Any, database_url: str
+) -> None:
+    """Destroying the key in a row is not enough if the page it was in stays in SQLite's
+    file or -wal: with the master key, the old material would open the message again."""
+    await erased_by_request(org, unique_email("keymaterial"))
+    message, _ = await confirmation(org)
+    async with app.state.sessionmaker() as session:
+        wrapped = (
+            await session.execute(
+                select(DataKeyRecord.wrapped).where(DataKeyRecord.subject_id == message.id)
+            )
+        ).scalar_one()
+    assert wrapped is not None and holds(await database_bytes(database_url), wrapped)
+    server = SmtpServer().start()
+    try:
+        settings = app.state.settings.model_copy(update={"smtp_url": server.url})
+        await send_all_due_mail(app.state.sessionmaker, settings, app.state.clock.now())
+    finally:
+        server.stop()
+    _, opens = await confirmation(org)
+    assert not opens
+    assert not holds(await database_bytes(database_url), wrapped)
 
 
 async def test_the_confirmations_key_stays_while_it_is_retried_and_goes_when_it_fails(
