@@ -9,7 +9,9 @@ mid-send leaves its rows `sending` until the lease runs out; another worker then
 (the Message-ID stays the same, so a receiver can tell a repeat).
 
 Nothing about a message's recipient or content is logged or kept in `last_error`: only the
-error's class and SMTP reply code.
+error's class and SMTP reply code. A message sealed under a key of its own loses the key when
+it settles; a batch that destroyed one ends with a WAL checkpoint, as an erasure does, so no
+page image of the key's material stays in SQLite's files.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from crm_service.db.session import commit
 from crm_service.mail.models import MailStatus, OutboxMessage
 from crm_service.mail.outbox import MailContent, open_content, owns_its_key
 from crm_service.metrics import observe_mail
+from crm_service.privacy.erasure import checkpoint_sqlite
 
 logger = structlog.get_logger("crm_service.mail")
 
@@ -80,6 +83,7 @@ class Claimed:
     content: MailContent | None
     organization_id: uuid.UUID | None = None
     own_key: bool = False  # sealed under a key of its own, destroyed once it settles
+    key_destroyed: bool = False  # its own key went with its outcome
 
 
 _SETTLED = frozenset({MailStatus.SENT.value, MailStatus.FAILED.value, MailStatus.CANCELLED.value})
@@ -161,6 +165,7 @@ async def _settle(
         settled = result.scalar_one_or_none() is not None and values.get("status") in _SETTLED
         if settled and claimed.own_key and claimed.organization_id is not None:
             await keyring_for(session, claimed.organization_id).destroy_subject_keys(claimed.id)
+            claimed.key_destroyed = True
         await commit(session)
 
 
@@ -278,6 +283,21 @@ async def send_due_mail(
     async with sessionmaker() as session:
         claimed = await _claim(session, now, BATCH_SIZE)
         await commit(session)
+    try:
+        return await _send(sessionmaker, settings, now, claimed)
+    finally:
+        if any(item.key_destroyed for item in claimed):
+            # As after an erasure: no page image of the destroyed key's material may stay in
+            # the SQLite file or its -wal (a no-op on PostgreSQL).
+            await checkpoint_sqlite(sessionmaker.kw["bind"])
+
+
+async def _send(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    now: datetime,
+    claimed: list[Claimed],
+) -> int:
     remaining = []
     for item in claimed:
         if item.content is None:

@@ -8,11 +8,15 @@ comparisons, `~`, the attributes the lists' items have (and `loop.*`), and a few
 and tests that cannot make output grow beyond what the template and its values hold. No
 calls, no arithmetic, no `set`, macros, blocks or `autoescape` switches: nothing that could
 reach the interpreter's internals, bypass escaping, or spend unbounded time or memory. Each
-part is at most `MAX_PART_BYTES` of UTF-8, and rendered output at most `MAX_OUTPUT_CHARS`.
+part is at most `MAX_PART_BYTES` of UTF-8, and rendered output at most `MAX_OUTPUT_CHARS`
+(the subject line, made one line, at most `MAX_SUBJECT_CHARS`).
+`join` reads only an item's field (`purposes|join(", ", attribute="name")`): its attribute
+argument reads past the attribute checks otherwise.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,6 +29,9 @@ from crm_service.mail.kinds import MailKind
 
 MAX_PART_BYTES = 64 * 1024
 MAX_OUTPUT_CHARS = 256 * 1024
+# A Subject header folded from a quarter of a million characters costs the worker a second
+# per attempt and is refused or cut by many mail servers; no subject line needs more.
+MAX_SUBJECT_CHARS = 500
 MAX_LOOP_DEPTH = 2
 PARTS = ("subject", "text", "html")
 
@@ -54,6 +61,9 @@ TESTS = frozenset(
 )
 LOOP_ATTRIBUTES = frozenset({"index", "index0", "revindex", "revindex0", "first", "last", "length"})
 _COMPARISONS = frozenset({"eq", "ne", "lt", "gt", "lteq", "gteq", "in", "notin"})
+# What a part may not hold (kit/schemas.py refuses it in the source); a string literal's
+# escapes could make it, and lone surrogates besides.
+_UNWRITABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 _TEMPLATE_FILE = "<template>"  # the file name jinja2 gives frames of a template from a string
 
 
@@ -163,6 +173,12 @@ class _Checker:
         if isinstance(node, nodes.Const):
             if not isinstance(node.value, str | int | bool | None):
                 raise self.refuse(node, "not_allowed", "only text, whole numbers and booleans")
+            if isinstance(node.value, str) and _UNWRITABLE.search(node.value):
+                # A string's escapes ("\x00", "\ud800") make what the part itself may not hold:
+                # control characters, or a lone surrogate that no mail can be encoded with.
+                raise self.refuse(
+                    node, "not_allowed", "text may not hold control characters or lone surrogates"
+                )
         elif isinstance(node, nodes.Name):
             if node.name not in self.kind.variables and node.name not in bound:
                 known = ", ".join(sorted(self.kind.variables))
@@ -226,9 +242,23 @@ class _Checker:
     def filter(self, node: nodes.Filter, bound: frozenset[str]) -> None:
         if node.name not in FILTERS:
             raise self.refuse(node, "not_allowed", f"the filter '{node.name}' is not allowed")
+        if node.name == "join":
+            self.join_attribute(node)
         self.arguments(node, bound)
         if node.node is not None:
             self.expression(node.node, bound)
+
+    def join_attribute(self, node: nodes.Filter) -> None:
+        """`join`'s attribute (its second argument) reads what it names of each item (a dotted
+        path, an index, a method) past the attribute checks: only an item field, by name."""
+        named = [keyword.value for keyword in node.kwargs if keyword.key == "attribute"]
+        for attribute in [*node.args[1:2], *named]:
+            name = attribute.value if isinstance(attribute, nodes.Const) else None
+            if not isinstance(name, str) or name not in self.kind.item_fields:
+                fields = ", ".join(sorted(self.kind.item_fields)) or "none in this mail"
+                raise self.refuse(
+                    node, "not_allowed", f"join may only read an item's field ({fields})"
+                )
 
     def arguments(self, node: nodes.Filter | nodes.Test, bound: frozenset[str]) -> None:
         if node.dyn_args is not None or node.dyn_kwargs is not None:
@@ -351,6 +381,9 @@ def render_override(
             raise TemplateRefused([TemplateProblem(part, rule, message)]) from None
     # One line, whatever the context held: a header never carries a line break.
     subject = " ".join(rendered["subject"].split())
+    if len(subject) > MAX_SUBJECT_CHARS:
+        message = f"the subject line is longer than {MAX_SUBJECT_CHARS} characters"
+        raise TemplateRefused([TemplateProblem("subject", "too_large", message)])
     return subject, rendered["text"], rendered["html"]
 
 

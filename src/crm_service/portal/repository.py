@@ -85,3 +85,28 @@ async def forget_expired(session: AsyncSession, now: datetime, *, idle: timedelt
         .returning(PortalSession.id)
     )
     return len(sign_ins.all()) + len(sessions.all())
+
+
+async def end_visits_of(
+    session: AsyncSession, organization_id: uuid.UUID, email_bidxs: list[str]
+) -> int:
+    """End every portal session and pending sign-in of these addresses (their blind indexes)
+    in one organization: an erased data subject's visit holds their address sealed under the
+    organization's key, which erasure does not destroy. Returns how many sessions ended."""
+    if not email_bidxs:
+        return 0
+    await session.execute(
+        delete(PortalSignIn).where(
+            PortalSignIn.organization_id == organization_id,
+            PortalSignIn.email_bidx.in_(email_bidxs),
+        )
+    )
+    ended = await session.execute(
+        delete(PortalSession)
+        .where(
+            PortalSession.organization_id == organization_id,
+            PortalSession.email_bidx.in_(email_bidxs),
+        )
+        .returning(PortalSession.id)
+    )
+    return len(ended.all())

@@ -5,13 +5,36 @@ Registered in one place, and imported by every path that erases (the privacy ser
 queued mail or webhook events behind.
 """
 
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm_service.crypto.blind_index import IndexKind
 from crm_service.integrations.webhooks import purge_subject_webhook_events
 from crm_service.mail.outbox import purge_subject_mail
+from crm_service.portal.repository import end_visits_of
 from crm_service.privacy.erasure import register_subject_eraser
 from crm_service.privacy.package import purge_subject_packages
+from crm_service.privacy.repository import subject_rows
 from crm_service.records.repository import purge_partner_disclosures
+
+
+async def end_portal_visits(
+    session: AsyncSession, organization_id: uuid.UUID, subject_id: uuid.UUID
+) -> int:
+    """The portal sessions and sign-ins of the subject's addresses (read before their records
+    are emptied): a session keeps its address under the organization's key."""
+    emails = {
+        value
+        for row in await subject_rows(session, organization_id, subject_id)
+        for kind, value in row.identifiers
+        if kind == IndexKind.EMAIL.value
+    }
+    return await end_visits_of(session, organization_id, sorted(emails))
+
 
 register_subject_eraser(purge_subject_mail, name="queued_mail")
 register_subject_eraser(purge_subject_webhook_events, name="queued_webhook_events")
 register_subject_eraser(purge_subject_packages, name="stored_packages")
 register_subject_eraser(purge_partner_disclosures, name="partner_disclosures")
+register_subject_eraser(end_portal_visits, name="portal_sessions")

@@ -6,7 +6,8 @@
    the index columns, former ones from the record history, opened while the keys exist) and
    adds them to the blocklist;
 2. calls every registered eraser (features that keep the subject's data elsewhere: the mail
-   outbox, the webhook outbox, consent evidence) through :func:`register_subject_eraser`;
+   outbox, the webhook outbox, consent evidence, the portal sessions of their addresses)
+   through :func:`register_subject_eraser`;
 3. deletes the subject's records in the recycle bin for good (with their history), and empties
    every value column and blind index of their live records, keeping each row's id, dates,
    owner and links, so a converted lead still points at its contact, a contact still belongs

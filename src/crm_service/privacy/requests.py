@@ -554,11 +554,24 @@ def require_open(request: PrivacyRequest) -> None:
 def _shown_to(
     session: AsyncSession, principal: Principal, shown: PrivacyRequestRead
 ) -> PrivacyRequestRead:
-    """A request as a response shows it: what it says (the email, the details) is the data
-    subjects' data, so a partner client shown it is one of their recipients (Art. 19)."""
-    if shown.email is not None or shown.details is not None:
+    """A request as a response shows it: what it says (the email, the details, the
+    corrections, the verification note, the extension and rejection reasons: each sealed
+    under the subjects' keys) is the data subjects' data, so a partner client shown any of it
+    is one of their recipients (Art. 19)."""
+    if any(getattr(shown, name) is not None for name in _SAID_FIELDS):
         note_partner_disclosure(session, principal, shown.subject_ids)
     return shown
+
+
+# What a request shows of what it says (sealed per subject: see `_read`).
+_SAID_FIELDS = (
+    "email",
+    "details",
+    "corrections",
+    "verification_note",
+    "extension_reason",
+    "rejection_reason",
+)
 
 
 async def create(

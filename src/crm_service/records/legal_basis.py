@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm_service.audit.actions import AuditAction
 from crm_service.audit.history import HistoryAction
 from crm_service.audit.service import record as audit
+from crm_service.records.disclosure import note_partner_disclosure
 from crm_service.records.models import LegalBasis, LegalBasisEntry, ProcessingLockKind
 from crm_service.records.processing import Change, Read
 from crm_service.records.repository import LegalBasisRepository, ProcessingLockRepository
@@ -95,10 +96,15 @@ async def legal_basis_history(
     principal: Principal,
     record_id: uuid.UUID,
 ) -> list[LegalBasisEntry]:
-    """Every setting of the record's legal basis, newest first."""
+    """Every setting of the record's legal basis, newest first. The history (the basis, the
+    assessment, who set it) is the data subject's, like the record that carries it: shown to a
+    partner client, it makes that client a recipient (Art. 19)."""
     require_operation(principal, service.module, Operation.READ)
     repository = await service.repository(session, principal)
-    await service.readable(session, principal, repository, record_id, Read.LEGAL_BASIS)
-    return await LegalBasisRepository(session, principal.organization_id).history(
+    record = await service.readable(session, principal, repository, record_id, Read.LEGAL_BASIS)
+    history = await LegalBasisRepository(session, principal.organization_id).history(
         service.module, record_id
     )
+    if history:
+        note_partner_disclosure(session, principal, [getattr(record, "subject_id", None)])
+    return history

@@ -1,0 +1,182 @@
+"""Attacks on GDPR Art. 19 for partner clients that only read: every part of a privacy request
+that is the data subject's (sealed under their key: the email, the details, the corrections,
+the staff's verification note, the extension and rejection reasons) makes the partner shown it
+a recipient, whichever of them the request holds. A request on a contact without an email
+shows no email, yet its corrections or notes are the contact's data all the same."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from tests.conftest import Org, count_rows, unique_email
+from tests.oauth.conftest import register, token
+from tests.privacy.conftest import act, completed, filed, make_contact, verified
+
+READER_SCOPES = ["crm.contacts.read", "crm.privacy.read"]
+
+
+async def contact_without_email(org: Org) -> dict[str, Any]:
+    response = await org.client.post(
+        "/v1/contacts", json={"last_name": "Okonkwo", "phone": "+442079460321"}, headers=org.headers
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["email"] is None
+    return dict(response.json())
+
+
+async def _ok(response: Any) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+async def corrections(org: Org, contact: dict[str, Any]) -> tuple[str, str]:
+    request = await filed(
+        org,
+        {
+            "type": "rectification",
+            "module": "contacts",
+            "record_id": contact["id"],
+            "corrections": [
+                {
+                    "module": "contacts",
+                    "record_id": contact["id"],
+                    "fields": {"first_name": "Hortensia"},
+                }
+            ],
+        },
+    )
+    return request["id"], "Hortensia"
+
+
+async def verification_note(org: Org, contact: dict[str, Any]) -> tuple[str, str]:
+    request = await filed(org, {"type": "access", "module": "contacts", "record_id": contact["id"]})
+    note = "Passport 5500912 seen at the desk"
+    await _ok(await act(org, request["id"], "verify", {"note": note}))
+    return request["id"], note
+
+
+async def extension_reason(org: Org, contact: dict[str, Any]) -> tuple[str, str]:
+    request = await filed(org, {"type": "access", "module": "contacts", "record_id": contact["id"]})
+    await _ok(await act(org, request["id"], "verify", {}))
+    reason = "Her files from the Leeds branch are still on paper"
+    await _ok(await act(org, request["id"], "extend", {"months": 1, "reason": reason}))
+    return request["id"], reason
+
+
+async def rejection_reason(org: Org, contact: dict[str, Any]) -> tuple[str, str]:
+    request = await filed(org, {"type": "access", "module": "contacts", "record_id": contact["id"]})
+    reason = "She asked three times this week about her divorce file"
+    await _ok(await act(org, request["id"], "reject", {"reason": reason}))
+    return request["id"], reason
+
+
+Said = Callable[[Org, dict[str, Any]], Awaitable[tuple[str, str]]]
+
+
+@pytest.mark.parametrize(
+    "said",
+    [corrections, verification_note, extension_reason, rejection_reason],
+    ids=lambda said: said.__name__,
+)
+@pytest.mark.parametrize("how", ["get", "list"])
+async def test_a_partner_shown_what_a_request_says_is_a_recipient_without_an_email(
+    org: Org, said: Said, how: str
+) -> None:
+    reader = await register(org, name="Help desk", scopes=READER_SCOPES)
+    contact = await contact_without_email(org)
+    request_id, secret = await said(org, contact)
+    headers = await token(org.client, reader)
+    if how == "get":
+        shown = await _ok(
+            await org.client.get(f"/v1/privacy/requests/{request_id}", headers=headers)
+        )
+        assert secret in str(shown)
+    else:
+        page = await _ok(await org.client.get("/v1/privacy/requests?limit=200", headers=headers))
+        [shown] = [item for item in page["data"] if item["id"] == request_id]
+        assert secret in str(shown)
+    assert shown["email"] is None and shown["details"] is None
+
+    erasure = await filed(
+        org, {"type": "erasure", "module": "contacts", "record_id": contact["id"]}
+    )
+    await _ok(await act(org, erasure["id"], "verify", {}))
+    done = await completed(org, erasure["id"])
+    clients = {item["id"] for item in done["recipients"] if item["kind"] == "oauth_client"}
+    assert clients == {reader.client_id}
+
+
+async def test_a_partner_shown_a_contacts_legal_basis_is_a_recipient(org: Org) -> None:
+    """The legal-basis history (basis, the legitimate-interests assessment, who set it) is
+    the contact's data, like the record that carries it: reading it makes a recipient."""
+    reader = await register(org, name="Compliance tool", scopes=READER_SCOPES)
+    contact = await contact_without_email(org)
+    assessment = "She attends our Leeds seminars every spring; a reminder is expected."
+    response = await org.client.put(
+        f"/v1/contacts/{contact['id']}/legal-basis",
+        json={"basis": "legitimate_interests", "assessment": assessment},
+        headers=org.headers,
+    )
+    assert response.status_code == 200, response.text
+    headers = await token(org.client, reader)
+    shown = await _ok(
+        await org.client.get(f"/v1/contacts/{contact['id']}/legal-basis", headers=headers)
+    )
+    assert shown["current"]["assessment"] == assessment
+
+    erasure = await filed(
+        org, {"type": "erasure", "module": "contacts", "record_id": contact["id"]}
+    )
+    await _ok(await act(org, erasure["id"], "verify", {}))
+    done = await completed(org, erasure["id"])
+    clients = {item["id"] for item in done["recipients"] if item["kind"] == "oauth_client"}
+    assert clients == {reader.client_id}
+
+
+async def test_a_refused_read_records_no_disclosure_and_a_later_read_still_does(
+    org: Org,
+) -> None:
+    """A response that fails after the policy noted the subject (a receipt of an event that
+    is not theirs: 404) rolls the note back, and is not remembered as written: the partner's
+    next, successful read is recorded."""
+    reader = await register(org, scopes=[*READER_SCOPES, "crm.consent.read"])
+    headers = await token(org.client, reader)
+    contact = await contact_without_email(org)
+    missing = f"/v1/contacts/{contact['id']}/consents/{uuid.uuid4()}/receipt"
+    assert (await org.client.get(missing, headers=headers)).status_code == 404
+    assert await count_rows(org.app, "partner_disclosures", org.id) == 0
+    await _ok(await org.client.get(f"/v1/contacts/{contact['id']}", headers=headers))
+    assert await count_rows(org.app, "partner_disclosures", org.id) == 1
+
+
+async def test_another_organizations_partner_is_never_a_recipient(org: Org, other_org: Org) -> None:
+    """The same person in two organizations: a partner of one reading them there is not
+    listed when the other organization erases them."""
+    email = unique_email("twoorgs")
+    theirs = await make_contact(other_org, email)
+    outsider = await register(other_org, scopes=READER_SCOPES)
+    await _ok(
+        await org.client.get(
+            f"/v1/contacts/{theirs['id']}", headers=await token(other_org.client, outsider)
+        )
+    )
+    ours = await make_contact(org, email)
+    reader = await register(org, scopes=READER_SCOPES)
+    await _ok(
+        await org.client.get(f"/v1/contacts/{ours['id']}", headers=await token(org.client, reader))
+    )
+    # The outsider's token reaches nothing of this organization.
+    outsider_headers = await token(other_org.client, outsider)
+    assert (
+        await org.client.get(f"/v1/contacts/{ours['id']}", headers=outsider_headers)
+    ).status_code == 404
+
+    erasure = await verified(org, {"type": "erasure", "email": email})
+    done = await completed(org, erasure["id"])
+    assert {item["id"] for item in done["recipients"]} == {reader.client_id}
+    # The other organization's record and its partner's disclosure stay.
+    assert await count_rows(other_org.app, "partner_disclosures", other_org.id) == 1
