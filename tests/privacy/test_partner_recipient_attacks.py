@@ -180,3 +180,103 @@ async def test_another_organizations_partner_is_never_a_recipient(org: Org, othe
     assert {item["id"] for item in done["recipients"]} == {reader.client_id}
     # The other organization's record and its partner's disclosure stay.
     assert await count_rows(other_org.app, "partner_disclosures", other_org.id) == 1
+
+
+def partner_principal(org: Org, client_id: str) -> Any:
+    """The principal a partner's token resolves to (oauth/service.py), for a read held open
+    across another request."""
+    from crm_service.security.principal import Principal
+    from crm_service.security.scopes import Scope
+
+    return Principal(
+        organization_id=org.id,
+        user_id=None,
+        scopes=frozenset({Scope.CONTACTS_READ}),
+        client_id=client_id,
+        permissions=None,
+    )
+
+
+async def test_a_read_whose_subject_is_erased_before_it_commits_sends_nothing(org: Org) -> None:
+    """The race: a partner's read has the contact's values in hand, the subject's erasure
+    completes, then the read commits. It is refused (503 `changed-meanwhile`), so the partner
+    that the erasure could not list received nothing."""
+    from crm_service.db.session import commit, rollback
+    from crm_service.records.contacts.service import contacts
+    from crm_service.records.disclosure import ChangedMeanwhile
+
+    partner = await register(org, name="Slow reader", scopes=READER_SCOPES)
+    email = unique_email("racing")
+    contact = await make_contact(org, email, first_name="Euphemia")
+    request = await verified(org, {"type": "erasure", "email": email})
+    async with org.app.state.sessionmaker() as session:
+        read = await contacts.get(
+            session=session,
+            principal=partner_principal(org, partner.client_id),
+            record_id=uuid.UUID(contact["id"]),
+        )
+        assert read.first_name == "Euphemia"
+        done = await completed(org, request["id"])
+        assert done["recipients"] == []
+        with pytest.raises(ChangedMeanwhile):
+            await commit(session)
+        await rollback(session)
+    assert await count_rows(org.app, "partner_disclosures", org.id) == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_read_while_a_privacy_request_holds_the_subject_is_refused(org: Org) -> None:
+    """A privacy request being carried out holds the subject's keys until it commits; a
+    partner's read of the subject meanwhile answers 503 `changed-meanwhile` with Retry-After,
+    writes nothing, and succeeds once asked again."""
+    from sqlalchemy import text
+
+    partner = await register(org, name="Impatient reader", scopes=READER_SCOPES)
+    headers = await token(org.client, partner)
+    contact = await make_contact(org, unique_email("held"))
+    async with org.app.state.engine.connect() as holder:
+        await holder.execute(
+            text(
+                "SELECT id FROM data_keys WHERE organization_id = :org AND subject_id IN "
+                "(SELECT subject_id FROM contacts WHERE id = :id) FOR UPDATE"
+            ),
+            {"org": org.id, "id": uuid.UUID(contact["id"])},
+        )
+        refused = await org.client.get(f"/v1/contacts/{contact['id']}", headers=headers)
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["type"].endswith("/changed-meanwhile")
+        assert refused.headers["retry-after"] == "1"
+        assert await count_rows(org.app, "partner_disclosures", org.id) == 0
+        await holder.rollback()
+    again = await org.client.get(f"/v1/contacts/{contact['id']}", headers=headers)
+    assert again.status_code == 200, again.text
+    assert await count_rows(org.app, "partner_disclosures", org.id) == 1
+
+
+async def test_reads_that_show_nothing_of_an_erased_subject_are_not_refused(org: Org) -> None:
+    """The race guard refuses a read whose subject lost its keys after the read; a read that
+    shows nothing of an erased subject (their record's history, a request's unreadable copy)
+    notes nothing of them and is answered as usual."""
+    partner = await register(org, name="Auditor", scopes=READER_SCOPES)
+    headers = await token(org.client, partner)
+    # A request filed when nothing was held, completed after a contact with the email came:
+    # its own key is destroyed, the contact's copy still opens.
+    email = unique_email("latecomer")
+    request = await verified(org, {"type": "access", "email": email})
+    await make_contact(org, email)
+    done = await completed(org, request["id"])
+    assert len(done["subject_ids"]) == 2
+    shown = await _ok(
+        await org.client.get(f"/v1/privacy/requests/{request['id']}", headers=headers)
+    )
+    assert shown["email"] == email
+    # An erased contact's history: entries without values.
+    erased = await make_contact(org, unique_email("gone"))
+    erasure = await verified(
+        org, {"type": "erasure", "module": "contacts", "record_id": erased["id"]}
+    )
+    await completed(org, erasure["id"])
+    history = await org.client.get(f"/v1/contacts/{erased['id']}/history", headers=headers)
+    assert history.status_code == 200, history.text
+    assert await count_rows(org.app, "partner_disclosures", org.id) == 1

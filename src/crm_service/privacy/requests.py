@@ -88,11 +88,15 @@ from crm_service.privacy.schemas import (
 from crm_service.privacy.service import get_receipt
 from crm_service.records.contacts.schemas import ContactUpdate
 from crm_service.records.contacts.service import contacts
-from crm_service.records.disclosure import note_partner_disclosure
+from crm_service.records.disclosure import note_partner_disclosure, partner_of
 from crm_service.records.leads.schemas import LeadUpdate
 from crm_service.records.leads.service import leads
 from crm_service.records.paging import Cursor, RecordSort
-from crm_service.records.repository import partner_clients_shown
+from crm_service.records.repository import (
+    hold_subjects,
+    partner_clients_shown,
+    subjects_with_keys,
+)
 from crm_service.security.principal import Principal
 
 TARGET_TYPE = "privacy_request"
@@ -551,15 +555,21 @@ def require_open(request: PrivacyRequest) -> None:
 # --- the API's operations ---------------------------------------------------------------------
 
 
-def _shown_to(
+async def _shown_to(
     session: AsyncSession, principal: Principal, shown: PrivacyRequestRead
 ) -> PrivacyRequestRead:
     """A request as a response shows it: what it says (the email, the details, the
     corrections, the verification note, the extension and rejection reasons: each sealed
     under the subjects' keys) is the data subjects' data, so a partner client shown any of it
-    is one of their recipients (Art. 19)."""
-    if any(getattr(shown, name) is not None for name in _SAID_FIELDS):
-        note_partner_disclosure(session, principal, shown.subject_ids)
+    is one of their recipients (Art. 19): each subject of it whose key still opens it (an
+    erased subject's copy is unreadable, so nothing of theirs is shown)."""
+    if partner_of(principal) is not None and any(
+        getattr(shown, name) is not None for name in _SAID_FIELDS
+    ):
+        readable = await subjects_with_keys(
+            session, principal.organization_id, shown.subject_ids, lock=False
+        )
+        note_partner_disclosure(session, principal, sorted(readable))
     return shown
 
 
@@ -593,13 +603,13 @@ async def create(
         language=payload.language,
         now=now,
     )
-    return _shown_to(session, principal, await read(session, request, now=now))
+    return await _shown_to(session, principal, await read(session, request, now=now))
 
 
 async def get(
     *, session: AsyncSession, principal: Principal, request_id: uuid.UUID, now: datetime
 ) -> PrivacyRequestRead:
-    return _shown_to(
+    return await _shown_to(
         session,
         principal,
         await _read(session, await opened(session, principal.organization_id, request_id), now=now),
@@ -628,7 +638,7 @@ async def list_requests(
         next_cursor = Cursor(RecordSort.CREATED_DESC, rows[-1].received_at, rows[-1].id).encode()
     return PrivacyRequestPage(
         data=[
-            _shown_to(session, principal, shown)
+            await _shown_to(session, principal, shown)
             for shown in await read_many(session, principal.organization_id, rows, now=now)
         ],
         next_cursor=next_cursor,
@@ -667,7 +677,7 @@ async def verify(
         target_id=request.id,
         reason="by=staff",
     )
-    return _shown_to(
+    return await _shown_to(
         session, principal, await _read(session, Opened(request, found.subjects, said), now=now)
     )
 
@@ -865,7 +875,7 @@ async def extend(
         target_id=request.id,
         reason=f"months={payload.months};mailed={str(mailed).lower()}",
     )
-    return _shown_to(
+    return await _shown_to(
         session,
         principal,
         await _read(session, Opened(request, found.subjects, resealed.said), now=now),
@@ -900,7 +910,7 @@ async def reject(
         target_id=request.id,
         reason=f"mailed={str(mailed).lower()}",
     )
-    return _shown_to(
+    return await _shown_to(
         session,
         principal,
         await _read(session, Opened(request, found.subjects, resealed.said), now=now),
@@ -1255,12 +1265,13 @@ async def complete(
     records = {subject_id: rows for subject_id, rows in records.items() if rows}
     nothing_held_at_filing = not records
     records |= await _held_since_filing(session, found)
-    # Read before an erasure deletes them: the partners shown these subjects' data.
-    shown_to = (
-        await partner_clients_shown(session, request.organization_id, sorted(records))
-        if request_type in ART_19_EVENTS
-        else []
-    )
+    shown_to: list[uuid.UUID] = []
+    if request_type in ART_19_EVENTS:
+        # The partners shown these subjects' data, read once their keys are held (a
+        # disclosure committing meanwhile is listed, or refused: records/disclosure.py), and
+        # before an erasure deletes the rows.
+        await hold_subjects(session, request.organization_id, sorted(records))
+        shown_to = await partner_clients_shown(session, request.organization_id, sorted(records))
     if request_type is PrivacyRequestType.RECTIFICATION:
         carried = await _rectify(session, principal, found, records)
     elif request_type is PrivacyRequestType.RESTRICTION:
@@ -1294,7 +1305,7 @@ async def complete(
         target_id=request.id,
         reason=f"type={request_type.value};mailed={str(mailed).lower()}",
     )
-    return _shown_to(session, principal, await read(session, request, now=now))
+    return await _shown_to(session, principal, await read(session, request, now=now))
 
 
 async def receipt(

@@ -38,6 +38,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import event as sa_event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -46,11 +47,15 @@ from crm_service.audit.history import HistoryItem
 from crm_service.audit.service import record as audit
 from crm_service.db.base import utcnow
 from crm_service.db.session import on_transaction_end
-from crm_service.errors import Forbidden
+from crm_service.errors import Forbidden, ServiceUnavailable
 from crm_service.kit.modules import Module
 from crm_service.orgs.repository import compliance_settings
 from crm_service.records.fields import Classification
-from crm_service.records.repository import RecordRepository, add_partner_disclosures
+from crm_service.records.repository import (
+    RecordRepository,
+    add_partner_disclosures,
+    subjects_with_keys,
+)
 from crm_service.records.storage import RecordStorage
 from crm_service.security.principal import Principal
 
@@ -121,11 +126,46 @@ def note_partner_disclosure(
         session.info.setdefault(_PARTNER_PENDING, set()).update(fresh)
 
 
+class ChangedMeanwhile(ServiceUnavailable):
+    """A privacy request changed or erased a data subject of this response while it was being
+    prepared: nothing is sent (asking again answers with what holds now)."""
+
+    slug, title = "changed-meanwhile", "Changed meanwhile"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "A privacy request changed a data subject of this response while it was being "
+            "prepared; ask again.",
+            headers={"Retry-After": "1"},
+        )
+
+
+def _lock_not_available(exc: DBAPIError) -> bool:
+    cause = getattr(exc.orig, "__cause__", None)
+    return "55P03" in (getattr(exc.orig, "sqlstate", None), getattr(cause, "sqlstate", None))
+
+
 async def _write_partner_disclosures(session: AsyncSession) -> None:
+    """Record the noted disclosures, then make sure none of their subjects was erased, or is
+    being changed by a privacy request, meanwhile: that request reads the recipients once it
+    holds the subjects' keys (`hold_subjects`), so a disclosure either commits before and is
+    listed, or is refused here and sends nothing (503 `changed-meanwhile`)."""
     pending: set[Disclosure] | None = session.info.pop(_PARTNER_PENDING, None)
     if not pending:
         return
     await add_partner_disclosures(session, sorted(pending), utcnow())
+    by_organization: dict[uuid.UUID, set[uuid.UUID]] = {}
+    for organization_id, _client, subject_id in pending:
+        by_organization.setdefault(organization_id, set()).add(subject_id)
+    for organization_id, subject_ids in sorted(by_organization.items()):
+        try:
+            held = await subjects_with_keys(session, organization_id, sorted(subject_ids))
+        except DBAPIError as exc:
+            if _lock_not_available(exc):
+                raise ChangedMeanwhile() from None
+            raise
+        if subject_ids - held:
+            raise ChangedMeanwhile()
     session.info[_PARTNER_WRITTEN] = pending
 
 

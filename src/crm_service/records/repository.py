@@ -9,11 +9,21 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, delete, exists, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.access.visibility import Visibility
-from crm_service.crypto.models import DataKeyRecord
+from crm_service.crypto.models import DataKeyPurpose, DataKeyRecord, DataKeyStatus
 from crm_service.db.base import Base, utcnow
 from crm_service.db.repository import OrganizationRepository, insert_ignoring_conflicts
 from crm_service.kit.modules import Module
@@ -445,6 +455,47 @@ async def add_partner_disclosures(
             ]
         ]
         await session.execute(insert_ignoring_conflicts(session, PartnerDisclosure, values))
+
+
+async def hold_subjects(
+    session: AsyncSession, organization_id: uuid.UUID, subject_ids: Sequence[uuid.UUID]
+) -> None:
+    """Write-lock the subjects' data keys for the rest of the transaction (an update that
+    changes nothing): a partner's disclosure of these subjects that commits meanwhile waits
+    for it, or is refused (see :func:`subjects_with_keys`)."""
+    if not subject_ids:
+        return
+    await session.execute(
+        update(DataKeyRecord)
+        .where(
+            DataKeyRecord.organization_id == organization_id,
+            DataKeyRecord.purpose == DataKeyPurpose.SUBJECT.value,
+            DataKeyRecord.subject_id.in_(list(subject_ids)),
+        )
+        .values(status=DataKeyRecord.status)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def subjects_with_keys(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    subject_ids: Sequence[uuid.UUID],
+    *,
+    lock: bool = True,
+) -> set[uuid.UUID]:
+    """Those of the subjects that still have a key (the others were erased). With `lock`, on
+    PostgreSQL, the key rows are share-locked without waiting: held by :func:`hold_subjects`,
+    the statement fails with lock-not-available."""
+    statement = select(DataKeyRecord.subject_id).where(
+        DataKeyRecord.organization_id == organization_id,
+        DataKeyRecord.purpose == DataKeyPurpose.SUBJECT.value,
+        DataKeyRecord.subject_id.in_(list(subject_ids)),
+        DataKeyRecord.status != DataKeyStatus.DESTROYED.value,
+    )
+    if lock and session.get_bind().dialect.name == "postgresql":
+        statement = statement.with_for_update(read=True, nowait=True)
+    return set((await session.execute(statement)).scalars())
 
 
 async def partner_clients_shown(

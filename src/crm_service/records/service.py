@@ -400,7 +400,13 @@ class RecordService(Generic[ModelT]):
             last = items[-1].entry
             next_cursor = Cursor(RecordSort.CREATED_DESC, last.occurred_at, last.id).encode()
         disclosure = await DisclosurePolicy(session, principal).show_history(
-            repository, record_id, items, subject_id=getattr(record, "subject_id", None)
+            repository,
+            record_id,
+            items,
+            # An erased subject's history shows no values: nothing of theirs is disclosed.
+            subject_id=None
+            if getattr(record, "erased", False)
+            else getattr(record, "subject_id", None),
         )
         return items, disclosure, next_cursor
 
