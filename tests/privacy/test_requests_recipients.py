@@ -97,3 +97,25 @@ async def test_restrictions_and_rectifications_are_told_too(
     assert payload["type"] == event
     assert payload["data"]["records"] == [{"module": "contacts", "id": contact["id"]}]
     assert email.encode() not in receiver.received[0].body
+
+
+async def test_an_endpoint_that_received_the_subjects_data_but_takes_no_privacy_event_is_listed(
+    org: Org, receiver: Receiver
+) -> None:
+    """Art. 19 asks that every recipient be told: an endpoint that was delivered the contact's
+    data (`contact.created`) but subscribes to no `privacy.*` event cannot be told by a
+    webhook, so the request lists it for staff to tell."""
+    feed = await create_webhook(org, receiver.url, ["contact.created"])
+    told = await create_webhook(org, receiver.url, ["privacy.erased"])
+    never = await create_webhook(org, receiver.url, ["lead.created"])
+    email = unique_email("fed")
+    created = await org.client.post(
+        "/v1/contacts", json={"last_name": "Featherstone", "email": email}, headers=org.headers
+    )
+    assert created.status_code == 201, created.text
+    assert await deliver(org) == 1  # the contact.created event, to the feed
+    request = await verified(org, {"type": "erasure", "email": email})
+    done = await completed(org, request["id"])
+    hows = {item["id"]: item["how"] for item in done["recipients"]}
+    assert hows == {feed["id"]: "received_data", told["id"]: "webhook_queued"}
+    assert never["id"] not in hows

@@ -189,3 +189,23 @@ async def redeliver(session: AsyncSession, delivery_id: uuid.UUID, now: datetime
 async def purge_delivery(session: AsyncSession, delivery_id: uuid.UUID) -> None:
     """A delivery whose data subject was erased: nothing of it may go out any more."""
     await session.execute(delete(WebhookDelivery).where(WebhookDelivery.id == delivery_id))
+
+
+async def endpoints_that_received(
+    session: AsyncSession, organization_id: uuid.UUID, subject_ids: list[uuid.UUID]
+) -> list[uuid.UUID]:
+    """The webhook endpoints a delivered event of any of these data subjects went to (GDPR
+    Art. 19: recipients), first delivered first."""
+    if not subject_ids:
+        return []
+    result = await session.execute(
+        select(WebhookDelivery.endpoint_id, WebhookDelivery.delivered_at)
+        .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
+        .where(
+            WebhookEvent.organization_id == organization_id,
+            WebhookEvent.subject_id.in_(subject_ids),
+            WebhookDelivery.status == DELIVERED,
+        )
+        .order_by(WebhookDelivery.delivered_at, WebhookDelivery.endpoint_id)
+    )
+    return list(dict.fromkeys(endpoint_id for endpoint_id, _ in result.all()))

@@ -50,6 +50,7 @@ from crm_service.errors import (
     ValidationFailed,
     _field_problems,
 )
+from crm_service.integrations.repository import endpoints_that_received
 from crm_service.integrations.webhooks import queue_privacy_event
 from crm_service.kit.modules import Module
 from crm_service.mail.outbox import enqueue
@@ -1114,6 +1115,7 @@ async def _tell_recipients(
     request: PrivacyRequest,
     records: dict[uuid.UUID, list[repository.SubjectRow]],
     shown_to: list[uuid.UUID],
+    delivered_to: list[uuid.UUID],
     now: datetime,
 ) -> list[dict[str, str]]:
     """GDPR Art. 19: a `privacy.*` webhook event per subject (ids only) to every endpoint
@@ -1145,6 +1147,13 @@ async def _tell_recipients(
     told += [
         {"kind": "webhook_endpoint", "id": str(id_), "at": at, "how": "webhook_queued"}
         for id_ in sorted(endpoints)
+    ]
+    # Endpoints that received the subjects' data but take no `privacy.*` event of this kind:
+    # listed for staff to tell.
+    told += [
+        {"kind": "webhook_endpoint", "id": str(id_), "at": at, "how": "received_data"}
+        for id_ in delivered_to
+        if id_ not in endpoints
     ]
     record_ids = [row.id for rows in records.values() for row in rows]
     clients = await PrivacyRequestRepository(session, request.organization_id).partner_clients_of(
@@ -1266,12 +1275,16 @@ async def complete(
     nothing_held_at_filing = not records
     records |= await _held_since_filing(session, found)
     shown_to: list[uuid.UUID] = []
+    delivered_to: list[uuid.UUID] = []
     if request_type in ART_19_EVENTS:
         # The partners shown these subjects' data, read once their keys are held (a
         # disclosure committing meanwhile is listed, or refused: records/disclosure.py), and
         # before an erasure deletes the rows.
         await hold_subjects(session, request.organization_id, sorted(records))
         shown_to = await partner_clients_shown(session, request.organization_id, sorted(records))
+        delivered_to = await endpoints_that_received(
+            session, request.organization_id, sorted(records)
+        )
     if request_type is PrivacyRequestType.RECTIFICATION:
         carried = await _rectify(session, principal, found, records)
     elif request_type is PrivacyRequestType.RESTRICTION:
@@ -1284,7 +1297,9 @@ async def complete(
         carried = await _package(session, request, records, now, package_ttl)
     if request_type in ART_19_EVENTS:
         request.recipients = json.dumps(
-            await _tell_recipients(session, principal, request, records, shown_to, now)
+            await _tell_recipients(
+                session, principal, request, records, shown_to, delivered_to, now
+            )
         )
     outcome = {**carried.counts, **carried.times, "receipt_ids": carried.receipt_ids}
     if not records:

@@ -262,9 +262,11 @@ class Recipient(BaseModel):
     id: text(64)
     at: datetime
     how: text(32) = Field(
-        description="`webhook_queued`; `received_data` (a response, export or package to the "
-        "client carried the subject's data); `found_in_audit_log` (the client wrote the "
-        "subject's records and received none of their data)."
+        description="`webhook_queued` (a `privacy.*` event was queued to the endpoint); "
+        "`received_data` (a response, export or package to the client, or a delivered event "
+        "to an endpoint that takes no `privacy.*` event of this kind, carried the subject's "
+        "data: tell it yourself); `found_in_audit_log` (the client wrote the subject's "
+        "records and received none of their data)."
     )
 
 
