@@ -435,3 +435,44 @@ async def test_a_blocklisted_address_is_dropped_while_answering_as_usual(
     assert await leads_with(org, erased["email"]) == []
     # Only the welcome visitor got an opt-in mail; the erased address none.
     assert len(await _outbox(org)) == mails_before + (1 if double_opt_in else 0)
+
+
+async def test_erasing_a_person_drops_their_submission_waiting_for_its_opt_in(
+    org: Org, visitor: httpx.AsyncClient, database_url: str
+) -> None:
+    """A submission waiting for its double opt-in is sealed under a key of its own; erasing
+    the person with that address (a contact of theirs) drops it at once, not when its link
+    expires: the link then confirms nothing, and no byte of the database holds it."""
+    await create_purpose(org, "newsletter")
+    form = await create_form(org)
+    who = person()
+    contact = await org.client.post(
+        "/v1/contacts", json={"last_name": "Hopper", "email": who["email"]}, headers=org.headers
+    )
+    assert contact.status_code == 201, contact.text
+    submitted = await visitor.post(
+        f"/forms/{form['id']}",
+        content=str(httpx.QueryParams({**who, "purposes": "newsletter"})),
+        headers=FORM,
+    )
+    assert submitted.status_code == 202
+    [mailed] = await mails(org.app, org.id, "optin_confirm")
+    path = link_in(mailed.text, "/forms/confirm/")
+
+    erasure = await org.client.post(
+        "/v1/privacy/erasures",
+        json={"module": "contacts", "record_id": contact.json()["id"]},
+        headers=org.headers,
+    )
+    assert erasure.status_code == 201, erasure.text
+    receipt = await org.client.get(
+        f"/v1/privacy/erasures/{erasure.json()['receipt_ids'][0]}", headers=org.headers
+    )
+    assert receipt.json()["counts"]["pending_webform_submissions"] == 1, receipt.text
+
+    confirmed = await visitor.post(path)
+    assert confirmed.status_code in (200, 410) and "confirmed" not in confirmed.text.lower()
+    assert await leads_with(org, who["email"]) == []
+    assert await mails(org.app, org.id, "optin_confirm") == []
+    values = [who["email"], who["first_name"], who["company"]]
+    assert [v for v in values if v.encode() in await database_bytes(database_url)] == []

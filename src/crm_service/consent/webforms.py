@@ -634,6 +634,35 @@ async def confirm(
 # --- the worker ------------------------------------------------------------------------------
 
 
+async def drop_pending_of(
+    session: AsyncSession, organization_id: uuid.UUID, email_bidxs: list[str]
+) -> int:
+    """Unconfirmed submissions from these addresses (an erased data subject's): their data,
+    their key and their queued confirmation mail go now, not when the link expires; the
+    confirmation page then says the link expired. Returns how many."""
+    if not email_bidxs:
+        return 0
+    found = (
+        await session.execute(
+            select(WebformSubmission).where(
+                WebformSubmission.organization_id == organization_id,
+                WebformSubmission.email_bidx.in_(email_bidxs),
+                WebformSubmission.status == SubmissionStatus.PENDING.value,
+                WebformSubmission.data_sealed.is_not(None),
+            )
+        )
+    ).scalars()
+    dropped = 0
+    for submission in found:
+        await keyring_for(session, organization_id).destroy_subject_keys(submission.subject_id)
+        await purge_subject_mail(session, organization_id, submission.subject_id)
+        submission.data_sealed = None
+        submission.status = "expired"
+        dropped += 1
+    await session.flush()
+    return dropped
+
+
 async def purge_expired(session: AsyncSession, now: datetime, batch_size: int) -> int:
     """Unconfirmed submissions whose link expired lose their data, their subject's key and
     their queued mail (a tombstone stays a while); old tombstones go."""
