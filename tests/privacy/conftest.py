@@ -68,3 +68,23 @@ async def completed(org: Org, request_id: str) -> dict[str, Any]:
     response = await act(org, request_id, "complete")
     assert response.status_code == 200, response.text
     return response.json()
+
+
+async def completion_mail(org: Org) -> tuple[Any, Any]:
+    """The organization's one `privacy_request_completed` message, and its content (None once
+    its key is gone)."""
+    from sqlalchemy import select
+
+    from crm_service.mail.models import OutboxMessage
+    from crm_service.mail.outbox import open_content
+
+    async with org.app.state.sessionmaker() as session:
+        (message,) = (
+            await session.execute(
+                select(OutboxMessage).where(
+                    OutboxMessage.organization_id == org.id,
+                    OutboxMessage.template == "privacy_request_completed",
+                )
+            )
+        ).scalars()
+        return message, await open_content(session, message)

@@ -11,24 +11,11 @@ from typing import Any
 from sqlalchemy import select
 
 from crm_service.mail.models import OutboxMessage
-from crm_service.mail.outbox import MailContent, list_outbox, open_content
+from crm_service.mail.outbox import list_outbox
 from tests.conftest import Org, database_bytes, unique_email
 from tests.mail.conftest import SmtpServer, send_all_due_mail
-from tests.privacy.conftest import completed, file, make_contact, verified
+from tests.privacy.conftest import completed, completion_mail, file, make_contact, verified
 from tests.privacy.probe import hits
-
-
-async def completion_mail(org: Org) -> tuple[OutboxMessage, MailContent | None]:
-    async with org.app.state.sessionmaker() as session:
-        (message,) = (
-            await session.execute(
-                select(OutboxMessage).where(
-                    OutboxMessage.organization_id == org.id,
-                    OutboxMessage.template == "privacy_request_completed",
-                )
-            )
-        ).scalars()
-        return message, await open_content(session, message)
 
 
 async def sealed_under(org: Org, message_id: uuid.UUID) -> str:

@@ -21,7 +21,7 @@ from crm_service.portal.models import PortalSession
 from tests.conftest import Org, database_bytes, unique_email
 from tests.mail.conftest import SmtpServer, free_port, send_all_due_mail
 from tests.portal.conftest import hidden, sign_in, visitor_client
-from tests.privacy.conftest import completed, make_contact, verified
+from tests.privacy.conftest import completed, completion_mail, make_contact, verified
 
 
 async def addresses_the_database_opens_to(org: Org) -> set[str]:
@@ -50,16 +50,8 @@ async def addresses_the_database_opens_to(org: Org) -> set[str]:
 
 async def confirmation(org: Org) -> tuple[OutboxMessage, bool]:
     """The erasure confirmation, and whether its content still opens."""
-    async with org.app.state.sessionmaker() as session:
-        (message,) = (
-            await session.execute(
-                select(OutboxMessage).where(
-                    OutboxMessage.organization_id == org.id,
-                    OutboxMessage.template == "privacy_request_completed",
-                )
-            )
-        ).scalars()
-        return message, await open_content(session, message) is not None
+    message, content = await completion_mail(org)
+    return message, content is not None
 
 
 async def erased_by_request(org: Org, email: str) -> None:

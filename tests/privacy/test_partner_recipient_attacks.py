@@ -28,6 +28,16 @@ async def contact_without_email(org: Org) -> dict[str, Any]:
     return dict(response.json())
 
 
+async def partners_told_of_erasure(org: Org, contact: dict[str, Any]) -> set[str]:
+    """Erase the contact through a request; the partner clients it lists as recipients."""
+    erasure = await filed(
+        org, {"type": "erasure", "module": "contacts", "record_id": contact["id"]}
+    )
+    await _ok(await act(org, erasure["id"], "verify", {}))
+    done = await completed(org, erasure["id"])
+    return {item["id"] for item in done["recipients"] if item["kind"] == "oauth_client"}
+
+
 async def _ok(response: Any) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     return dict(response.json())
@@ -101,13 +111,7 @@ async def test_a_partner_shown_what_a_request_says_is_a_recipient_without_an_ema
         assert secret in str(shown)
     assert shown["email"] is None and shown["details"] is None
 
-    erasure = await filed(
-        org, {"type": "erasure", "module": "contacts", "record_id": contact["id"]}
-    )
-    await _ok(await act(org, erasure["id"], "verify", {}))
-    done = await completed(org, erasure["id"])
-    clients = {item["id"] for item in done["recipients"] if item["kind"] == "oauth_client"}
-    assert clients == {reader.client_id}
+    assert await partners_told_of_erasure(org, contact) == {reader.client_id}
 
 
 async def test_a_partner_shown_a_contacts_legal_basis_is_a_recipient(org: Org) -> None:
@@ -128,13 +132,7 @@ async def test_a_partner_shown_a_contacts_legal_basis_is_a_recipient(org: Org) -
     )
     assert shown["current"]["assessment"] == assessment
 
-    erasure = await filed(
-        org, {"type": "erasure", "module": "contacts", "record_id": contact["id"]}
-    )
-    await _ok(await act(org, erasure["id"], "verify", {}))
-    done = await completed(org, erasure["id"])
-    clients = {item["id"] for item in done["recipients"] if item["kind"] == "oauth_client"}
-    assert clients == {reader.client_id}
+    assert await partners_told_of_erasure(org, contact) == {reader.client_id}
 
 
 async def test_a_refused_read_records_no_disclosure_and_a_later_read_still_does(
