@@ -166,3 +166,15 @@ async def send_all_due_mail(sessionmaker: Any, settings: Any, now: Any) -> int:
     while sent := await send_due_mail(sessionmaker, settings, now):
         total += sent
     return total
+
+
+async def send_through_a_server(app: Any) -> Inbox:
+    """Start an SMTP server, send every due message of the app's outbox through it, stop it;
+    what it accepted."""
+    server = SmtpServer().start()
+    try:
+        settings = app.state.settings.model_copy(update={"smtp_url": server.url})
+        await send_all_due_mail(app.state.sessionmaker, settings, app.state.clock.now())
+    finally:
+        server.stop()
+    return server.inbox

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from crm_service.mail.models import OutboxMessage
 from crm_service.mail.outbox import list_outbox
 from tests.conftest import Org, database_bytes, unique_email
-from tests.mail.conftest import SmtpServer, send_all_due_mail
+from tests.mail.conftest import send_through_a_server
 from tests.privacy.conftest import completed, completion_mail, file, make_contact, verified
 from tests.privacy.probe import hits
 
@@ -83,13 +83,7 @@ async def test_the_erasure_confirmation_outlives_the_erasure_until_it_is_sent(
     assert await sealed_under(org, message.id) == "own"
     assert hits(await database_bytes(database_url), [email, "Persephone"]) == []
 
-    server = SmtpServer().start()
-    try:
-        settings = app.state.settings.model_copy(update={"smtp_url": server.url})
-        await send_all_due_mail(app.state.sessionmaker, settings, app.state.clock.now())
-        (received,) = server.inbox.to(email)
-    finally:
-        server.stop()
+    (received,) = (await send_through_a_server(app)).to(email)
     assert (
         "We have erased the data we held about you" in received.get_body(("plain",)).get_content()
     )

@@ -19,7 +19,7 @@ from crm_service.mail.models import MailStatus, OutboxMessage
 from crm_service.mail.outbox import open_content
 from crm_service.portal.models import PortalSession
 from tests.conftest import Org, database_bytes, unique_email
-from tests.mail.conftest import SmtpServer, free_port, send_all_due_mail
+from tests.mail.conftest import SmtpServer, free_port, send_all_due_mail, send_through_a_server
 from tests.portal.conftest import hidden, sign_in, visitor_client
 from tests.privacy.conftest import completed, completion_mail, make_contact, verified
 
@@ -108,12 +108,7 @@ async def test_once_sent_the_confirmations_key_material_is_nowhere_in_the_databa
             )
         ).scalar_one()
     assert wrapped is not None and holds(await database_bytes(database_url), wrapped)
-    server = SmtpServer().start()
-    try:
-        settings = app.state.settings.model_copy(update={"smtp_url": server.url})
-        await send_all_due_mail(app.state.sessionmaker, settings, app.state.clock.now())
-    finally:
-        server.stop()
+    await send_through_a_server(app)
     _, opens = await confirmation(org)
     assert not opens
     assert not holds(await database_bytes(database_url), wrapped)
@@ -140,12 +135,7 @@ async def test_the_confirmations_key_stays_while_it_is_retried_and_goes_when_it_
 async def test_a_permanent_refusal_takes_the_confirmations_key(org: Org, app: Any) -> None:
     email = unique_email("refused")  # the test server refuses every refused* mailbox
     await erased_by_request(org, email)
-    server = SmtpServer().start()
-    try:
-        settings = app.state.settings.model_copy(update={"smtp_url": server.url})
-        await send_all_due_mail(app.state.sessionmaker, settings, app.state.clock.now())
-    finally:
-        server.stop()
+    await send_through_a_server(app)
     message, opens = await confirmation(org)
     assert (message.status, opens) == (MailStatus.FAILED.value, False)
 
