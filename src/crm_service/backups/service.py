@@ -46,12 +46,12 @@ from crm_service.backups.container import (
 from crm_service.backups.forget_log import ForgetLog, ForgetLogError
 from crm_service.config import Settings
 from crm_service.crypto.master import KeyProvider
-from crm_service.db.engine import make_engine
+from crm_service.db.engine import checkpoint_sqlite, make_engine
 from crm_service.db.migrations import upgrade
 from crm_service.db.session import commit
 from crm_service.db.tenancy import Organization
 from crm_service.privacy import erasers  # noqa: F401 - what other features hold is erased too
-from crm_service.privacy.erasure import checkpoint_sqlite, reapply_erasure
+from crm_service.privacy.erasure import reapply_erasure
 
 logger = structlog.get_logger("crm_service.backups")
 

@@ -6,7 +6,8 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import event
+import structlog
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -102,3 +103,15 @@ def make_sessionmaker(
     """Sessions without autoflush (the storage layer decides when sealed values are written);
     `info` hands every session what its repositories need, such as the key provider."""
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False, info=info or {})
+
+
+async def checkpoint_sqlite(engine: AsyncEngine) -> None:
+    """Move SQLite's WAL into the database file and truncate it, so no page image of a value
+    just erased, or of a data key just destroyed, stays in `-wal` (a no-op on PostgreSQL).
+    Run after the commit of whatever erased or destroyed."""
+    if engine.dialect.name != "sqlite":
+        return
+    async with engine.connect() as connection:
+        busy = (await connection.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))).first()
+    if busy is not None and busy[0]:
+        structlog.get_logger("crm_service.db").warning("wal_checkpoint_busy")

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_service.auth.throttle import forget_old_attempts
 from crm_service.config import Settings
+from crm_service.db.engine import checkpoint_sqlite
 from crm_service.db.repository import insert_ignoring_conflicts
 from crm_service.db.session import commit
 from crm_service.jobs.models import WorkerJob
@@ -147,10 +148,19 @@ class Job:
     # neither its job row nor SQLite's write lock is held meanwhile: `run` gets the
     # sessionmaker, not a session, and claims its own rows (several workers may run it).
     own_transactions: bool = False
+    # A job that destroys data keys (or deletes what they sealed): after a run that did
+    # something, SQLite's WAL is checkpointed so no page image of it stays in `-wal`.
+    forgets: bool = False
 
 
 JOBS: tuple[Job, ...] = (
-    Job("purge_recycle_bin", timedelta(hours=1), _purge_recycle_bin, batch_size=BATCH_SIZE),
+    Job(
+        "purge_recycle_bin",
+        timedelta(hours=1),
+        _purge_recycle_bin,
+        batch_size=BATCH_SIZE,
+        forgets=True,
+    ),
     Job("purge_audit_log", timedelta(days=1), _purge_audit_log),
     Job("forget_sign_in_attempts", timedelta(hours=1), _forget_sign_in_attempts),
     Job("send_mail", timedelta(0), _send_mail, own_transactions=True),
@@ -169,6 +179,7 @@ JOBS: tuple[Job, ...] = (
         timedelta(minutes=15),
         _purge_webform_submissions,
         batch_size=BATCH_SIZE,
+        forgets=True,
     ),
     Job("purge_packages", timedelta(minutes=15), _purge_packages, batch_size=BATCH_SIZE),
     Job("forget_portal_sign_ins", timedelta(minutes=15), _forget_portal_sign_ins),
@@ -254,6 +265,8 @@ async def run_due_jobs(
         observe_job(job.name, succeeded_at=time.time())
         done[job.name] = result
         logger.info("job_done", job=job.name, result=result)
+        if job.forgets and result:
+            await checkpoint_sqlite(sessionmaker.kw["bind"])
     return done
 
 

@@ -31,11 +31,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_service.config import Settings
 from crm_service.crypto.service import keyring_for
+from crm_service.db.engine import checkpoint_sqlite
 from crm_service.db.session import commit
 from crm_service.mail.models import MailStatus, OutboxMessage
 from crm_service.mail.outbox import MailContent, open_content, owns_its_key
 from crm_service.metrics import observe_mail
-from crm_service.privacy.erasure import checkpoint_sqlite
 
 logger = structlog.get_logger("crm_service.mail")
 

@@ -21,7 +21,7 @@
 
 SQLite runs with `secure_delete` on every connection, so deleted and overwritten cells are
 zeroed in the file; after the commit the router checkpoints the WAL (TRUNCATE), so no page
-image holding an old value stays in `-wal` either (:func:`checkpoint_sqlite`).
+image holding an old value stays in `-wal` either (`db.engine.checkpoint_sqlite`).
 """
 
 from __future__ import annotations
@@ -34,8 +34,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_service.audit.actions import AuditAction
 from crm_service.audit.service import Actor
@@ -250,14 +249,3 @@ async def reapply_erasure(
         )
     await session.flush()
     return changed
-
-
-async def checkpoint_sqlite(engine: AsyncEngine) -> None:
-    """Move the WAL into the database file and truncate it, so no page image of an erased
-    value stays in `-wal` (a no-op on PostgreSQL)."""
-    if engine.dialect.name != "sqlite":
-        return
-    async with engine.connect() as connection:
-        busy = (await connection.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))).first()
-    if busy is not None and busy[0]:
-        logger.warning("wal_checkpoint_busy")

@@ -15,11 +15,11 @@ from fastapi import BackgroundTasks, Depends, Query, Request, Response, status
 
 from crm_service.audit.service import Actor
 from crm_service.consent.schemas import Language
+from crm_service.db.engine import checkpoint_sqlite
 from crm_service.db.session import CRMRouter, DbSession
 from crm_service.errors import problem_responses
 from crm_service.privacy import requests, restriction, service
 from crm_service.privacy.auth import PrivacyRequestsRead, PrivacyRequestsWrite
-from crm_service.privacy.erasure import checkpoint_sqlite
 from crm_service.privacy.package import package_ttl
 from crm_service.privacy.package_router import PACKAGE_RESPONSES, PackageQuery, attachment
 from crm_service.privacy.schemas import (

@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import Depends, Query, Request, Response, status
+from fastapi import BackgroundTasks, Depends, Query, Request, Response, status
 from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,6 +23,7 @@ from crm_service.audit.repository import delete_history
 from crm_service.audit.service import Actor
 from crm_service.audit.service import record as audit
 from crm_service.crypto.service import keyring_for
+from crm_service.db.engine import checkpoint_sqlite
 from crm_service.db.session import CRMRouter, DbSession
 from crm_service.errors import Forbidden, NotFound, problem_responses
 from crm_service.kit.modules import Module
@@ -257,8 +258,16 @@ async def restore_from_recycle_bin(
     responses=problem_responses(401, 403, 404, 422, 423),
 )
 async def purge_from_recycle_bin(
-    module: Module, record_id: uuid.UUID, principal: Caller, session: DbSession
+    module: Module,
+    record_id: uuid.UUID,
+    principal: Caller,
+    session: DbSession,
+    request: Request,
+    background: BackgroundTasks,
 ) -> Response:
     """Deletes a record in the bin for good, with its history; needs the module's delete scope."""
     await purge(session=session, principal=principal, module=module, record_id=record_id)
+    # After the commit: no page image of the record or of its destroyed keys stays in
+    # SQLite's WAL.
+    background.add_task(checkpoint_sqlite, request.app.state.engine)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
