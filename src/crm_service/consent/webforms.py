@@ -654,13 +654,20 @@ async def drop_pending_of(
     ).scalars()
     dropped = 0
     for submission in found:
-        await keyring_for(session, organization_id).destroy_subject_keys(submission.subject_id)
-        await purge_subject_mail(session, organization_id, submission.subject_id)
-        submission.data_sealed = None
-        submission.status = "expired"
+        await _forget(session, submission)
         dropped += 1
     await session.flush()
     return dropped
+
+
+async def _forget(session: AsyncSession, submission: WebformSubmission) -> None:
+    """An unconfirmed submission loses its data, its subject's key and its queued mail; a
+    tombstone (`expired`) stays, so its link says it expired."""
+    keyring = keyring_for(session, submission.organization_id)
+    await keyring.destroy_subject_keys(submission.subject_id)
+    await purge_subject_mail(session, submission.organization_id, submission.subject_id)
+    submission.data_sealed = None
+    submission.status = "expired"
 
 
 async def purge_expired(session: AsyncSession, now: datetime, batch_size: int) -> int:
@@ -669,11 +676,7 @@ async def purge_expired(session: AsyncSession, now: datetime, batch_size: int) -
     purged = 0
     for submission in await expired_submissions(session, now, batch_size):
         if submission.data_sealed is not None:
-            keyring = keyring_for(session, submission.organization_id)
-            await keyring.destroy_subject_keys(submission.subject_id)
-            await purge_subject_mail(session, submission.organization_id, submission.subject_id)
-            submission.data_sealed = None
-            submission.status = "expired"
+            await _forget(session, submission)
             purged += 1
             audit(
                 session,

@@ -81,8 +81,8 @@ class Claimed:
     id: uuid.UUID
     attempts: int
     content: MailContent | None
-    organization_id: uuid.UUID | None = None
-    own_key: bool = False  # sealed under a key of its own, destroyed once it settles
+    organization_id: uuid.UUID
+    own_key: bool  # sealed under a key of its own, destroyed once it settles
     key_destroyed: bool = False  # its own key went with its outcome
 
 
@@ -163,7 +163,7 @@ async def _settle(
             .execution_options(synchronize_session=False)
         )
         settled = result.scalar_one_or_none() is not None and values.get("status") in _SETTLED
-        if settled and claimed.own_key and claimed.organization_id is not None:
+        if settled and claimed.own_key:
             await keyring_for(session, claimed.organization_id).destroy_subject_keys(claimed.id)
             claimed.key_destroyed = True
         await commit(session)

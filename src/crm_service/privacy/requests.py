@@ -559,16 +559,29 @@ def require_open(request: PrivacyRequest) -> None:
 async def _shown_to(
     session: AsyncSession, principal: Principal, shown: PrivacyRequestRead
 ) -> PrivacyRequestRead:
-    """A request as a response shows it: what it says (the email, the details, the
+    return (await _all_shown_to(session, principal, [shown]))[0]
+
+
+async def _all_shown_to(
+    session: AsyncSession, principal: Principal, shown: list[PrivacyRequestRead]
+) -> list[PrivacyRequestRead]:
+    """Requests as a response shows them: what each says (the email, the details, the
     corrections, the verification note, the extension and rejection reasons: each sealed
     under the subjects' keys) is the data subjects' data, so a partner client shown any of it
-    is one of their recipients (Art. 19): each subject of it whose key still opens it (an
-    erased subject's copy is unreadable, so nothing of theirs is shown)."""
-    if partner_of(principal) is not None and any(
-        getattr(shown, name) is not None for name in _SAID_FIELDS
-    ):
+    is one of their recipients (Art. 19): each subject whose key still opens it (an erased
+    subject's copy is unreadable, so nothing of theirs is shown). One key lookup per
+    response."""
+    if partner_of(principal) is None:
+        return shown
+    subject_ids = {
+        subject_id
+        for item in shown
+        if any(getattr(item, name) is not None for name in _SAID_FIELDS)
+        for subject_id in item.subject_ids
+    }
+    if subject_ids:
         readable = await subjects_with_keys(
-            session, principal.organization_id, shown.subject_ids, lock=False
+            session, principal.organization_id, sorted(subject_ids), lock=False
         )
         note_partner_disclosure(session, principal, sorted(readable))
     return shown
@@ -638,10 +651,9 @@ async def list_requests(
         rows = rows[: query.limit]
         next_cursor = Cursor(RecordSort.CREATED_DESC, rows[-1].received_at, rows[-1].id).encode()
     return PrivacyRequestPage(
-        data=[
-            await _shown_to(session, principal, shown)
-            for shown in await read_many(session, principal.organization_id, rows, now=now)
-        ],
+        data=await _all_shown_to(
+            session, principal, await read_many(session, principal.organization_id, rows, now=now)
+        ),
         next_cursor=next_cursor,
     )
 

@@ -212,7 +212,8 @@ async def withheld_classifications(
 
 
 def _withheld_in(withhold: str | None, channel: Channel) -> frozenset[Classification]:
-    if withhold is None or channel is Channel.SCREEN:
+    """What stored compliance settings withhold on a leaving channel (not the screen)."""
+    if withhold is None:
         return frozenset()
     return frozenset(Classification(name) for name in parse_withhold(withhold)[channel])
 

@@ -460,18 +460,23 @@ async def add_partner_disclosures(
 async def hold_subjects(
     session: AsyncSession, organization_id: uuid.UUID, subject_ids: Sequence[uuid.UUID]
 ) -> None:
-    """Write-lock the subjects' data keys for the rest of the transaction (an update that
-    changes nothing): a partner's disclosure of these subjects that commits meanwhile waits
-    for it, or is refused (see :func:`subjects_with_keys`)."""
+    """Write-lock the subjects' data keys for the rest of the transaction: a partner's
+    disclosure of these subjects that commits meanwhile waits for it, or is refused (see
+    :func:`subjects_with_keys`). PostgreSQL: `FOR UPDATE` on the key rows; SQLite, which
+    locks the whole database for a writer: an update that changes nothing."""
     if not subject_ids:
+        return
+    of_subjects = (
+        DataKeyRecord.organization_id == organization_id,
+        DataKeyRecord.purpose == DataKeyPurpose.SUBJECT.value,
+        DataKeyRecord.subject_id.in_(list(subject_ids)),
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(select(DataKeyRecord.id).where(*of_subjects).with_for_update())
         return
     await session.execute(
         update(DataKeyRecord)
-        .where(
-            DataKeyRecord.organization_id == organization_id,
-            DataKeyRecord.purpose == DataKeyPurpose.SUBJECT.value,
-            DataKeyRecord.subject_id.in_(list(subject_ids)),
-        )
+        .where(*of_subjects)
         .values(status=DataKeyRecord.status)
         .execution_options(synchronize_session=False)
     )
