@@ -3,6 +3,7 @@ API still finds every one of them."""
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Any
 
@@ -34,6 +35,22 @@ def _encodings(value: str) -> list[bytes]:
     return [raw, value.lower().encode(), raw.hex().encode()]
 
 
+# Random hex the database holds anyway (ciphertext as pg_dump prints bytea, blind indexes,
+# hashes, UUIDs): a short plaintext needle such as a phone number's last digits turns up in
+# it by chance now and then. Blanked before looking for a value as it is written; the value's
+# hex form is still looked for in everything. No phone number (at most 15 digits) and no
+# value with a character outside 0-9a-f is hidden by it.
+_RANDOM_HEX = re.compile(
+    rb"[0-9a-f]{16,}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+)
+
+
+def _holds(raw: bytes, blanked: bytes, value: str) -> bool:
+    """`value` raw or lowercased outside random hex, or hex-encoded anywhere."""
+    written = value.encode()
+    return written in blanked or value.lower().encode() in blanked or written.hex().encode() in raw
+
+
 def _needles(person: dict[str, str]) -> list[bytes]:
     values = list(person.values()) + [person["phone"].replace(" ", "")]
     return [needle for value in values for needle in _encodings(value)]
@@ -63,9 +80,9 @@ async def test_a_database_dump_holds_no_subject_value(
     for person in people:
         for needle in _needles(person):
             assert needle not in raw, f"{needle!r} is readable at rest"
+    blanked = _RANDOM_HEX.sub(b"-", raw)
     for value in ("GB999888777", "496 0321", "4960321"):
-        for needle in _encodings(value):
-            assert needle not in raw
+        assert not _holds(raw, blanked, value), f"{value!r} is readable at rest"
     # Classified `none` by default, so stored plain: proof that the search would see a value.
     for plain in ("Plain Company Ltd", "Visible Name Ltd"):
         assert any(needle in raw for needle in _encodings(plain)), plain
