@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import base64
 import json
+import multiprocessing
 import os
 import platform
 import secrets
@@ -39,6 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -222,10 +224,53 @@ async def seed_contacts(
     count: int,
     *,
     batch: int = 1000,
+    processes: int | None = None,
 ) -> None:
     """`count` contacts in the organization, `personN@example.com` for N in 0..count-1, each its
     own data subject with its own key, sealed by the product's storage layer (as
-    bench/encryption.py does); a thousand per transaction."""
+    bench/encryption.py does); a thousand per transaction. On PostgreSQL the range is split
+    over `processes` (default: one per CPU), each sealing and writing its own part."""
+    if processes is None:
+        processes = 1 if database_url.startswith("sqlite") else (os.cpu_count() or 1)
+    if processes <= 1 or count < 10 * batch:
+        await _seed_range(database_url, master_key, organization_id, owner_id, 0, count, batch)
+        return
+    step = -(-count // processes)
+    parts = [(start, min(start + step, count)) for start in range(0, count, step)]
+    loop = asyncio.get_running_loop()
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter, no inherited loop
+    with ProcessPoolExecutor(len(parts), mp_context=context) as pool:
+        await asyncio.gather(
+            *(
+                loop.run_in_executor(
+                    pool,
+                    _seed_range_in_process,
+                    database_url,
+                    master_key,
+                    organization_id,
+                    owner_id,
+                    start,
+                    stop,
+                    batch,
+                )
+                for start, stop in parts
+            )
+        )
+
+
+def _seed_range_in_process(*args: Any) -> None:
+    asyncio.run(_seed_range(*args))
+
+
+async def _seed_range(
+    database_url: str,
+    master_key: str,
+    organization_id: uuid.UUID,
+    owner_id: uuid.UUID,
+    first: int,
+    stop: int,
+    batch: int,
+) -> None:
     from crm_service import models  # noqa: F401 - registers every table
     from crm_service.config import Settings
     from crm_service.crypto.master import key_provider_from_settings
@@ -242,10 +287,11 @@ async def seed_contacts(
         engine, info=session_info(key_provider_from_settings(settings), phone_region=None)
     )
     try:
-        for start in range(0, count, batch):
+        for start in range(first, stop, batch):
             async with sessionmaker() as session:
                 repository = ContactRepository(session, organization_id)
-                for index in range(start, min(start + batch, count)):
+                made = []
+                for index in range(start, min(start + batch, stop)):
                     contact = Contact(
                         id=uuid.uuid4(),
                         organization_id=organization_id,
@@ -258,8 +304,9 @@ async def seed_contacts(
                         ),
                     )
                     contact.mark_new_subject()
-                    await repository.storage.seal(contact)
-                    session.add(contact)
+                    made.append(contact)
+                await repository.storage.seal_many(made)
+                session.add_all(made)
                 await commit(session)
     finally:
         await engine.dispose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -167,12 +168,17 @@ def create_served_app() -> FastAPI:
     """The app `crm-service serve` runs: in embedded mode (SQLite) it also runs the worker's
     jobs in-process (queued mail, purges), unless CRM_EMBEDDED_WORKER=false."""
     settings = get_settings()
-    return create_app(settings, run_worker=settings.is_embedded and settings.embedded_worker)
+    return create_app(
+        settings, run_worker=settings.is_embedded and settings.embedded_worker, served=True
+    )
 
 
-def create_app(settings: Settings | None = None, *, run_worker: bool = False) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, run_worker: bool = False, served: bool = False
+) -> FastAPI:
     """The app. `run_worker` starts the worker loop as a background task for the app's
-    lifetime (only `serve` in embedded mode asks for it)."""
+    lifetime (only `serve` in embedded mode asks for it). `served`: the app is the process's
+    one app (`serve`), so what start-up built is set aside from the garbage collector."""
     settings = settings or get_settings()
     configure_logging_for(settings)
 
@@ -199,6 +205,12 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         )
         logger.info("started", env=settings.env.value, database=engine.dialect.name)
         worker = _start_worker(app, settings) if run_worker else None
+        if served:
+            # Every module, route and schema built at start-up lives as long as the process;
+            # frozen, a full collection no longer walks them (an export's batches make
+            # enough objects to set off several a second).
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:

@@ -5,12 +5,14 @@ date and remove one (audited), after which the value may be entered again."""
 from __future__ import annotations
 
 import secrets
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
 
+from crm_service.db.session import commit
 from tests.conftest import Org, assert_problem, unique_email
 
 BLOCKED_EMAIL_PLACEHOLDER = "{email}"
@@ -176,3 +178,46 @@ async def test_another_organizations_blocklist_does_not_apply(org: Org, other_or
         ),
         404,
     )
+
+
+async def test_a_batch_sealed_at_once_is_refused_whole_for_one_blocklisted_email(
+    org: Org, app: Any
+) -> None:
+    """`seal_many` (the storage's batch path: one blocklist query for many new records)
+    refuses a batch holding one erased subject's email, and writes none of it."""
+    from crm_service.privacy.blocklist import Blocklisted
+    from crm_service.records.contacts.models import Contact
+    from crm_service.records.contacts.repository import ContactRepository
+
+    email, phone = _identifiers()
+    await _blocklist(org, email, phone)
+
+    def batch(*emails: str) -> list[Contact]:
+        made = []
+        for address in emails:
+            contact = Contact(
+                id=uuid.uuid4(), organization_id=org.id, owner_id=org.admin_id,
+                created_by_id=org.admin_id, subject_id=uuid.uuid4(), source_channel="manual",
+                last_name="Batch", email=address,
+            )  # fmt: skip
+            contact.mark_new_subject()
+            made.append(contact)
+        return made
+
+    fine = [unique_email("batch") for _ in range(3)]
+    async with app.state.sessionmaker() as session:
+        with pytest.raises(Blocklisted):
+            await ContactRepository(session, org.id).storage.seal_many(
+                batch(fine[0], email.upper(), fine[1])
+            )
+        await session.rollback()
+    async with app.state.sessionmaker() as session:
+        made = batch(*fine)
+        await ContactRepository(session, org.id).storage.seal_many(made)
+        session.add_all(made)
+        await commit(session)
+    for address in [*fine, email]:
+        found = await org.client.get("/v1/contacts", params={"email": address}, headers=org.headers)
+        assert [item["email"] for item in found.json()["data"]] == (
+            [address] if address in fine else []
+        )

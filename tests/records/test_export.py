@@ -9,10 +9,12 @@ number of rows that went out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,6 +57,23 @@ def parse(fmt: str, response: httpx.Response) -> list[dict[str, Any]]:
         return list(csv.DictReader(io.StringIO(text)))
     assert response.headers["content-type"].startswith("application/x-ndjson")
     return [json.loads(line) for line in text.splitlines()]
+
+
+@contextlib.asynccontextmanager
+async def served(org: Org) -> AsyncIterator[str]:
+    """The organization's app behind a real HTTP server on loopback (an export's stream is
+    seen as a client sees it: cut, or ended short); its base URL."""
+    server = uvicorn.Server(
+        uvicorn.Config(org.app, host="127.0.0.1", port=0, lifespan="off", log_level="warning")
+    )
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await serving
 
 
 async def exported_events(org: Org) -> list[dict[str, Any]]:
@@ -211,16 +230,9 @@ async def test_a_download_cut_mid_stream_is_audited_with_the_rows_sent(
         return await original(self, *args, **kwargs)
 
     monkeypatch.setattr(RecordRepository, "export_batch", slow_after_first)
-    server = uvicorn.Server(
-        uvicorn.Config(org.app, host="127.0.0.1", port=0, lifespan="off", log_level="warning")
-    )
-    serving = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
+    async with served(org) as base_url:
         received = b""
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        async with httpx.AsyncClient(base_url=base_url) as http:
             async with http.stream(
                 "GET", "/v1/contacts/export?format=csv", headers=org.headers
             ) as response:
@@ -238,6 +250,46 @@ async def test_a_download_cut_mid_stream_is_audited_with_the_rows_sent(
         (event,) = events
         assert event["reason"] == "channel=export;format=csv;rows=2;cut"
         assert event["outcome"] == "failure"
-    finally:
-        server.should_exit = True
-        await serving
+
+
+async def test_a_tampered_value_cuts_the_export_before_anything_of_its_batch_leaves(
+    org: Org,
+) -> None:
+    """A value altered in the database fails the export closed (the stored-data integrity
+    error, as a GET would): nothing of the batch holding it is sent, and the audit event
+    says the export was cut after the rows that did go out."""
+    from sqlalchemy import text
+
+    from tests.crypto.test_tamper import _id, _store, _stored
+
+    kept = await create_record(org, "contacts", last_name="Keptname")
+    broken = await create_record(org, "contacts", last_name="Brokenname")
+    stored = bytearray(await _stored(org.app, "last_name", broken["id"]))
+    stored[-3] ^= 0x01
+    await _store(org.app, "last_name", broken["id"], bytes(stored))
+    received = b""
+    async with served(org) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        async with http.stream(
+            "GET", "/v1/contacts/export?format=csv", headers=org.headers
+        ) as response:
+            assert response.status_code == 200  # sent before the first batch was read
+            with pytest.raises(httpx.RemoteProtocolError):  # the body ends short
+                async for chunk in response.aiter_raw():
+                    received += chunk
+    assert received.count(b"\r\n") == 1  # the header row, and nothing of the batch
+    assert b"Keptname" not in received and b"Brokenname" not in received
+    (event,) = await exported_events(org)
+    assert event["outcome"] == "failure"
+    assert event["reason"] == "channel=export;format=csv;rows=0;cut"
+    # The untouched record still reads; the broken one fails closed on its own too.
+    assert (
+        await org.client.get(f"/v1/contacts/{kept['id']}", headers=org.headers)
+    ).status_code == 200
+    async with org.app.state.engine.connect() as connection:
+        count = (
+            await connection.execute(
+                text("SELECT count(*) FROM contacts WHERE id = :id"),
+                {"id": _id(org.app, broken["id"])},
+            )
+        ).scalar_one()
+    assert count == 1  # nothing was changed by the failed export

@@ -116,3 +116,32 @@ def open_value_at(stored: bytes, key: DataKey, place: bytes) -> str:
             "A stored value failed authentication (altered, or moved from elsewhere)."
         ) from None
     return plaintext.decode()
+
+
+def open_row(
+    stored_values: list[bytes | None], key: DataKey, places: list[bytes], row_place: bytes
+) -> list[str | None]:
+    """:func:`open_value_at` for the values of one row under one key (`places[n]` the column
+    part of value n's associated data, `row_place` the row's): an export opens a dozen values
+    a row, a million rows, so the common case is one loop with nothing looked up twice.
+    Anything but a well-formed sealed value of this key (plain, foreign, truncated) takes
+    :func:`open_value_at`, which says what is wrong."""
+    decrypt = key.aead.decrypt
+    key_id = key.id_bytes
+    opened: list[str | None] = []
+    for stored, place in zip(stored_values, places, strict=True):
+        if stored is None:
+            opened.append(None)
+        elif stored[:1] == b"\x01" and len(stored) >= _HEADER + 16 and stored[1:17] == key_id:
+            try:
+                plaintext = decrypt(
+                    stored[17:_HEADER], stored[_HEADER:], place + row_place + stored[:_HEADER]
+                )
+            except InvalidTag:
+                raise StoredValueIntegrityError(
+                    "A stored value failed authentication (altered, or moved from elsewhere)."
+                ) from None
+            opened.append(plaintext.decode())
+        else:
+            opened.append(open_value_at(stored, key, place + row_place))
+    return opened

@@ -15,7 +15,7 @@ import binascii
 import hashlib
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -71,6 +71,18 @@ class LocalKeyring:
     active: str
     path: Path | None = None  # the keyring file, when rotation may append to it
     loaded_mtime: int | None = None
+    # One cipher per master key (its id is a digest of the key, so an id never changes
+    # meaning): building one costs more than unwrapping a data key with it.
+    _ciphers: dict[str, AESGCM] = field(default_factory=dict, init=False, repr=False)
+
+    def _cipher(self, master_key_id: str) -> AESGCM | None:
+        cipher = self._ciphers.get(master_key_id)
+        if cipher is None:
+            master = self.keys.get(master_key_id)
+            if master is None:
+                return None
+            cipher = self._ciphers[master_key_id] = AESGCM(master)
+        return cipher
 
     def _reload_if_changed(self) -> None:
         """Another process (`keys rotate --master`) may have added a key to the file."""
@@ -83,6 +95,7 @@ class LocalKeyring:
         if mtime != self.loaded_mtime:
             fresh = _read_keyring_file(self.path)
             self.keys, self.active, self.loaded_mtime = fresh.keys, fresh.active, fresh.loaded_mtime
+            self._ciphers = {}  # a key taken out of the file opens nothing from now on
 
     @property
     def active_key_id(self) -> str:
@@ -94,17 +107,19 @@ class LocalKeyring:
     def wrap(self, key: bytes, context: bytes) -> tuple[str, bytes]:
         self._reload_if_changed()
         nonce = os.urandom(_NONCE_BYTES)
-        sealed = AESGCM(self.keys[self.active]).encrypt(nonce, key, context)
+        cipher = self._cipher(self.active)
+        assert cipher is not None  # the active key is in the keyring
+        sealed = cipher.encrypt(nonce, key, context)
         return self.active, nonce + sealed
 
     def unwrap(self, master_key_id: str, wrapped: bytes, context: bytes) -> bytes:
         if master_key_id not in self.keys:
             self._reload_if_changed()
-        master = self.keys.get(master_key_id)
-        if master is None:
+        cipher = self._cipher(master_key_id)
+        if cipher is None:
             raise KeyUnwrapError(f"master key {master_key_id} is not in the keyring")
         try:
-            return AESGCM(master).decrypt(wrapped[:_NONCE_BYTES], wrapped[_NONCE_BYTES:], context)
+            return cipher.decrypt(wrapped[:_NONCE_BYTES], wrapped[_NONCE_BYTES:], context)
         except InvalidTag:
             raise KeyUnwrapError("a data key failed authentication") from None
 

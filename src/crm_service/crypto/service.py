@@ -11,8 +11,8 @@ import secrets
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
 
 from sqlalchemy import Select, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
@@ -107,6 +107,34 @@ _KEYS_BY_ID = select(*DataKeyRecord.__table__.c).where(
 )
 
 
+# What opening a data key needs of its row, in this order: a read that joins each record's
+# key row (an export's batch) selects these and hands them to `Keyring.open_columns`.
+KEY_COLUMNS = tuple(
+    DataKeyRecord.__table__.c[name]
+    for name in (
+        "id",
+        "organization_id",
+        "purpose",
+        "subject_id",
+        "generation",
+        "master_key_id",
+        "wrapped",
+        "status",
+    )
+)
+
+
+class KeyColumns(NamedTuple):
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    purpose: str
+    subject_id: uuid.UUID
+    generation: int
+    master_key_id: str | None
+    wrapped: bytes | None
+    status: str
+
+
 class Keyring:
     """The data keys of one organization, for one database session."""
 
@@ -125,7 +153,9 @@ class Keyring:
     def _scoped(self) -> Select[DataKeyRecord]:
         return select(DataKeyRecord).where(DataKeyRecord.organization_id == self.organization_id)
 
-    def _open(self, record: Any) -> DataKey | None:
+    def _open(self, record: Any, *, keep: bool = True) -> DataKey | None:
+        """The key of a key row (None when destroyed), from the cache or unwrapped; kept in
+        the cache unless `keep` is false (a key read once, like each of an export's)."""
         if record.status == DataKeyStatus.DESTROYED or record.wrapped is None:
             return None
         material = self.cache.get(record.id, record.wrapped)
@@ -138,7 +168,8 @@ class Keyring:
                 raise KeyMaterialError(
                     "A data key could not be unwrapped with the configured master keys."
                 ) from exc
-            self.cache.put(record.id, record.wrapped, material)
+            if keep:
+                self.cache.put(record.id, record.wrapped, material)
         return DataKey(id=record.id, material=material, generation=record.generation)
 
     async def _create(
@@ -253,6 +284,16 @@ class Keyring:
             _KEYS_BY_ID, {"organization_id": self.organization_id, "key_ids": list(wanted)}
         )
         return self.open_rows(result.all())
+
+    def open_columns(self, row: Sequence[Any], at: int) -> DataKey | None:
+        """Open the key whose :data:`KEY_COLUMNS` a row holds from position `at` (joined by
+        this organization: the caller checks the id is there); None when destroyed. Used for
+        reads of thousands of keys once each: they do not push the keys of everyday requests
+        out of the cache."""
+        record = KeyColumns._make(row[at : at + len(KEY_COLUMNS)])
+        if record.organization_id != self.organization_id:
+            raise KeyMaterialError("A data key of another organization was read.")
+        return self._open(record, keep=False)
 
     def open_rows(self, records: Iterable[Any]) -> dict[uuid.UUID, DataKey | None]:
         """Open key rows already read (of this organization; entities or plain rows with the

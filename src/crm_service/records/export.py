@@ -17,10 +17,13 @@ changes nothing else, so a cut leaves nothing half-done.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
 import io
 import json
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
@@ -36,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from crm_service.audit.actions import AuditAction, Outcome
 from crm_service.audit.service import Actor
 from crm_service.audit.service import record as audit
+from crm_service.crypto.service import KEY_COLUMNS
 from crm_service.db.session import commit
 from crm_service.metrics import observe_exported
 from crm_service.records.disclosure import (
@@ -53,10 +57,12 @@ from crm_service.security.principal import Principal
 logger = structlog.get_logger("crm_service.records.export")
 
 BATCH_SIZE = 1000
+KEY_AT = 3  # where a batch row's data key row (`KEY_COLUMNS`) starts
 # Not record fields: the response's own bookkeeping, and the nested parts flattened below.
 _NOT_COLUMNS = frozenset({"etag", "masked_fields", "withheld_fields", "source", "legal_basis"})
 # A spreadsheet takes a cell starting with one of these for a formula (OWASP CSV injection).
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_FIRST = frozenset(_FORMULA_STARTS)
 # What a lead's or contact's NDJSON line is built from beside its fields.
 _SOURCE_AND_BASIS = (
     "source_channel",
@@ -102,6 +108,15 @@ def neutralise(value: Any) -> str:
     if text.startswith(_FORMULA_STARTS):
         return "'" + text
     return text
+
+
+def _written_as_is(column: Any) -> bool:
+    """A column whose values the csv module writes right (`str()`): ids, numbers, flags."""
+    try:
+        kind = column.type.python_type
+    except NotImplementedError:
+        return False
+    return kind in (uuid.UUID, int, bool)
 
 
 def columns_of(read_schema: type[BaseModel], disclosure: FieldDisclosure) -> tuple[str, ...]:
@@ -162,8 +177,9 @@ async def prepare_export(
 @dataclass(frozen=True)
 class _Reading:
     """What an export reads of each record: the statement's columns (the row's id, data key
-    id and creation time first: the keyset and the key), where each plain attribute is in a
-    row, and the sealed fields with the positions of their stored forms."""
+    id and creation time first: the keyset and the key; then the key's row from
+    :data:`KEY_AT`), where each plain attribute is in a row, and the sealed fields with the
+    positions of their stored forms."""
 
     columns: tuple[Any, ...]
     plain: dict[str, int]
@@ -179,7 +195,8 @@ def _reading(model: Any, names: Any) -> _Reading:
     withheld field is not even read."""
     sealed = set(model.__sealed_fields__)
     attributes = set(sa_inspect(model).column_attrs.keys())
-    columns: list[Any] = [model.id, model.data_key_id, model.created_at]
+    # The keyset and the key first, then the key's own row (joined: no query of its own).
+    columns: list[Any] = [model.id, model.data_key_id, model.created_at, *KEY_COLUMNS]
     plain = {"id": 0, "data_key_id": 1, "created_at": 2}
     stored: list[tuple[str, int]] = []
     for name in names:
@@ -215,9 +232,9 @@ async def _stream(
     disclosure: FieldDisclosure,
     read_schema: type[BaseModel],
 ) -> AsyncIterator[bytes]:
-    """The body. Each batch is one statement of plain columns (no ORM entities), its data
-    keys read in one query and unwrapped once each, its values opened by the field codec,
-    and written out before the next batch is read."""
+    """The body. Each batch is one statement of plain columns (no ORM entities) with each
+    record's data key row joined, each key unwrapped once, its values opened by the field
+    codec, and written out; the next batch is read meanwhile."""
     sent = 0
     complete = False
     model = service.model
@@ -238,6 +255,13 @@ async def _stream(
         -1 if name in hidden else reading.plain.get(name, sealed_at.get(name, -1))
         for name in columns
     ]
+    # The cells the csv module would not write as they should be: text (a formula?),
+    # dates (ISO 8601). Ids and numbers are written as they are.
+    cells_to_shape = [
+        n
+        for n, at in enumerate(cell_at)
+        if at >= 0 and not (at < width and _written_as_is(reading.columns[at]))
+    ]
     table = model.__tablename__
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
@@ -247,58 +271,49 @@ async def _stream(
             yield _drain(buffer)
         async with sessionmaker() as session:
             repository = service.repository_class(session, principal.organization_id, visibility)
-            after: tuple[Any, Any] | None = None
-            while True:
-                batch = await repository.export_batch(
-                    clauses, columns=reading.columns, after=after, limit=BATCH_SIZE
-                )
-                if not batch:
-                    break
-                last = batch[-1]
-                after = (last[2], last[0])
-                opened = await repository.storage.open_rows(
-                    table, batch, stored=reading.stored, id_at=0, key_at=1
-                )
-                if export_format is ExportFormat.CSV:
-                    lines: list[Any] = []
-                    for row, values in zip(batch, opened, strict=True):
-                        if values is None:  # an erased subject's record: nothing to show
-                            continue
-                        merged = (*row, *values, None)  # -1: an empty cell
-                        lines.append(
-                            [
-                                ""
-                                if (value := merged[at]) is None
-                                else ("'" + value if value.startswith(_FORMULA_STARTS) else value)
-                                if value.__class__ is str
-                                else neutralise(value)
-                                for at in cell_at
-                            ]
-                        )
-                    writer.writerows(lines)
-                    chunk = _drain(buffer)
-                else:
-                    lines = [
-                        _ndjson_line(read_schema, reading, disclosure, row, values, person)
-                        for row, values in zip(batch, opened, strict=True)
-                        if values is not None
-                    ]
-                    chunk = b"".join(lines)
-                sent += len(lines)
-                if subject_at >= 0 and lines:
-                    await _note_disclosed(
-                        sessionmaker,
-                        principal,
-                        [
-                            row[subject_at]
+
+            async with contextlib.aclosing(_batches(repository, clauses, reading)) as batches:
+                async for batch in batches:
+                    opened = await repository.storage.open_rows(
+                        table, batch, stored=reading.stored, id_at=0, key_at=1, key_row_at=KEY_AT
+                    )
+                    if export_format is ExportFormat.CSV:
+                        lines: list[Any] = []
+                        for row, values in zip(batch, opened, strict=True):
+                            if values is None:  # an erased subject's record: nothing to show
+                                continue
+                            merged = (*row, *values, None)  # -1: an empty cell
+                            cells = [merged[at] for at in cell_at]
+                            for n in cells_to_shape:
+                                value = cells[n]
+                                if value.__class__ is str:
+                                    if value[:1] in _FORMULA_FIRST:
+                                        cells[n] = "'" + value
+                                elif value is not None:
+                                    cells[n] = neutralise(value)
+                            lines.append(cells)
+                        writer.writerows(lines)  # None is written as an empty cell
+                        chunk = _drain(buffer)
+                    else:
+                        lines = [
+                            _ndjson_line(read_schema, reading, disclosure, row, values, person)
                             for row, values in zip(batch, opened, strict=True)
                             if values is not None
-                        ],
-                    )
-                if lines:
-                    yield chunk
-                if len(batch) < BATCH_SIZE:
-                    break
+                        ]
+                        chunk = b"".join(lines)
+                    sent += len(lines)
+                    if subject_at >= 0 and lines:
+                        await _note_disclosed(
+                            sessionmaker,
+                            principal,
+                            [
+                                row[subject_at]
+                                for row, values in zip(batch, opened, strict=True)
+                                if values is not None
+                            ],
+                        )
+                    if lines:
+                        yield chunk
         complete = True
     finally:
         # Cancelled when the client goes away: the record of what left is written regardless.
@@ -312,6 +327,40 @@ async def _stream(
                 sent=sent,
                 complete=complete,
             )
+
+
+async def _batches(
+    repository: Any, clauses: list[Any], reading: _Reading
+) -> AsyncGenerator[Sequence[Any], None]:
+    """An export's batches in keyset order. The next batch is read while the caller opens
+    and writes this one, so the database works while this process decrypts; nothing else
+    uses the session meanwhile."""
+
+    def read_after(after: tuple[Any, Any] | None) -> asyncio.Task[Sequence[Any]]:
+        return asyncio.create_task(
+            repository.export_batch(clauses, columns=reading.columns, after=after, limit=BATCH_SIZE)
+        )
+
+    reading_next: asyncio.Task[Sequence[Any]] | None = read_after(None)
+    try:
+        while reading_next is not None:
+            batch = await reading_next
+            reading_next = None
+            if not batch:
+                return
+            if len(batch) == BATCH_SIZE:
+                last = batch[-1]
+                reading_next = read_after((last[2], last[0]))
+                await asyncio.sleep(0)  # let it send its statement
+            yield batch
+    finally:
+        if reading_next is not None:
+            # Cut: the read under way is cancelled (as one the stream awaited would be) and
+            # has ended before the session closes.
+            reading_next.cancel()
+            with anyio.CancelScope(shield=True):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reading_next
 
 
 async def _note_disclosed(

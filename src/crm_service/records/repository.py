@@ -12,7 +12,6 @@ from typing import Any, ClassVar, TypeVar
 from sqlalchemy import (
     ColumnElement,
     Select,
-    and_,
     bindparam,
     delete,
     exists,
@@ -37,6 +36,7 @@ from crm_service.records.models import (
 from crm_service.records.paging import (
     Page,
     PageRequest,
+    after_key,
     apply_keyset,
     newest_first_after,
     to_page,
@@ -248,13 +248,24 @@ class RecordRepository(OrganizationRepository[ModelT]):
     ) -> Select[Any]:
         """The one statement of an export's batches: `columns` (plain, no ORM entities) of the
         caller's visible live records matching `clauses`, oldest first after `after`, without
-        those of a restricted data subject. Every rule of what an export holds is here."""
+        those of a restricted data subject. Every rule of what an export holds is here.
+        Each record's data key row is joined (by its organization too), so `columns` may
+        include `crypto.service.KEY_COLUMNS`: one round trip a batch."""
         model = self.model
-        statement = self.listable().with_only_columns(*columns).where(*clauses)
+        statement = (
+            self.listable()
+            .with_only_columns(*columns)
+            .outerjoin(
+                DataKeyRecord,
+                (DataKeyRecord.id == model.data_key_id)
+                & (DataKeyRecord.organization_id == model.organization_id),
+            )
+            .where(*clauses)
+        )
         if after is not None:
             value, id_ = after
             statement = statement.where(
-                or_(model.created_at > value, and_(model.created_at == value, model.id > id_))
+                after_key(model.created_at, model.id, value, id_, descending=False)
             )
         return statement.order_by(model.created_at.asc(), model.id.asc()).limit(limit)
 
@@ -269,7 +280,10 @@ class RecordRepository(OrganizationRepository[ModelT]):
         """A batch of an export (see :meth:`export_query`) as plain rows, still sealed: the
         export opens them a batch at a time (`RecordStorage.open_rows`)."""
         statement = self.export_query(clauses, columns=columns, after=after, limit=limit)
-        return (await self.session.execute(statement)).all()
+        # Plain columns: run as Core on the session's connection (the same transaction),
+        # without the ORM's result machinery, which costs more than the rows a batch holds.
+        connection = await self.session.connection()
+        return (await connection.execute(statement)).all()
 
     async def add(self, instance: ModelT) -> ModelT:
         await self.storage.seal(instance)

@@ -23,6 +23,7 @@ from crm_service.crypto.codec import (
     FieldContext,
     StoredValueIntegrityError,
     column_place,
+    open_row,
     open_value_at,
     seal,
     store_plain,
@@ -148,8 +149,28 @@ class RecordStorage:
         With `force`, or when the record's key is older than the active one, every field is
         re-sealed, so one row never mixes key generations.
         """
+        written = await self._seal(record, force=force)
+        if written is not None and isinstance(record, PersonColumns):
+            # An erased subject's email or phone is not entered again (409 `blocklisted`).
+            await refuse_blocklisted(
+                self.session, self.organization_id, identifiers_of(record, written)
+            )
+
+    async def seal_many(self, records: Sequence[Any]) -> None:
+        """:meth:`seal` for a batch of new records (one blocklist query for all of them): a
+        batch with one blocklisted email or phone is refused whole."""
+        identifiers: set[Any] = set()
+        for record in records:
+            written = await self._seal(record, force=False)
+            if written is not None and isinstance(record, PersonColumns):
+                identifiers |= identifiers_of(record, written)
+        await refuse_blocklisted(self.session, self.organization_id, identifiers)
+
+    async def _seal(self, record: Any, *, force: bool) -> set[str] | None:
+        """Seal `record`; the fields the caller wrote, or None when there was nothing to do.
+        The blocklist is the caller's to ask."""
         if not (record.pending_fields or force or record.data_key_id is None):
-            return
+            return None
         if record.id is None:
             record.id = uuid.uuid4()
         # The key (and with it the FOR SHARE read of the organization) before the
@@ -173,13 +194,9 @@ class RecordStorage:
             kind: IndexKind | None = record.__indexed_fields__.get(field)
             if kind is not None:
                 setattr(record, f"{field}_bidx", await self.index_of(kind, value))
-        if isinstance(record, PersonColumns):
-            # An erased subject's email or phone is not entered again (409 `blocklisted`).
-            await refuse_blocklisted(
-                self.session, self.organization_id, identifiers_of(record, written)
-            )
         record.data_key_id = key.id
         record.set_revealed(plaintext, key=key)
+        return written
 
     async def index_of(self, kind: IndexKind, value: str | None) -> str | None:
         if value is None:
@@ -237,19 +254,28 @@ class RecordStorage:
         stored: Sequence[tuple[str, int]],
         id_at: int = 0,
         key_at: int = 1,
+        key_row_at: int | None = None,
     ) -> list[list[str | None] | None]:
-        """Open plain rows of `table` read without the ORM (an export's batch): the keys of
-        the whole batch in one query, each key unwrapped once, every value through the field
-        codec. `stored` names each field and where its stored form is in a row; a row holds
-        its id at `id_at` and its data key id at `key_at`. Per row, the plaintexts in the
-        order of `stored`, or None when the data subject was erased (the key destroyed)."""
-        keys = await self.keyring.keys_by_id(
-            {row[key_at] for row in rows if row[key_at] is not None}
-        )
-        places = [
-            (field, position, column_place(self.organization_id, table, field))
-            for field, position in stored
-        ]
+        """Open plain rows of `table` read without the ORM (an export's batch): each key
+        unwrapped once, every value through the field codec. `stored` names each field and
+        where its stored form is in a row; a row holds its id at `id_at` and its data key id
+        at `key_at`. The keys are read in one query for the batch, unless each row brings
+        its key's row (`crypto.service.KEY_COLUMNS`, joined by organization) from
+        `key_row_at`. Per row, the plaintexts in the order of `stored`, or None when the data
+        subject was erased (the key destroyed)."""
+        if key_row_at is None:
+            keys = await self.keyring.keys_by_id(
+                {row[key_at] for row in rows if row[key_at] is not None}
+            )
+        else:
+            keys = {}
+            for row in rows:
+                key_id = row[key_at]
+                # The joined row's id is empty when the organization has no such key.
+                if key_id is not None and key_id not in keys and row[key_row_at] == key_id:
+                    keys[key_id] = self.keyring.open_columns(row, key_row_at)
+        positions = [position for _, position in stored]
+        places = [column_place(self.organization_id, table, field) for field, _ in stored]
         opened: list[list[str | None] | None] = []
         for row in rows:
             key = keys.get(row[key_at], _NO_KEY)
@@ -262,20 +288,32 @@ class RecordStorage:
                 )
                 raise StoredValueIntegrityError("A record names a data key its organization lacks.")
             row_id = row[id_at]
-            row_place = row_id.bytes + b"|"
-            values: list[str | None] = []
-            for field, position, place in places:
-                value = row[position]
-                if value is None:
-                    values.append(None)
-                    continue
-                try:
-                    values.append(open_value_at(value, key, place + row_place))
-                except StoredValueIntegrityError:
-                    self._integrity_failure(SimpleNamespace(__tablename__=table, id=row_id), field)
-                    raise
-            opened.append(values)
+            values = [row[position] for position in positions]
+            try:
+                opened.append(open_row(values, key, places, row_id.bytes + b"|"))
+            except StoredValueIntegrityError:
+                self._name_integrity_failure(table, row_id, stored, values, key, places)
+                raise
         return opened
+
+    def _name_integrity_failure(
+        self,
+        table: str,
+        row_id: uuid.UUID,
+        stored: Sequence[tuple[str, int]],
+        values: list[bytes | None],
+        key: DataKey,
+        places: list[bytes],
+    ) -> None:
+        """Log which field of a row failed to open (each tried on its own)."""
+        for (field, _), value, place in zip(stored, values, places, strict=True):
+            if value is None:
+                continue
+            try:
+                open_value_at(value, key, place + row_id.bytes + b"|")
+            except StoredValueIntegrityError:
+                self._integrity_failure(SimpleNamespace(__tablename__=table, id=row_id), field)
+                return
 
     @staticmethod
     def _integrity_failure(record: Any, column: str) -> None:
