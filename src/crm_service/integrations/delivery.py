@@ -24,10 +24,13 @@ Events of a restricted data subject wait (not claimed) until the restriction is 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
+import ssl
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -54,7 +57,8 @@ from crm_service.records.accounts.schemas import AccountRead
 from crm_service.records.accounts.service import accounts
 from crm_service.records.contacts.schemas import ContactRead
 from crm_service.records.contacts.service import contacts
-from crm_service.records.disclosure import Channel, DisclosurePolicy
+from crm_service.records.disclosure import Channel, DisclosurePolicy, withheld_classifications
+from crm_service.records.fields import Classification
 from crm_service.records.leads.schemas import LeadRead
 from crm_service.records.leads.service import leads
 from crm_service.records.service import RecordService
@@ -104,7 +108,38 @@ def integrations_principal(organization_id: uuid.UUID) -> Principal:
     return Principal(organization_id=organization_id, user_id=None, scopes=frozenset())
 
 
-async def build_payload(session: AsyncSession, event: WebhookEvent) -> tuple[dict[str, Any], bool]:
+@dataclass
+class DeliveryBatch:
+    """What every delivery of one claimed batch shares, read once for the batch (which takes
+    no longer than one request, and reads like one): each organization's compliance
+    settings on the `integrations` channel and each endpoint's signing secrets."""
+
+    withheld: dict[uuid.UUID, frozenset[Classification]] = field(default_factory=dict)
+    secrets: dict[tuple[uuid.UUID, bytes, bytes | None], list[str]] = field(default_factory=dict)
+
+    async def withheld_in(
+        self, session: AsyncSession, organization_id: uuid.UUID
+    ) -> frozenset[Classification]:
+        found = self.withheld.get(organization_id)
+        if found is None:
+            found = await withheld_classifications(session, organization_id, Channel.INTEGRATIONS)
+            self.withheld[organization_id] = found
+        return found
+
+    async def secrets_of(
+        self, session: AsyncSession, endpoint: WebhookEndpoint, now: datetime
+    ) -> list[str]:
+        # Keyed by the sealed secrets too: a rotation read by a later batch is a new entry.
+        key = (endpoint.id, endpoint.secret_sealed, endpoint.previous_secret_sealed)
+        found = self.secrets.get(key)
+        if found is None:
+            found = self.secrets[key] = await signing_secrets(session, endpoint, now)
+        return found
+
+
+async def build_payload(
+    session: AsyncSession, event: WebhookEvent, batch: DeliveryBatch | None = None
+) -> tuple[dict[str, Any], bool]:
     """The body of the event's delivery as of now, and whether its subject was erased."""
     if event.data is not None:
         # An event of its own (`privacy.*`): ids only, delivered as they were queued.
@@ -113,13 +148,18 @@ async def build_payload(session: AsyncSession, event: WebhookEvent) -> tuple[dic
     module = Module(event.module)
     service, read_schema = _MODULES[module]
     records = service.repository_class(session, event.organization_id)
-    policy = DisclosurePolicy(
-        session, integrations_principal(event.organization_id), Channel.INTEGRATIONS
-    )
-    disclosure = await policy.fields(records.storage)
+    # The record first: its read brings the field classification the policy needs.
     record = await records.get(event.record_id)
     if record is not None and record.erased:
         return {}, True
+    batch = batch or DeliveryBatch()
+    policy = DisclosurePolicy(
+        session,
+        integrations_principal(event.organization_id),
+        Channel.INTEGRATIONS,
+        withheld=await batch.withheld_in(session, event.organization_id),
+    )
+    disclosure = await policy.fields(records.storage)
     shown = None
     if record is not None:
         DisclosurePolicy.stamp(record, disclosure)
@@ -134,6 +174,13 @@ async def build_payload(session: AsyncSession, event: WebhookEvent) -> tuple[dic
     }
     body = {"type": event.type, "timestamp": event.occurred_at.isoformat(), "data": data}
     return body, False
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """What httpx verifies certificates with by default (its CA bundle), built once a process
+    rather than once a batch: loading the bundle costs tens of milliseconds."""
+    return httpx.create_ssl_context(trust_env=False)
 
 
 async def deliver_due(
@@ -157,16 +204,18 @@ async def deliver_due(
     if not claimed:
         return 0
     gate = asyncio.Semaphore(CONCURRENCY)
+    batch = DeliveryBatch()
     async with httpx.AsyncClient(
         follow_redirects=False,
         timeout=settings.webhook_timeout_seconds,
         transport=transport,
         trust_env=False,
+        verify=_tls_context(),
     ) as http:
 
         async def one(delivery_id: uuid.UUID) -> None:
             async with gate:
-                await attempt(sessionmaker, settings, http, delivery_id, now)
+                await attempt(sessionmaker, settings, http, delivery_id, now, batch)
 
         await asyncio.gather(*(one(delivery_id) for delivery_id in claimed))
     return len(claimed)
@@ -178,15 +227,17 @@ async def attempt(
     http: httpx.AsyncClient,
     delivery_id: uuid.UUID,
     now: datetime,
+    batch: DeliveryBatch | None = None,
 ) -> None:
     """One attempt at one delivery, its outcome recorded in a transaction of its own."""
+    batch = batch or DeliveryBatch()
     async with sessionmaker() as session:
         parts = await repository.delivery_parts(session, delivery_id)
         if parts is None or parts[0].status != PENDING:
             return
         delivery, event, endpoint = parts
-        body, erased = await build_payload(session, event)
-        secrets_ = await signing_secrets(session, endpoint, now)
+        body, erased = await build_payload(session, event, batch)
+        secrets_ = await batch.secrets_of(session, endpoint, now)
         url = endpoint.url
     if erased:
         async with sessionmaker() as session:

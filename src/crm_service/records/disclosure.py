@@ -264,12 +264,20 @@ class DisclosurePolicy:
     """The policy for one caller on one channel, within one request."""
 
     def __init__(
-        self, session: AsyncSession, principal: Principal, channel: Channel | None = None
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        channel: Channel | None = None,
+        *,
+        withheld: frozenset[Classification] | None = None,
     ) -> None:
+        """`withheld`: the classifications the compliance settings withhold on `channel`,
+        when this unit of work already read them (`withheld_classifications`), as a batch
+        of webhook deliveries does once for all of them."""
         self.session = session
         self.principal = principal
         self.channel = channel or channel_of(principal)
-        self._withheld: frozenset[Classification] | None = None
+        self._withheld: frozenset[Classification] | None = withheld
 
     @property
     def sees_sensitive(self) -> bool:
