@@ -107,24 +107,10 @@ _KEYS_BY_ID = select(*DataKeyRecord.__table__.c).where(
 )
 
 
-# What opening a data key needs of its row, in this order: a read that joins each record's
-# key row (an export's batch) selects these and hands them to `Keyring.open_columns`.
-KEY_COLUMNS = tuple(
-    DataKeyRecord.__table__.c[name]
-    for name in (
-        "id",
-        "organization_id",
-        "purpose",
-        "subject_id",
-        "generation",
-        "master_key_id",
-        "wrapped",
-        "status",
-    )
-)
-
-
 class KeyColumns(NamedTuple):
+    """What opening a data key needs of its row: a read that joins each record's key row
+    (an export's batch) selects :data:`KEY_COLUMNS` and hands them to `Keyring.open_columns`."""
+
     id: uuid.UUID
     organization_id: uuid.UUID
     purpose: str
@@ -133,6 +119,9 @@ class KeyColumns(NamedTuple):
     master_key_id: str | None
     wrapped: bytes | None
     status: str
+
+
+KEY_COLUMNS = tuple(DataKeyRecord.__table__.c[name] for name in KeyColumns._fields)
 
 
 class Keyring:

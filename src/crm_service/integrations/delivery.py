@@ -138,7 +138,7 @@ class DeliveryBatch:
 
 
 async def build_payload(
-    session: AsyncSession, event: WebhookEvent, batch: DeliveryBatch | None = None
+    session: AsyncSession, event: WebhookEvent, batch: DeliveryBatch
 ) -> tuple[dict[str, Any], bool]:
     """The body of the event's delivery as of now, and whether its subject was erased."""
     if event.data is not None:
@@ -152,7 +152,6 @@ async def build_payload(
     record = await records.get(event.record_id)
     if record is not None and record.erased:
         return {}, True
-    batch = batch or DeliveryBatch()
     policy = DisclosurePolicy(
         session,
         integrations_principal(event.organization_id),
@@ -227,10 +226,9 @@ async def attempt(
     http: httpx.AsyncClient,
     delivery_id: uuid.UUID,
     now: datetime,
-    batch: DeliveryBatch | None = None,
+    batch: DeliveryBatch,
 ) -> None:
     """One attempt at one delivery, its outcome recorded in a transaction of its own."""
-    batch = batch or DeliveryBatch()
     async with sessionmaker() as session:
         parts = await repository.delivery_parts(session, delivery_id)
         if parts is None or parts[0].status != PENDING:

@@ -22,7 +22,6 @@ import contextlib
 import csv
 import io
 import json
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -33,6 +32,7 @@ from typing import Any
 import anyio
 import structlog
 from pydantic import BaseModel
+from sqlalchemy import Boolean, Integer, Uuid
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -112,11 +112,7 @@ def neutralise(value: Any) -> str:
 
 def _written_as_is(column: Any) -> bool:
     """A column whose values the csv module writes right (`str()`): ids, numbers, flags."""
-    try:
-        kind = column.type.python_type
-    except NotImplementedError:
-        return False
-    return kind in (uuid.UUID, int, bool)
+    return isinstance(column.type, Uuid | Integer | Boolean)
 
 
 def columns_of(read_schema: type[BaseModel], disclosure: FieldDisclosure) -> tuple[str, ...]:
@@ -274,7 +270,7 @@ async def _stream(
 
             async with contextlib.aclosing(_batches(repository, clauses, reading)) as batches:
                 async for batch in batches:
-                    opened = await repository.storage.open_rows(
+                    opened = repository.storage.open_rows(
                         table, batch, stored=reading.stored, id_at=0, key_at=1, key_row_at=KEY_AT
                     )
                     if export_format is ExportFormat.CSV:

@@ -246,7 +246,7 @@ class RecordStorage:
                     raise
             record.set_revealed(values, key=key)
 
-    async def open_rows(
+    def open_rows(
         self,
         table: str,
         rows: Sequence[Sequence[Any]],
@@ -254,26 +254,20 @@ class RecordStorage:
         stored: Sequence[tuple[str, int]],
         id_at: int = 0,
         key_at: int = 1,
-        key_row_at: int | None = None,
+        key_row_at: int,
     ) -> list[list[str | None] | None]:
         """Open plain rows of `table` read without the ORM (an export's batch): each key
         unwrapped once, every value through the field codec. `stored` names each field and
-        where its stored form is in a row; a row holds its id at `id_at` and its data key id
-        at `key_at`. The keys are read in one query for the batch, unless each row brings
-        its key's row (`crypto.service.KEY_COLUMNS`, joined by organization) from
-        `key_row_at`. Per row, the plaintexts in the order of `stored`, or None when the data
-        subject was erased (the key destroyed)."""
-        if key_row_at is None:
-            keys = await self.keyring.keys_by_id(
-                {row[key_at] for row in rows if row[key_at] is not None}
-            )
-        else:
-            keys = {}
-            for row in rows:
-                key_id = row[key_at]
-                # The joined row's id is empty when the organization has no such key.
-                if key_id is not None and key_id not in keys and row[key_row_at] == key_id:
-                    keys[key_id] = self.keyring.open_columns(row, key_row_at)
+        where its stored form is in a row; a row holds its id at `id_at`, its data key id at
+        `key_at` and that key's row (`crypto.service.KEY_COLUMNS`, joined by organization)
+        from `key_row_at`. Per row, the plaintexts in the order of `stored`, or None when the
+        data subject was erased (the key destroyed)."""
+        keys: dict[uuid.UUID, DataKey | None] = {}
+        for row in rows:
+            key_id = row[key_at]
+            # The joined row's id is empty when the organization has no such key.
+            if key_id is not None and key_id not in keys and row[key_row_at] == key_id:
+                keys[key_id] = self.keyring.open_columns(row, key_row_at)
         positions = [position for _, position in stored]
         places = [column_place(self.organization_id, table, field) for field, _ in stored]
         opened: list[list[str | None] | None] = []
